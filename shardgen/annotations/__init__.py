@@ -1,0 +1,96 @@
+"""Annotation files → per-video person tracks and voice segments (pure parsing, no clips).
+
+Two source formats feed one in-memory model, :class:`VideoAnnotations`:
+
+* Ego4D AV JSON (``av_<split>.json``): frame numbers count from 0 (frame f is
+  ``img_{f+1:05d}.jpg``); voice segments cover ``start_frame .. end_frame`` inclusive, as in
+  the Ego4D TalkNet port's ``range(start_frame, end_frame + 1)``. See :mod:`.ego4d`.
+* AVA-ActiveSpeaker CSV rows: a timestamp in seconds maps to frame ``round(t * fps)``
+  (frame f at f/fps, as above). See :mod:`.ava`.
+
+Entries that cannot be used (a box with no size, a segment that ends before it starts, a
+track point missing a field) are dropped and counted by reason in ``dropped``: the build
+report lists the counts, so nothing disappears unseen. A file that cannot be parsed at all
+raises :class:`~shardgen.source.SourceError` naming the file.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+Box = tuple[float, float, float, float]  # x, y (top-left), width, height
+
+
+@dataclass
+class Person:
+    """One person of a video: face boxes by 0-based frame, and inclusive voice ranges."""
+
+    person_id: str
+    camera_wearer: bool = False
+    track_ids: list[str] = field(default_factory=list)
+    boxes: dict[int, Box] = field(default_factory=dict)
+    voice: list[tuple[int, int]] = field(default_factory=list)
+    normalised_boxes: bool = False  # AVA: boxes in 0-1 units of the frame size
+
+
+@dataclass
+class VideoAnnotations:
+    """Everything the labels of one video's clips are computed from."""
+
+    video_id: str
+    source: str  # "ego4d-av" | "ava-csv"
+    file: str  # the annotation file's name, for provenance
+    persons: list[Person] = field(default_factory=list)
+    dropped: Counter = field(default_factory=Counter)
+
+
+def load_annotations(paths: list[Path], fps: float, *, ava_time_offset: float = 0.0) -> dict[str, VideoAnnotations]:
+    """Parse every annotation file (JSON → Ego4D AV, CSV → AVA) into one id → annotations map."""
+    from ..source import SourceError
+    from . import ava, ego4d
+
+    merged: dict[str, VideoAnnotations] = {}
+    for path in paths:
+        if path.suffix.lower() == ".json":
+            parsed = ego4d.parse_file(path, fps)
+        elif path.suffix.lower() == ".csv":
+            parsed = ava.parse_file(path, fps, time_offset=ava_time_offset)
+        else:
+            raise SourceError(f"{path}: unknown annotation format (expected .json Ego4D AV or .csv AVA)")
+        for vid, ann in parsed.items():
+            if vid in merged:
+                if merged[vid].source == "ava-csv" and ann.source == "ava-csv":
+                    _merge_ava(merged[vid], ann)
+                    continue
+                raise SourceError(f"{path}: video {vid!r} is also annotated in {merged[vid].file}")
+            merged[vid] = ann
+    return merged
+
+
+def _merge_ava(into: VideoAnnotations, other: VideoAnnotations) -> None:
+    """AVA ships one CSV per video or per split: entities of the same video may span files."""
+    by_id = {p.person_id: p for p in into.persons}
+    for person in other.persons:
+        if person.person_id in by_id:
+            target = by_id[person.person_id]
+            for f, box in person.boxes.items():
+                target.boxes.setdefault(f, box)
+            target.voice.extend(person.voice)
+        else:
+            into.persons.append(person)
+    into.persons.sort(key=lambda p: p.person_id)
+    into.dropped.update(other.dropped)
+    into.file = ",".join(sorted(set(into.file.split(",")) | {other.file}))
+
+
+def find_annotation_files(data_dir: Path, split: str) -> list[Path]:
+    """Annotations by convention: ``DIR/json/av_<split>.json`` (Ego4D TalkNet port), else ``DIR/csv/*.csv``."""
+    js = data_dir / "json" / f"av_{split}.json"
+    if js.is_file():
+        return [js]
+    csv_dir = data_dir / "csv"
+    if csv_dir.is_dir():
+        return sorted(csv_dir.glob("*.csv"))
+    return []

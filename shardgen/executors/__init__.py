@@ -1,0 +1,36 @@
+"""Executors carry out a finished plan; none of them changes the bytes.
+
+An executor offers two operations over the plan: ``probe`` (look at each video on disk and plan
+its clips) and ``write`` (turn each :class:`~shardgen.plan.ShardPlan` into a shard file).
+Both are pure functions of the plan and the build context, so any executor — in-process,
+local processes, a Ray cluster — produces the same files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..clip import BuildContext, clip_members
+from ..plan import ShardPlan, VideoPlan, probe_video
+from ..writer import ShardResult, write_shard
+
+
+def probe_one(ctx: BuildContext, split: str, video_id: str) -> VideoPlan:
+    return probe_video(ctx.data_dir, split, video_id, ctx.params, ctx.annotations)
+
+
+def write_one(ctx: BuildContext, shard: ShardPlan, directory: Path) -> ShardResult:
+    """Write one planned shard under ``directory`` (atomic: temp file, then rename)."""
+    return write_shard(directory / shard.name, ((c.key, clip_members(c, ctx)) for c in shard.clips))
+
+
+def get_executor(name: str, workers: int, **options):
+    if name == "local":
+        from .local import LocalExecutor
+
+        return LocalExecutor(workers)
+    if name == "ray":
+        from .ray import RayExecutor
+
+        return RayExecutor(workers, **options)
+    raise ValueError(f"unknown executor {name!r}: choose local or ray")

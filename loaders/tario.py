@@ -1,0 +1,168 @@
+"""A streaming tar reader that trusts nothing in the archive.
+
+Why not ``tarfile``: we need to read from any byte stream (a socket, an S3 body) once, front
+to back, with hard limits, and to fail loudly on damage. This reader:
+
+* parses ustar/PAX/GNU-longname headers and verifies every header checksum;
+* yields regular files only; links, devices and directories are refused or skipped;
+* refuses a member that declares more than ``max_member_bytes`` before reading it (no
+  unbounded allocation from a hostile size field);
+* raises :class:`TruncatedTarError` (with the shard name and byte offset) when the stream ends
+  inside a member or before the end-of-archive marker — a short shard is never a short epoch;
+* leaves name checking to :func:`shardgen.format.split_member_name` (absolute paths, ``..``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator
+
+BLOCK = 512
+DEFAULT_MAX_MEMBER = 256 << 20
+
+
+class TarError(ValueError):
+    """The archive is damaged or hostile; the message names the shard and the byte offset."""
+
+
+class TruncatedTarError(TarError):
+    pass
+
+
+@dataclass
+class TarMember:
+    name: str
+    data: bytes
+    offset: int  # of the member's (first) header
+
+
+def _read_exact(stream: BinaryIO, n: int) -> bytes:
+    chunks = []
+    got = 0
+    while got < n:
+        b = stream.read(n - got)
+        if not b:
+            break
+        chunks.append(b)
+        got += len(b)
+    return b"".join(chunks) if len(chunks) != 1 else chunks[0]
+
+
+def _octal(field: bytes, what: str, where: str) -> int:
+    if field and field[0] & 0x80:  # base-256 (GNU) for large numbers
+        return int.from_bytes(field[1:], "big")
+    s = field.split(b"\0", 1)[0].strip(b" ")
+    if not s:
+        return 0
+    try:
+        return int(s, 8)
+    except ValueError:
+        raise TarError(f"{where}: bad {what} field {field!r}") from None
+
+
+def _pax_records(data: bytes, where: str) -> dict[str, str]:
+    out = {}
+    pos = 0
+    while pos < len(data):
+        sp = data.find(b" ", pos)
+        if sp < 0:
+            break
+        try:
+            length = int(data[pos:sp])
+        except ValueError:
+            raise TarError(f"{where}: malformed PAX header") from None
+        if length <= 0 or pos + length > len(data):
+            raise TarError(f"{where}: malformed PAX header length")
+        rec = data[sp + 1: pos + length - 1]
+        k, _, v = rec.partition(b"=")
+        out[k.decode("utf-8", "replace")] = v.decode("utf-8", "replace")
+        pos += length
+    return out
+
+
+def iter_tar(stream: BinaryIO, *, source: str = "<stream>", max_member_bytes: int = DEFAULT_MAX_MEMBER) -> Iterator[TarMember]:
+    """Yield the regular-file members of a tar stream, front to back."""
+    pos = 0
+    pax: dict[str, str] = {}
+    longname: str | None = None
+    header_start: int | None = None
+    while True:
+        hdr = _read_exact(stream, BLOCK)
+        where = f"{source} at byte {pos}"
+        if len(hdr) < BLOCK:
+            raise TruncatedTarError(f"{where}: archive ends without its end-of-archive marker (truncated shard?)")
+        if hdr == b"\0" * BLOCK:
+            return  # end of archive (a second zero block may follow; we need not read it)
+        chk = _octal(hdr[148:156], "checksum", where)
+        if chk != sum(hdr[:148]) + 256 + sum(hdr[156:]):
+            raise TarError(f"{where}: header checksum mismatch (corrupt shard)")
+        if header_start is None:
+            header_start = pos
+        size = _octal(hdr[124:136], "size", where)
+        kind = hdr[156:157]
+        name = hdr[0:100].split(b"\0", 1)[0]
+        if hdr[257:262] == b"ustar":
+            prefix = hdr[345:500].split(b"\0", 1)[0]
+            if prefix:
+                name = prefix + b"/" + name
+        pos += BLOCK
+        padded = (size + BLOCK - 1) // BLOCK * BLOCK
+        limit = max_member_bytes if kind in (b"0", b"\0", b"7") else (1 << 20)
+        if size > limit:
+            raise TarError(f"{where}: member declares {size} bytes, over the {limit}-byte limit")
+        data = _read_exact(stream, padded)
+        if len(data) < padded:
+            raise TruncatedTarError(f"{where}: archive ends inside a member ({len(data)} of {size} bytes)")
+        pos += padded
+        data = data[:size]
+        if kind == b"x":
+            pax = _pax_records(data, where)
+            continue
+        if kind == b"g":
+            continue
+        if kind == b"L":
+            longname = data.split(b"\0", 1)[0].decode("utf-8", "replace")
+            continue
+        member_name = pax.get("path") or longname or name.decode("utf-8", "replace")
+        if "size" in pax and int(pax["size"]) != size:
+            raise TarError(f"{where}: PAX size disagrees with the header")
+        start, pax, longname, header_start = header_start, {}, None, None
+        if kind == b"5":
+            continue  # directories carry no data
+        if kind not in (b"0", b"\0", b"7"):
+            raise TarError(f"{where}: member {member_name!r} is not a regular file (type {kind!r}); refusing it")
+        yield TarMember(member_name, data, start)
+
+
+def iter_samples(members: Iterator[TarMember], *, source: str = "<stream>", max_members: int = 100_000) -> Iterator[tuple[str, dict[str, bytes], int]]:
+    """Group consecutive members by clip key → ``(key, {ext: bytes}, offset)``.
+
+    Names are checked by the format (no absolute paths, no ``..``, the key pattern); a key
+    whose members are not consecutive, or a repeated extension, is an error rather than a
+    silently merged or split sample.
+    """
+    from shardgen.format import FormatError, split_member_name
+
+    key: str | None = None
+    fields: dict[str, bytes] = {}
+    offset = 0
+    finished: set[str] = set()
+    for m in members:
+        try:
+            k, ext = split_member_name(m.name)
+        except FormatError as exc:
+            raise TarError(f"{source} at byte {m.offset}: {exc}") from None
+        if k != key:
+            if key is not None:
+                finished.add(key)
+                yield key, fields, offset
+            if k in finished:
+                raise TarError(f"{source} at byte {m.offset}: clip {k} appears twice (members not consecutive)")
+            key, fields, offset = k, {}, m.offset
+        if ext in fields:
+            raise TarError(f"{source} at byte {m.offset}: clip {k} has two .{ext} members")
+        if len(fields) >= max_members:
+            raise TarError(f"{source}: clip {k} has more than {max_members} members")
+        fields[ext] = m.data
+    if key is not None:
+        yield key, fields, offset

@@ -1,0 +1,202 @@
+"""The build: read the source, plan every clip and shard, write what is missing, then manifests.
+
+Order of events for each split, each step finishing before the next:
+
+1. read the split list and its annotations; probe every video (parallel) → clips and skips;
+2. refuse early: ``--strict`` with any skip, too little disk space for the planned bytes, or an
+   output directory that holds a build made with other parameters (unless ``--overwrite``);
+3. cut clips into shards; a shard already on disk under its final name (from an interrupted
+   run) is kept when its clips match the plan, so a re-run resumes where the last one stopped;
+4. write the missing shards (atomically), then the manifest, then the build report.
+
+Because step 3 is a pure function of the source and the parameters, an interrupted and
+resumed build ends byte-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import format as fmt
+from .annotations import find_annotation_files, load_annotations
+from .clip import BuildContext
+from .executors import get_executor
+from .manifest import MANIFEST_NAME, encode_manifest, format_summary, make_manifest, make_report, split_summary
+from .plan import BuildParams, ShardPlan, VideoPlan, assign_shards
+from .source import SourceError, read_splits
+from .writer import ShardResult, atomic_write_bytes, index_shard, remove_stale_temps
+
+PARAMS_NAME = ".build-params.json"
+REPORT_NAME = "build-report.json"
+
+
+class BuildError(RuntimeError):
+    """The build was refused or failed; the message says why and what to do."""
+
+
+@dataclass
+class BuildResult:
+    report: dict
+    summary: str
+    manifests: dict[str, Path]
+    exit_code: int
+
+
+def build(
+    data_dir: Path,
+    out_dir: Path,
+    splits: list[str],
+    params: BuildParams,
+    *,
+    workers: int = 1,
+    annotation_files: list[Path] | None = None,
+    strict: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    check_space: bool = True,
+    executor: str = "local",
+    executor_options: dict | None = None,
+    log=print,
+) -> BuildResult:
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if not (data_dir / "split").is_dir():
+        raise BuildError(f"{data_dir}: not a source directory (no split/ folder with <split>.list files)")
+    t0 = time.monotonic()
+    lists = read_splits(data_dir, splits)
+    contexts: dict[str, BuildContext] = {}
+    dropped: dict[str, dict] = {}
+    for split in splits:
+        files = list(annotation_files) if annotation_files else find_annotation_files(data_dir, split)
+        anns = load_annotations(files, params.fps, ava_time_offset=params.ava_time_offset) if files else None
+        if anns is not None:
+            for vid in lists[split]:
+                if vid in anns and anns[vid].dropped:
+                    dropped[f"{split}/{vid}"] = dict(sorted(anns[vid].dropped.items()))
+        contexts[split] = BuildContext(data_dir, params, anns)
+
+    ex = get_executor(executor, workers, **(executor_options or {}))
+    tasks = [(split, vid) for split in splits for vid in sorted(lists[split])]
+    videos: list[VideoPlan] = ex.probe(contexts, tasks)
+    skips = [s for v in videos for s in v.skips]
+    if strict and skips:
+        lines = "\n".join(f"  {s.split}/{s.key or s.video_id}: {s.reason}" for s in skips[:50])
+        raise BuildError(f"--strict: {len(skips)} clip(s)/video(s) would be skipped:\n{lines}")
+
+    plans: dict[str, list[ShardPlan]] = {}
+    for split in splits:
+        clips = [c for v in videos if v.split == split for c in v.clips]
+        plans[split] = assign_shards(split, clips, params.shard_bytes, params.shard_clips)
+
+    todo: list[tuple[ShardPlan, Path]] = []
+    done: dict[str, list[ShardResult]] = {s: [] for s in splits}
+    for split in splits:
+        directory = out_dir / split
+        todo_split, kept = _prepare_split_dir(directory, split, params, plans[split], overwrite)
+        todo += [(sp, directory) for sp in todo_split]
+        done[split] += kept
+    if check_space:
+        _check_space(out_dir, sum(sp.planned_bytes for sp, _ in todo))
+
+    total_clips = sum(len(sp.clips) for sp, _ in todo)
+    bar = _progress_bar(total_clips, progress)
+    written_bytes = 0
+
+    def on_done(shard: ShardPlan, res: ShardResult) -> None:
+        nonlocal written_bytes
+        written_bytes += res.bytes
+        if bar is not None:
+            bar.update(len(shard.clips))
+            elapsed = max(bar.format_dict.get("elapsed", 0) or 1e-9, 1e-9)
+            bar.set_postfix_str(f"{written_bytes / 1e6 / elapsed:.1f} MB/s", refresh=False)
+
+    t_write = time.monotonic()
+    try:
+        for res, (sp, _) in zip(ex.write(contexts, todo, on_done), todo):
+            done[sp.split].append(res)
+    finally:
+        if bar is not None:
+            bar.close()
+    write_s = time.monotonic() - t_write
+
+    manifests: dict[str, Path] = {}
+    summaries = []
+    for split in splits:
+        directory = out_dir / split
+        manifest = make_manifest(split, params, plans[split], done[split])
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(directory / MANIFEST_NAME, encode_manifest(manifest))
+        manifests[split] = directory / MANIFEST_NAME
+        summaries.append(split_summary(split, lists[split], [v for v in videos if v.split == split], manifest, params))
+
+    report = make_report(summaries, videos, dropped, params)
+    report["timing"] = {"seconds": round(time.monotonic() - t0, 3), "write_seconds": round(write_s, 3),
+                        "clips_written_now": total_clips, "bytes_written_now": written_bytes,
+                        "executor": ex.name, "workers": workers}
+    atomic_write_bytes(out_dir / REPORT_NAME, (json.dumps(report, indent=1) + "\n").encode())
+    summary = format_summary(report, str(out_dir))
+    return BuildResult(report, summary, manifests, exit_code=0)
+
+
+def _prepare_split_dir(directory: Path, split: str, params: BuildParams, shards: list[ShardPlan], overwrite: bool):
+    """Decide which shards still need writing; keep finished ones that match the plan."""
+    directory.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(directory)
+    params_bytes = (json.dumps(params.to_json(), sort_keys=True, indent=1) + "\n").encode()
+    params_file = directory / PARAMS_NAME
+    existing = sorted(directory.glob(f"{split}-*.tar"))
+    if params_file.exists() and params_file.read_bytes() != params_bytes or (existing and not params_file.exists()):
+        if not overwrite:
+            raise BuildError(
+                f"{directory} holds shards built with other parameters (see {PARAMS_NAME}); "
+                "pass --overwrite to replace them, or choose another --out"
+            )
+    if overwrite:
+        for p in existing + [directory / MANIFEST_NAME]:
+            p.unlink(missing_ok=True)
+        existing = []
+    atomic_write_bytes(params_file, params_bytes)
+    planned = {sp.name: sp for sp in shards}
+    todo, kept = [], []
+    for p in existing:
+        if p.name not in planned:
+            p.unlink()  # a shard numbered past this plan's end: left by a build of a larger source
+    (directory / MANIFEST_NAME).unlink(missing_ok=True)  # rewritten last, after every shard exists
+    for sp in shards:
+        path = directory / sp.name
+        if path.exists():
+            try:
+                res = index_shard(path)
+            except Exception:
+                res = None
+            if res is not None and [r.key for r in res.clips] == [c.key for c in sp.clips]:
+                kept.append(res)
+                continue
+            path.unlink()
+        todo.append(sp)
+    return todo, kept
+
+
+def _check_space(out_dir: Path, planned: int) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(out_dir).free
+    need = int(planned * 1.02) + (64 << 20)
+    if free < need:
+        raise BuildError(
+            f"not enough disk space in {out_dir}: the plan needs about {need / 1e9:.2f} GB, "
+            f"{free / 1e9:.2f} GB are free (free space, choose another --out, or pass --no-space-check)"
+        )
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled or total == 0:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="clip", desc="writing", dynamic_ncols=True)
+
+
+__all__ = ["build", "BuildParams", "BuildError", "SourceError", "fmt"]

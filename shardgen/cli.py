@@ -1,0 +1,145 @@
+"""Command line: ``shardgen build | inspect | verify | demo`` (also ``python -m shardgen``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .plan import TAILS, BuildParams
+
+
+def _size(text: str) -> int:
+    """'1GB', '500MB', '2e9', '1048576' → bytes."""
+    t = text.strip().upper().replace("IB", "B")
+    for suffix, mult in (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3), ("B", 1)):
+        if t.endswith(suffix):
+            return int(float(t[: -len(suffix)]) * mult)
+    return int(float(t))
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shardgen", description="Ego4D-style AV corpus → WebDataset tar shards.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="cut videos into clips and write shards + manifests",
+                       description="Cut every listed video into clips, pack each clip (original JPEG frames, "
+                                   "16 kHz audio, label arrays, metadata) into tar shards per split, write a manifest "
+                                   "per split and a build report. Re-running the same command resumes an interrupted "
+                                   "build and ends byte-identical.")
+    b.add_argument("--data", required=True, type=Path, help="source directory (split/, video_imgs/, wav/, json/ or csv/)")
+    b.add_argument("--out", required=True, help="output directory (or s3://bucket/prefix)")
+    b.add_argument("--split", default="train,val", help="comma-separated splits to build (default: train,val; 'test' only when named)")
+    b.add_argument("--annotations", action="append", type=Path, default=None,
+                   help="annotation file (Ego4D AV .json or AVA .csv); repeatable. Default: DIR/json/av_<split>.json, else DIR/csv/*.csv")
+    b.add_argument("--fps", type=float, default=30.0, help="frame rate of the source images (default 30)")
+    b.add_argument("--clip-seconds", type=float, default=15.0, help="clip length in seconds (default 15 → 450 frames at 30 fps)")
+    b.add_argument("--stride-seconds", type=float, default=None, help="start-to-start distance of clips (default: = clip length, no overlap)")
+    b.add_argument("--tail", choices=TAILS, default="keep-short",
+                   help="what to do with the last, shorter clip of a video: keep it short (default), drop it, or pad it "
+                        "to full length (last frame repeated, zero audio, zero labels)")
+    b.add_argument("--min-clip-seconds", type=float, default=1.0, help="tails shorter than this are skipped (default 1.0)")
+    b.add_argument("--audio-format", choices=("wav", "flac"), default="wav", help="audio member encoding (default wav)")
+    b.add_argument("--shard-bytes", type=_size, default=10**9, help="target shard size, e.g. 1GB, 500MB (default 1GB)")
+    b.add_argument("--shard-clips", type=int, default=0, help="at most this many clips per shard (default: no limit)")
+    b.add_argument("--derive", default="", help="extra members for fast loading: 'small' (112x112 gray frames), 'crops' (112x112 face crops per person); comma-separated")
+    b.add_argument("--no-originals", action="store_true", help="with --derive small: leave out the original JPEGs")
+    b.add_argument("--allow-unannotated", action="store_true", help="build videos missing from the annotations, with empty labels")
+    b.add_argument("--ava-time-offset", type=float, default=0.0, help="AVA: seconds of the first image (900 for AVA movie segments)")
+    b.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores)")
+    b.add_argument("--executor", choices=("local", "ray"), default="local", help="where the work runs (default local)")
+    b.add_argument("--address", default=None, help="Ray cluster address (auto | HOST:PORT); default: a local Ray runtime")
+    b.add_argument("--strict", action="store_true", help="fail (exit 1) instead of skipping any clip")
+    b.add_argument("--overwrite", action="store_true", help="replace shards built earlier with other parameters")
+    b.add_argument("--no-space-check", action="store_true", help="skip the free-disk-space pre-flight")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    i = sub.add_parser("inspect", help="list clips, members and label balance of a shard or split",
+                       description="Print what a shard (.tar) or a split (manifest.json or its directory) holds.")
+    i.add_argument("path", type=Path, help="a shard .tar, a manifest.json, or a split directory")
+    i.add_argument("--max-clips", type=int, default=20, help="clips listed one per line (default 20)")
+
+    v = sub.add_parser("verify", help="check sizes, sha256 and that every clip decodes",
+                       description="Exit 0 when every shard of the manifest has the recorded size and sha256 and every "
+                                   "clip decodes (metadata, arrays, audio, every JPEG); otherwise print each problem, naming "
+                                   "the shard and the clip, and exit 1.")
+    v.add_argument("manifest", type=Path, help="<out>/<split>/manifest.json (or the split directory)")
+    v.add_argument("--no-decode", action="store_true", help="check sizes and hashes only")
+
+    d = sub.add_parser("demo", help="generate the embedded demo corpus in the source layout",
+                       description="Write a small synthetic corpus (frames, wavs, Ego4D AV JSON, split lists).")
+    d.add_argument("--out", type=Path, required=True, help="directory to write the corpus into")
+    d.add_argument("--seconds", type=float, default=45.0, help="length of each video (default 45)")
+    d.add_argument("--width", type=int, default=640)
+    d.add_argument("--height", type=int, default=360)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted: re-run the same command to resume", file=sys.stderr)
+        return 130
+    except (ValueError, RuntimeError, OSError) as exc:
+        print(f"shardgen {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _build(args) -> int:
+    from .build import build
+
+    params = BuildParams(
+        clip_seconds=args.clip_seconds, stride_seconds=args.stride_seconds, fps=args.fps, tail=args.tail,
+        min_clip_seconds=args.min_clip_seconds, audio_format=args.audio_format, shard_bytes=args.shard_bytes,
+        shard_clips=args.shard_clips, derive=tuple(sorted(x for x in args.derive.split(",") if x)),
+        originals=not args.no_originals, allow_unannotated=args.allow_unannotated,
+        ava_time_offset=args.ava_time_offset,
+    )
+    splits = [s for s in args.split.split(",") if s]
+    result = build(
+        args.data, args.out, splits, params, workers=args.workers, annotation_files=args.annotations,
+        strict=args.strict, overwrite=args.overwrite, progress=not args.no_progress,
+        check_space=not args.no_space_check, executor=args.executor,
+        executor_options={"address": args.address} if args.executor == "ray" else None,
+    )
+    print(result.summary)
+    print("\nmanifests:")
+    for split, path in result.manifests.items():
+        print(f"  {split}: {path}")
+    print(f"report: {Path(args.out) / 'build-report.json'}")
+    return result.exit_code
+
+
+def _inspect(args) -> int:
+    from .inspection import inspect_path
+
+    print(inspect_path(args.path, max_clips=args.max_clips))
+    return 0
+
+
+def _verify(args) -> int:
+    from .verify import verify_manifest
+
+    res = verify_manifest(args.manifest, decode=not args.no_decode)
+    for p in res.problems:
+        print(f"FAIL {p}")
+    print(f"{'OK' if res.ok else 'FAILED'}: {res.shards} shards, {res.clips} clips decoded, {res.frames} frames, "
+          f"{len(res.problems)} problem(s)")
+    return 0 if res.ok else 1
+
+
+def _demo(args) -> int:
+    from .demo import make_demo_corpus
+
+    root = make_demo_corpus(args.out, seconds=args.seconds, width=args.width, height=args.height)
+    print(f"demo corpus in {root}")
+    return 0
+
+
+_COMMANDS = {"build": _build, "inspect": _inspect, "verify": _verify, "demo": _demo}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,424 @@
+"""The avshards sample format: the one place that defines what a clip looks like in a shard.
+
+Both halves import this module: the builder (``shardgen``) to encode a clip into tar members,
+the loader (``loaders``) to check and decode them. Change the format here, bump
+:data:`SCHEMA_VERSION`, and both sides follow.
+
+A clip with key ``<video_id>/clip_f<start:06d>`` is stored as consecutive tar members::
+
+    <video_id>/clip_f000450.json          metadata (see :func:`make_metadata`)
+    <video_id>/clip_f000450.wav           16 kHz mono int16 audio (or .flac)
+    <video_id>/clip_f000450.visible.npy   uint8 [T]      any face box in the frame
+    <video_id>/clip_f000450.voice.npy     uint8 [T]      any voice segment covers the frame
+    <video_id>/clip_f000450.boxes.npy     float32 [P,T,4] x,y,w,h (top-left, source pixels), NaN = absent
+    <video_id>/clip_f000450.speaking.npy  uint8 [P,T]    person p's voice segment covers the frame
+    <video_id>/clip_f000450.f000001.jpg   frame 1 of the clip: original JPEG bytes, never re-encoded
+    ...
+    <video_id>/clip_f000450.f000450.jpg
+    <video_id>/clip_f000450.g000001.jpg   optional derived: 112x112 gray JPEG of the whole frame
+    <video_id>/clip_f000450.c00.000001.jpg  optional derived: 112x112 TalkNet crop of person 0
+
+WebDataset groups members by the part of the basename before its first dot, so the key is
+``<video_id>/clip_fNNNNNN`` and the extensions above are the sample's fields; a video id may
+contain dots (they sit in the directory part) but never ``/``.
+
+Frame numbering: the clip's ``start_frame`` is the 0-based source frame index (Ego4D's
+numbering); member ``f000001.jpg`` is source file ``img_{start_frame+1:05d}.jpg`` and shows
+the instant ``start_frame / fps`` seconds into the video. Frame i (0-based in the clip) is at
+``(start_frame + i) / fps``. Audio sample j is at ``(audio_start_sample + j) / sample_rate``
+with ``audio_start_sample = round_half_up(start_frame / fps * sample_rate)``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import struct
+from fractions import Fraction
+from typing import Any, Mapping
+
+import numpy as np
+
+SCHEMA = "avshards/clip"
+SCHEMA_VERSION = 1
+SAMPLE_RATE = 16000
+DERIVED_SIZE = 112
+
+META_EXT = "json"
+AUDIO_EXTS = ("wav", "flac")
+VISIBLE_EXT = "visible.npy"
+VOICE_EXT = "voice.npy"
+BOXES_EXT = "boxes.npy"
+SPEAKING_EXT = "speaking.npy"
+LABEL_EXTS = (VISIBLE_EXT, VOICE_EXT, BOXES_EXT, SPEAKING_EXT)
+
+FRAME_DIGITS = 6
+_FRAME_EXT_RE = re.compile(r"^f(\d{6})\.jpg$")
+_GRAY_EXT_RE = re.compile(r"^g(\d{6})\.jpg$")
+_CROP_EXT_RE = re.compile(r"^c(\d{2})\.(\d{6})\.jpg$")
+_VIDEO_ID_RE = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
+_KEY_RE = re.compile(r"^([A-Za-z0-9_\-][A-Za-z0-9_.\-]*)/clip_f(\d{6,})$")
+MAX_PERSONS = 100  # two digits in crop member names
+
+# Fixed tar header fields so that the same clip always yields the same bytes.
+TAR_MTIME = 0
+TAR_MODE = 0o444
+TAR_UID = TAR_GID = 0
+
+
+class FormatError(ValueError):
+    """A member or sample that does not follow this format (named in the message)."""
+
+
+# --------------------------------------------------------------------------- names
+
+
+def validate_video_id(video_id: str) -> str:
+    """Video ids become tar directory names: refuse anything that could escape or confuse them."""
+    if not isinstance(video_id, str) or not _VIDEO_ID_RE.match(video_id) or ".." in video_id:
+        raise FormatError(
+            f"video id {video_id!r} is not usable as a shard key: use letters, digits, '_', '-', '.' "
+            "(not starting with '.', no '..', no '/')"
+        )
+    return video_id
+
+
+def clip_key(video_id: str, start_frame: int) -> str:
+    """``<video_id>/clip_f<start:06d>``: the clip's sample key, from its 0-based first source frame."""
+    return f"{validate_video_id(video_id)}/clip_f{int(start_frame):06d}"
+
+
+def parse_clip_key(key: str) -> tuple[str, int]:
+    """Inverse of :func:`clip_key`; raises :class:`FormatError` for anything else."""
+    m = _KEY_RE.match(key)
+    if not m or ".." in key:
+        raise FormatError(f"{key!r} is not a clip key of the form <video_id>/clip_fNNNNNN")
+    return m.group(1), int(m.group(2))
+
+
+def frame_ext(index: int) -> str:
+    """Extension of the original JPEG of clip frame ``index`` (1-based)."""
+    return f"f{index:0{FRAME_DIGITS}d}.jpg"
+
+
+def gray_ext(index: int) -> str:
+    """Extension of the derived 112x112 gray JPEG of clip frame ``index`` (1-based)."""
+    return f"g{index:0{FRAME_DIGITS}d}.jpg"
+
+
+def crop_ext(person: int, index: int) -> str:
+    """Extension of the derived 112x112 TalkNet crop of ``person`` (0-based row) at frame ``index``."""
+    return f"c{person:02d}.{index:0{FRAME_DIGITS}d}.jpg"
+
+
+def parse_frame_ext(ext: str) -> int | None:
+    m = _FRAME_EXT_RE.match(ext)
+    return int(m.group(1)) if m else None
+
+
+def parse_gray_ext(ext: str) -> int | None:
+    m = _GRAY_EXT_RE.match(ext)
+    return int(m.group(1)) if m else None
+
+
+def parse_crop_ext(ext: str) -> tuple[int, int] | None:
+    m = _CROP_EXT_RE.match(ext)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def split_member_name(name: str) -> tuple[str, str]:
+    """Split a tar member name into (clip key, extension), refusing unsafe names.
+
+    The loader never trusts names from a tar: absolute paths, ``..`` parts, backslashes and
+    anything that is not ``<video_id>/clip_fNNNNNN.<ext>`` are rejected with a FormatError.
+    """
+    if not isinstance(name, str) or not name or name.startswith("/") or "\\" in name or "\x00" in name:
+        raise FormatError(f"unsafe member name {name!r}")
+    parts = name.split("/")
+    if len(parts) != 2 or any(p in ("", ".", "..") for p in parts):
+        raise FormatError(f"unsafe member name {name!r}: expected <video_id>/clip_fNNNNNN.<ext>")
+    base, dot, ext = parts[1].partition(".")
+    if not dot or not ext:
+        raise FormatError(f"member {name!r} has no extension")
+    key = f"{parts[0]}/{base}"
+    parse_clip_key(key)
+    return key, ext
+
+
+def member_order(ext: str) -> tuple:
+    """Sort order of a clip's members: metadata, audio, labels, frames, derived members."""
+    if ext == META_EXT:
+        return (0, 0, ext)
+    if ext in AUDIO_EXTS:
+        return (1, 0, ext)
+    if ext in LABEL_EXTS:
+        return (2, LABEL_EXTS.index(ext), ext)
+    if parse_frame_ext(ext) is not None:
+        return (3, 0, ext)
+    if parse_gray_ext(ext) is not None:
+        return (4, 0, ext)
+    return (5, 0, ext)
+
+
+# --------------------------------------------------------------------------- arrays
+
+
+def encode_npy(array: np.ndarray) -> bytes:
+    """``.npy`` bytes of a plain numeric array (never object dtype: the loader refuses pickles)."""
+    array = np.ascontiguousarray(array)
+    if array.dtype.hasobject:
+        raise FormatError("object arrays cannot be stored: they would need pickle")
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def decode_npy(data: bytes, *, name: str, dtype: str, ndim: int, max_bytes: int = 1 << 30) -> np.ndarray:
+    """Decode ``.npy`` bytes without pickle and check dtype and rank; errors name the member."""
+    if len(data) > max_bytes:
+        raise FormatError(f"{name}: {len(data)} bytes exceeds the {max_bytes}-byte limit for a label array")
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except Exception as exc:  # ValueError for pickles, others for garbage
+        raise FormatError(f"{name}: not a valid .npy array ({exc})") from None
+    if arr.dtype != np.dtype(dtype) or arr.ndim != ndim:
+        raise FormatError(f"{name}: expected {dtype} with {ndim} dims, got {arr.dtype} {arr.shape}")
+    return arr
+
+
+# --------------------------------------------------------------------------- audio
+
+
+def round_half_up(x: Fraction | float) -> int:
+    """Round to nearest, halves up, exactly (Fractions avoid float ties drifting)."""
+    x = Fraction(x)
+    return int((x + Fraction(1, 2)).__floor__())
+
+
+def fps_fraction(fps: float | str | Fraction) -> Fraction:
+    """Exact fps: 30 → 30, 29.97 → 2997/100, "30000/1001" → 30000/1001."""
+    return Fraction(str(fps)) if not isinstance(fps, Fraction) else fps
+
+
+def audio_sample_range(start_frame: int, end_frame: int, fps, sample_rate: int = SAMPLE_RATE) -> tuple[int, int]:
+    """Samples [a, b) that cover frames [start_frame, end_frame): a = round(s/fps*sr), b = round(e/fps*sr)."""
+    f = fps_fraction(fps)
+    return (
+        round_half_up(Fraction(start_frame) * sample_rate / f),
+        round_half_up(Fraction(end_frame) * sample_rate / f),
+    )
+
+
+def encode_wav(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
+    """A canonical 44-byte-header PCM16 mono WAV (written by hand so the bytes never vary)."""
+    pcm = np.ascontiguousarray(samples, dtype="<i2").tobytes()
+    header = struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF", 36 + len(pcm), b"WAVE", b"fmt ", 16, 1, 1,
+        sample_rate, sample_rate * 2, 2, 16, b"data", len(pcm),
+    )
+    return header + pcm
+
+
+def wav_size(n_samples: int) -> int:
+    return 44 + 2 * n_samples
+
+
+def encode_flac(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.ascontiguousarray(samples, dtype=np.int16), sample_rate, format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def encode_audio(samples: np.ndarray, ext: str, sample_rate: int = SAMPLE_RATE) -> bytes:
+    if ext == "wav":
+        return encode_wav(samples, sample_rate)
+    if ext == "flac":
+        return encode_flac(samples, sample_rate)
+    raise FormatError(f"unknown audio format {ext!r}; use one of {AUDIO_EXTS}")
+
+
+def decode_audio(data: bytes, ext: str, *, name: str = "audio") -> tuple[np.ndarray, int]:
+    """Audio member bytes → (int16 mono samples, sample rate).
+
+    Our own canonical WAV is parsed directly (a header check and ``np.frombuffer``, no copy
+    through libsndfile); anything else goes through soundfile.
+    """
+    if ext == "wav" and len(data) >= 44 and data[:4] == b"RIFF" and data[8:16] == b"WAVEfmt ":
+        (fmt_len, tag, ch, sr, _br, _ba, bits) = struct.unpack("<IHHIIHH", data[16:36])
+        if fmt_len == 16 and tag == 1 and ch == 1 and bits == 16 and data[36:40] == b"data":
+            (n,) = struct.unpack("<I", data[40:44])
+            if n % 2 or 44 + n > len(data):
+                raise FormatError(f"{name}: WAV data chunk of {n} bytes does not fit in {len(data)} bytes")
+            return np.frombuffer(data, dtype="<i2", count=n // 2, offset=44), sr
+    if ext not in AUDIO_EXTS:
+        raise FormatError(f"{name}: unknown audio format {ext!r}")
+    import soundfile as sf
+
+    try:
+        samples, sr = sf.read(io.BytesIO(data), dtype="int16", always_2d=True)
+    except Exception as exc:
+        raise FormatError(f"{name}: unreadable {ext} audio ({exc})") from None
+    return samples[:, 0].copy() if samples.shape[1] == 1 else samples.mean(axis=1).astype(np.int16), sr
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def make_metadata(
+    *,
+    key: str,
+    video_id: str,
+    split: str,
+    start_frame: int,
+    n_frames: int,
+    fps,
+    frame_size: tuple[int, int] | None,
+    audio_ext: str,
+    audio_start_sample: int,
+    audio_samples: int,
+    audio_padded_samples: int,
+    audio_source: Mapping[str, Any],
+    labels: Mapping[str, Any],
+    persons: list[Mapping[str, Any]],
+    pad_frames: int = 0,
+    derived: list[str] | tuple[str, ...] = (),
+) -> dict:
+    """The ``.json`` member. Every field a consumer needs to place the clip in time and space."""
+    f = fps_fraction(fps)
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "key": key,
+        "video_id": video_id,
+        "split": split,
+        "start_frame": int(start_frame),
+        "n_frames": int(n_frames),
+        "pad_frames": int(pad_frames),
+        "source_images": [int(start_frame) + 1, int(start_frame) + int(n_frames) - int(pad_frames)],
+        "fps": float(f),
+        "fps_exact": f"{f.numerator}/{f.denominator}",
+        "clip_start_time": float(Fraction(start_frame) / f),
+        "frame_size": list(frame_size) if frame_size else None,
+        "time_basis": (
+            "seconds from the start of the source video; clip frame i (0-based) is at "
+            "(start_frame + i) / fps and is source image img_{start_frame+i+1:05d}.jpg "
+            "(Ego4D 0-based frame start_frame+i); audio sample j is at (audio_start_sample + j) / sample_rate"
+        ),
+        "sample_rate": SAMPLE_RATE,
+        "audio_format": audio_ext,
+        "audio_start_sample": int(audio_start_sample),
+        "audio_samples": int(audio_samples),
+        "audio_padded_samples": int(audio_padded_samples),
+        "audio_source": dict(audio_source),
+        "labels": dict(labels),
+        "persons": [dict(p) for p in persons],
+        "derived": list(derived),
+    }
+
+
+def encode_metadata(meta: Mapping[str, Any]) -> bytes:
+    """Sorted keys, fixed separators: the same metadata always gives the same bytes."""
+    return (json.dumps(meta, sort_keys=True, indent=1, ensure_ascii=True, allow_nan=False) + "\n").encode()
+
+
+_REQUIRED_META = {
+    "schema": str, "schema_version": int, "key": str, "video_id": str, "start_frame": int,
+    "n_frames": int, "fps": (int, float), "sample_rate": int, "audio_format": str,
+    "audio_start_sample": int, "persons": list, "labels": dict,
+}
+
+
+def decode_metadata(data: bytes, *, name: str = "json", max_bytes: int = 16 << 20) -> dict:
+    """Parse and check a ``.json`` member: schema, version and the fields the loader relies on."""
+    if len(data) > max_bytes:
+        raise FormatError(f"{name}: metadata of {len(data)} bytes exceeds {max_bytes}")
+    try:
+        meta = json.loads(data)
+    except Exception as exc:
+        raise FormatError(f"{name}: metadata is not JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
+        raise FormatError(f"{name}: not an {SCHEMA} metadata record")
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise FormatError(
+            f"{name}: schema_version {meta.get('schema_version')!r} is not supported "
+            f"(this avshards reads version {SCHEMA_VERSION}); rebuild the shards or upgrade avshards"
+        )
+    for field, typ in _REQUIRED_META.items():
+        if not isinstance(meta.get(field), typ) or isinstance(meta.get(field), bool):
+            raise FormatError(f"{name}: metadata field {field!r} missing or not {typ}")
+    if meta["n_frames"] <= 0 or meta["fps"] <= 0 or meta["sample_rate"] <= 0:
+        raise FormatError(f"{name}: n_frames, fps and sample_rate must be positive")
+    return meta
+
+
+# --------------------------------------------------------------------------- whole samples
+
+
+class ClipSample:
+    """A clip's members, checked against the format: metadata, audio, label arrays, frame bytes.
+
+    Built from the ``{ext: bytes}`` dict of one key (what a tar reader groups). Checking is
+    cheap (no JPEG decoding): member set, dtypes, shapes agree with ``n_frames`` and the number
+    of persons, frames are numbered 1..T without holes. Errors name the clip key.
+    """
+
+    __slots__ = ("key", "meta", "fields", "visible", "voice", "boxes", "speaking", "audio_ext")
+
+    def __init__(self, key: str, fields: Mapping[str, bytes]):
+        self.key = key
+        self.fields = fields
+        if META_EXT not in fields:
+            raise FormatError(f"{key}: no .json metadata member")
+        meta = decode_metadata(fields[META_EXT], name=f"{key}.json")
+        if meta["key"] != key:
+            raise FormatError(f"{key}: metadata names another clip ({meta['key']!r})")
+        self.meta = meta
+        T = meta["n_frames"]
+        P = len(meta["persons"])
+        self.audio_ext = meta["audio_format"]
+        if self.audio_ext not in AUDIO_EXTS or self.audio_ext not in fields:
+            raise FormatError(f"{key}: audio member .{self.audio_ext} missing")
+        for ext in LABEL_EXTS:
+            if ext not in fields:
+                raise FormatError(f"{key}: label member .{ext} missing")
+        self.visible = decode_npy(fields[VISIBLE_EXT], name=f"{key}.{VISIBLE_EXT}", dtype="uint8", ndim=1)
+        self.voice = decode_npy(fields[VOICE_EXT], name=f"{key}.{VOICE_EXT}", dtype="uint8", ndim=1)
+        self.boxes = decode_npy(fields[BOXES_EXT], name=f"{key}.{BOXES_EXT}", dtype="float32", ndim=3)
+        self.speaking = decode_npy(fields[SPEAKING_EXT], name=f"{key}.{SPEAKING_EXT}", dtype="uint8", ndim=2)
+        if self.visible.shape != (T,) or self.voice.shape != (T,):
+            raise FormatError(f"{key}: visible/voice arrays are not [{T}]")
+        if self.boxes.shape != (P, T, 4) or self.speaking.shape != (P, T):
+            raise FormatError(f"{key}: boxes {self.boxes.shape} / speaking {self.speaking.shape} do not match [{P},{T}]")
+        if meta.get("originals", True):
+            for i in range(1, T + 1):
+                if frame_ext(i) not in fields:
+                    raise FormatError(f"{key}: frame member {frame_ext(i)} missing (clip has {T} frames)")
+        if "g" in meta.get("derived", ()):
+            for i in range(1, T + 1):
+                if gray_ext(i) not in fields:
+                    raise FormatError(f"{key}: derived gray member {gray_ext(i)} missing")
+
+    @property
+    def n_frames(self) -> int:
+        return self.meta["n_frames"]
+
+    def frame(self, i: int) -> bytes:
+        """Original JPEG bytes of clip frame i (0-based)."""
+        return self.fields[frame_ext(i + 1)]
+
+    def gray(self, i: int) -> bytes | None:
+        return self.fields.get(gray_ext(i + 1))
+
+    def crop(self, person: int, i: int) -> bytes | None:
+        return self.fields.get(crop_ext(person, i + 1))
+
+    def audio(self) -> tuple[np.ndarray, int]:
+        samples, sr = decode_audio(self.fields[self.audio_ext], self.audio_ext, name=f"{self.key}.{self.audio_ext}")
+        if sr != self.meta["sample_rate"] or len(samples) != self.meta.get("audio_samples", len(samples)):
+            raise FormatError(f"{self.key}: audio has {len(samples)} samples at {sr} Hz, metadata says "
+                              f"{self.meta.get('audio_samples')} at {self.meta['sample_rate']} Hz")
+        return samples, sr

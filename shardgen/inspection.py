@@ -1,0 +1,66 @@
+"""``shardgen inspect``: what is in a shard or a split — clips, members, label balance."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from .format import ClipSample
+from .manifest import load_manifest
+
+
+def inspect_path(path: Path, *, max_clips: int | None = None) -> str:
+    from loaders.tario import iter_samples, iter_tar
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "manifest.json"
+    if path.suffix == ".json":
+        manifest = load_manifest(path)
+        shards = [path.parent / s["name"] for s in manifest["shards"]]
+        t = manifest["totals"]
+        head = [f"{path}: split {manifest['split']}, {t['shards']} shards, {t['clips']} clips, "
+                f"{t['frames']} frames, {t['hours']:.3f} h, {t['bytes'] / 1e6:.1f} MB",
+                f"params: {manifest['params']}"]
+    else:
+        shards = [path]
+        head = [f"{path}: {path.stat().st_size / 1e6:.1f} MB"]
+    n = frames = 0
+    members = Counter()
+    sums = Counter()
+    lines = []
+    for shard in shards:
+        with open(shard, "rb") as fh:
+            for key, fields, offset in iter_samples(iter_tar(fh, source=shard.name), source=shard.name):
+                s = ClipSample(key, fields)
+                n += 1
+                frames += s.n_frames
+                members.update(_member_kind(ext) for ext in fields)
+                sums["visible"] += int(s.visible.sum())
+                sums["voice"] += int(s.voice.sum())
+                sums["speaking"] += int(s.speaking.sum())
+                sums["person_frames"] += int(s.speaking.size)
+                if max_clips is None or len(lines) < max_clips:
+                    lines.append(f"  {key}  @{offset}  T={s.n_frames} P={len(s.meta['persons'])} "
+                                 f"visible={s.visible.mean():.2f} voice={s.voice.mean():.2f} members={len(fields)}")
+    body = [f"{n} clips, {frames} frames"]
+    if frames:
+        body.append(f"label balance: visible {sums['visible'] / frames:.3f}, voice {sums['voice'] / frames:.3f}, "
+                    f"speaking {sums['speaking'] / max(sums['person_frames'], 1):.3f} (of person-frames)")
+    body.append("members: " + ", ".join(f"{k} ×{v}" for k, v in sorted(members.items())))
+    return "\n".join(head + body + ["clips:"] + lines + ([f"  ... {n - len(lines)} more"] if n > len(lines) else []))
+
+
+def _member_kind(ext: str) -> str:
+    if ext.startswith("f") and ext.endswith(".jpg"):
+        return "f*.jpg (frames)"
+    if ext.startswith("g") and ext.endswith(".jpg"):
+        return "g*.jpg (112px gray)"
+    if ext.startswith("c") and ext.endswith(".jpg"):
+        return "c*.jpg (crops)"
+    return ext
+
+
+__all__ = ["inspect_path", "np"]

@@ -1,0 +1,163 @@
+"""Deterministic, atomic tar shards.
+
+Every header field that could vary between runs is fixed (mtime 0, uid/gid 0, empty owner
+names, mode 0444, PAX format), members are written in plan order, and the file appears under
+its final name only when complete: it is written to ``.<name>.tmp-<pid>`` in the same
+directory, fsynced, then renamed. A killed build leaves at most a temp file, which the next
+run removes; a shard under its final name is always whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from . import format as fmt
+
+TMP_MARK = ".tmp-"
+
+
+@dataclass
+class ClipRecord:
+    key: str
+    offset: int  # byte offset of the clip's first tar header in the shard
+    bytes: int  # bytes from that header to the next clip's (or the end-of-archive marker)
+    members: int
+    sha256: str = ""  # of exactly those bytes: lets verify name the damaged clip
+
+
+@dataclass
+class ShardResult:
+    name: str
+    bytes: int
+    sha256: str
+    clips: list[ClipRecord] = field(default_factory=list)
+
+
+class _HashingFile(io.RawIOBase):
+    """A write-only file wrapper that hashes and counts what passes through."""
+
+    def __init__(self, fh):
+        self._fh = fh
+        self.sha = hashlib.sha256()
+        self.clip_sha = hashlib.sha256()
+        self.pos = 0
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        self._fh.write(b)
+        self.sha.update(b)
+        self.clip_sha.update(b)
+        self.pos += len(b)
+        return len(b)
+
+    def tell(self):
+        return self.pos
+
+
+def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = fmt.TAR_MTIME
+    info.mode = fmt.TAR_MODE
+    info.uid, info.gid = fmt.TAR_UID, fmt.TAR_GID
+    info.uname = info.gname = ""
+    info.type = tarfile.REGTYPE
+    return info
+
+
+def write_shard(path: Path, clips: Iterable[tuple[str, list[tuple[str, bytes]]]]) -> ShardResult:
+    """Write ``(key, members)`` clips to ``path`` atomically; returns its size, sha256 and clip offsets."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+    records: list[ClipRecord] = []
+    try:
+        with open(tmp, "wb") as raw:
+            hashing = _HashingFile(raw)
+            with tarfile.open(fileobj=hashing, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                for key, members in clips:
+                    start = tar.offset
+                    hashing.clip_sha = hashlib.sha256()
+                    for name, data in members:
+                        tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
+                    records.append(ClipRecord(key, start, tar.offset - start, len(members), hashing.clip_sha.hexdigest()))
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return ShardResult(path.name, hashing.pos, hashing.sha.hexdigest(), records)
+
+
+def index_shard(path: Path) -> ShardResult:
+    """Re-derive a finished shard's record (size, sha256, clip offsets) from its bytes: used on resume."""
+    path = Path(path)
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(block)
+    records: list[ClipRecord] = []
+    with tarfile.open(path, mode="r:") as tar:
+        for info in tar:
+            key, _ext = fmt.split_member_name(info.name)
+            if not records or records[-1].key != key:
+                if records:
+                    records[-1].bytes = info.offset - records[-1].offset
+                records.append(ClipRecord(key, info.offset, 0, 0))
+            records[-1].members += 1
+            end = info.offset_data + ((info.size + 511) // 512) * 512
+        if records:
+            records[-1].bytes = end - records[-1].offset
+    with open(path, "rb") as fh:
+        for rec in records:
+            fh.seek(rec.offset)
+            rec.sha256 = hashlib.sha256(fh.read(rec.bytes)).hexdigest()
+    return ShardResult(path.name, path.stat().st_size, sha.hexdigest(), records)
+
+
+def remove_stale_temps(directory: Path) -> list[Path]:
+    """Delete temp files a killed build left behind (their final files were never renamed)."""
+    removed = []
+    if directory.is_dir():
+        for p in directory.iterdir():
+            if p.name.startswith(".") and TMP_MARK in p.name:
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
