@@ -1,0 +1,44 @@
+# avshards: the two commands a newcomer needs are `make shards` and `make test`.
+PY      ?= python3
+VENV    ?= .venv
+PYTHON  := $(VENV)/bin/python
+DATA    ?=
+OUT     ?= out
+SPLITS  ?= train,val
+WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+ARGS    ?=
+DEMO    ?= demo_data
+
+.PHONY: venv shards demo test test-services bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test,viz,s3]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(PYTHON) -m shardgen demo --out $(DEMO)
+
+## make shards [DATA=dir] [OUT=dir] [ARGS="--clip-seconds 10 ..."]: build shards (demo corpus when no DATA)
+shards: venv
+	@if [ -z "$(DATA)" ]; then $(PYTHON) -m shardgen demo --out $(DEMO); fi
+	$(PYTHON) -m shardgen build --data $(if $(DATA),$(DATA),$(DEMO)) --out $(OUT) --split $(SPLITS) --workers $(WORKERS) $(ARGS)
+	@echo
+	@echo "look inside:  tar tvf $(OUT)/train/train-000000.tar | head"
+	@echo "              $(PYTHON) -m shardgen inspect $(OUT)/train"
+	@echo "              $(PYTHON) -m shardgen verify $(OUT)/train/manifest.json"
+
+test-services:
+	@if [ -x scripts/install_test_services.sh ]; then scripts/install_test_services.sh; fi
+
+## make test: the whole suite (installs the venv and the loopback test servers first)
+test: venv test-services
+	$(PYTHON) -m pytest -q
+
+bench: venv
+	$(PYTHON) scripts/bench.py
+
+clean:
+	rm -rf $(OUT) $(DEMO) .bench
