@@ -1,0 +1,29 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.sources import REALDATA  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    if not (REALDATA / "split" / "train.list").is_file():
+        pytest.skip(f"../shared/realdata is absent ({REALDATA}): the real-clip tests need the shared folder")
+    return REALDATA
+
+
+@pytest.fixture(scope="session")
+def real_build(realdata, tmp_path_factory) -> Path:
+    """The real hamilton clip built with 4 s clips (275 frames → 120 + 120 + 35)."""
+    from shardgen.build import build
+    from shardgen.plan import BuildParams
+
+    out = tmp_path_factory.mktemp("real_build")
+    build(realdata, out, ["train"], BuildParams(clip_seconds=4.0), workers=1, progress=False)
+    return out

@@ -1,0 +1,326 @@
+"""The builder on real bytes: shards written, read back, compared with the source directly."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.io import wavfile
+
+from shardgen import format as fmt
+from shardgen.build import BuildError, build
+from shardgen.plan import BuildParams
+from shardgen.source import SourceError
+from tests.sources import ego4d_json, write_source
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def read_clips(shard: Path) -> dict[str, dict[str, bytes]]:
+    """Independent reader: Python's tarfile, grouping by webdataset's key rule."""
+    out: dict[str, dict[str, bytes]] = {}
+    with tarfile.open(shard) as tar:
+        for m in tar:
+            d, base = m.name.rsplit("/", 1)
+            stem, ext = base.split(".", 1)
+            out.setdefault(f"{d}/{stem}", {})[ext] = tar.extractfile(m).read()
+    return out
+
+
+def npy(b: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(b), allow_pickle=False)
+
+
+def all_shards(out: Path, split: str) -> list[Path]:
+    return sorted((out / split).glob(f"{split}-*.tar"))
+
+
+# ----------------------------------------------------------------------------- real clip
+
+
+def test_real_clip_labels_frames_audio_match_the_source(real_build, realdata):
+    ann = json.loads((realdata / "json" / "av_train.json").read_text())
+    person = ann["videos"][0]["clips"][0]["persons"][0]
+    track = {p["frame"]: (p["x"], p["y"], p["width"], p["height"]) for p in person["tracking_paths"][0]["track"]}
+    segs = [(s["start_frame"], s["end_frame"]) for s in person["voice_segments"]]
+    sr, wav = wavfile.read(realdata / "wav" / "short_hamilton_clip.wav")
+    assert sr == 16000 and wav.dtype == np.int16
+
+    clips = {}
+    for shard in all_shards(real_build, "train"):
+        clips.update(read_clips(shard))
+    assert sorted(clips) == [f"short_hamilton_clip/clip_f{s:06d}" for s in (0, 120, 240)]
+    n_checked_boundary = 0
+    for key, fields in clips.items():
+        start = int(key.rsplit("_f", 1)[1])
+        meta = json.loads(fields["json"])
+        T = meta["n_frames"]
+        assert T == min(120, 275 - start) and meta["start_frame"] == start
+        # frames: original bytes, renumbered from 1, Ego4D frame f = img_{f+1:05d}.jpg
+        for i in range(T):
+            assert fields[f"f{i + 1:06d}.jpg"] == (realdata / "video_imgs" / "short_hamilton_clip" / f"img_{start + i + 1:05d}.jpg").read_bytes()
+        # labels computed straight from the JSON
+        visible, voice, boxes = npy(fields["visible.npy"]), npy(fields["voice.npy"]), npy(fields["boxes.npy"])
+        speaking = npy(fields["speaking.npy"])
+        for i in range(T):
+            f = start + i
+            assert visible[i] == (f in track), f
+            assert voice[i] == any(s <= f <= e for s, e in segs)
+            assert speaking[0, i] == voice[i]
+            if f in track:
+                np.testing.assert_allclose(boxes[0, i], track[f], rtol=1e-6)
+            else:
+                assert np.isnan(boxes[0, i]).all()
+            if f in (81, 82, 210, 211):
+                n_checked_boundary += 1
+        # audio: exactly samples [round(s/30*16000), round(e/30*16000))
+        a, b = round(start / 30 * 16000), round((start + T) / 30 * 16000)
+        _, clip_audio = wavfile.read(io.BytesIO(fields["wav"]))
+        assert meta["audio_start_sample"] == a and len(clip_audio) == b - a
+        np.testing.assert_array_equal(clip_audio, wav[a:b])
+    assert n_checked_boundary == 4  # the track's first/last frame and their neighbours were all checked
+    # the track starts at frame 82: visible flips exactly between clip frame 81 and 82 of clip 0
+    first = npy(clips["short_hamilton_clip/clip_f000000"]["visible.npy"])
+    assert first[81] == 0 and first[82] == 1
+
+
+def test_plain_webdataset_reads_every_clip(real_build):
+    import webdataset as wds
+
+    urls = [str(p) for p in all_shards(real_build, "train")]
+    seen = []
+    for sample in wds.WebDataset(urls, shardshuffle=False):
+        frames = [k for k in sample if k.startswith("f") and k.endswith(".jpg")]
+        meta = json.loads(sample["json"])
+        assert len(frames) == meta["n_frames"]
+        seen.append(sample["__key__"])
+    assert seen == ["short_hamilton_clip/clip_f000000", "short_hamilton_clip/clip_f000120", "short_hamilton_clip/clip_f000240"]
+
+
+def test_tar_layout_is_readable_and_deterministic_headers(real_build):
+    out = subprocess.run(["tar", "tvf", str(all_shards(real_build, "train")[0])], capture_output=True, text=True, check=True).stdout
+    lines = out.splitlines()
+    assert lines[0].endswith("short_hamilton_clip/clip_f000000.json")
+    assert lines[1].endswith("short_hamilton_clip/clip_f000000.wav")
+    assert any(l.endswith("short_hamilton_clip/clip_f000000.f000001.jpg") for l in lines)
+    assert all(l.startswith("-r--r--r-- 0/0") and "1970-01-01" in l for l in lines)
+
+
+# ----------------------------------------------------------------------------- synthetic sources
+
+
+@pytest.fixture
+def small_source(tmp_path):
+    ann = ego4d_json(
+        {"vid_a": {"1": [(f, 5, 5, 20, 20) for f in range(10, 40)]}, "vid_b": {"1": [(0, 1, 1, 10, 10)]}},
+        {"vid_a": {"1": [(29, 30)], "2": [(59, 61)]}, "vid_b": {}},
+    )
+    return write_source(tmp_path / "src", {"vid_a": 75, "vid_b": 64}, splits={"train": ["vid_a"], "val": ["vid_b"]},
+                        annotations=ann)
+
+
+def test_clip_boundaries_and_tail_policies(small_source, tmp_path):
+    p = BuildParams(clip_seconds=1.0)  # 30 frames
+    build(small_source, tmp_path / "o", ["train", "val"], p, progress=False)
+    m = json.loads((tmp_path / "o" / "train" / "manifest.json").read_text())
+    assert [(c["start_frame"], c["n_frames"]) for c in m["clips"]] == [(0, 30), (30, 30)]  # 15-frame tail < 1 s: skipped
+    report = json.loads((tmp_path / "o" / "build-report.json").read_text())
+    tails = [s for s in report["skipped"] if s["video_id"] == "vid_a"]
+    assert len(tails) == 1 and tails[0]["start_frame"] == 60 and "shorter than --min-clip-seconds" in tails[0]["reason"]
+    clips = read_clips(all_shards(tmp_path / "o", "train")[0])
+    # voice segment (29, 30) inclusive straddles the clip boundary: last frame of clip 0, first of clip 1
+    v0, v1 = npy(clips["vid_a/clip_f000000"]["voice.npy"]), npy(clips["vid_a/clip_f000030"]["voice.npy"])
+    assert v0[28] == 0 and v0[29] == 1 and v1[0] == 1 and v1[1] == 0
+    # camera-wearer "2" has voice but no boxes: counted in voice, never in visible
+    sp = npy(clips["vid_a/clip_f000030"]["speaking.npy"])
+    # person 2's segment (59, 61): frame 59 is the last of clip 1, frames 60-61 lie in the skipped tail
+    assert sp.shape == (2, 30) and sp[1].sum() == 1 and sp[1, 29] == 1 and v1[29] == 1
+    vis0 = npy(clips["vid_a/clip_f000000"]["visible.npy"])
+    assert vis0[9] == 0 and vis0[10] == 1 and vis0[29] == 1
+
+    build(small_source, tmp_path / "pad", ["train"], BuildParams(clip_seconds=1.0, tail="pad", min_clip_seconds=0.1), progress=False)
+    m = json.loads((tmp_path / "pad" / "train" / "manifest.json").read_text())
+    assert [(c["start_frame"], c["n_frames"], c["pad_frames"]) for c in m["clips"]][-1] == (60, 30, 15)
+    last = read_clips(all_shards(tmp_path / "pad", "train")[0])["vid_a/clip_f000060"]
+    assert last["f000030.jpg"] == last["f000015.jpg"]  # padded with the last real frame
+    assert npy(last["voice.npy"])[15:].sum() == 0 and npy(last["visible.npy"])[15:].sum() == 0
+    _, audio = wavfile.read(io.BytesIO(last["wav"]))
+    assert len(audio) == 16000  # full clip length, zeros after the real frames
+    build(small_source, tmp_path / "drop", ["train"], BuildParams(clip_seconds=1.0, tail="drop"), progress=False)
+    assert json.loads((tmp_path / "drop" / "train" / "manifest.json").read_text())["totals"]["clips"] == 2
+
+
+def test_same_bytes_for_any_worker_count_and_repeat(small_source, tmp_path):
+    p = BuildParams(clip_seconds=1.0, shard_clips=1)
+    outs = []
+    for name, workers in (("w1", 1), ("w2", 2), ("w2b", 2)):
+        build(small_source, tmp_path / name, ["train", "val"], p, workers=workers, progress=False)
+        outs.append(tmp_path / name)
+    for split in ("train", "val"):
+        ref = {p.name: p.read_bytes() for p in (outs[0] / split).iterdir()}
+        assert len([n for n in ref if n.endswith(".tar")]) >= 1
+        for other in outs[1:]:
+            assert {p.name: p.read_bytes() for p in (other / split).iterdir()} == ref
+
+
+def test_audio_resampled_from_44k_stereo_and_short_wav_padded(tmp_path):
+    src = write_source(tmp_path / "s", {"v": 60}, sample_rate=44100, channels=2, wav_seconds={"v": 1.5})
+    build(src, tmp_path / "o", ["train"], BuildParams(clip_seconds=1.0, allow_unannotated=True), progress=False)
+    clips = read_clips(all_shards(tmp_path / "o", "train")[0])
+    m0, m1 = (json.loads(clips[k]["json"]) for k in ("v/clip_f000000", "v/clip_f000030"))
+    assert m0["audio_source"]["resampled"] and m0["audio_source"]["downmixed"]
+    assert m0["audio_samples"] == 16000 and m0["audio_padded_samples"] == 0
+    assert m1["audio_padded_samples"] == 8000  # the wav ends at 1.5 s: second half of clip 2 is zeros
+    _, a1 = wavfile.read(io.BytesIO(clips["v/clip_f000030"]["wav"]))
+    assert len(a1) == 16000 and not a1[8000:].any()
+    assert m0["labels"]["present"] is False
+    report = json.loads((tmp_path / "o" / "build-report.json").read_text())
+    assert any("shorter than" in w for w in report["warnings"])
+
+
+def test_resampler_keeps_a_tone(tmp_path):
+    import soundfile as sf
+
+    src = write_source(tmp_path / "s", {"v": 30}, sample_rate=48000)
+    t = np.arange(48000) / 48000
+    sf.write(src / "wav" / "v.wav", (0.5 * np.sin(2 * np.pi * 440 * t) * 32767).astype(np.int16), 48000)
+    build(src, tmp_path / "o", ["train"], BuildParams(clip_seconds=1.0, allow_unannotated=True), progress=False)
+    _, a = wavfile.read(io.BytesIO(read_clips(all_shards(tmp_path / "o", "train")[0])["v/clip_f000000"]["wav"]))
+    spectrum = np.abs(np.fft.rfft(a.astype(float)))
+    assert abs(np.argmax(spectrum) - 440) <= 1  # 1 Hz bins over 1 s at 16 kHz
+    assert 0.45 * 32767 < np.abs(a).max() < 0.55 * 32767
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _reasons(out: Path) -> dict[str, str]:
+    report = json.loads((out / "build-report.json").read_text())
+    return {(s["key"] or s["video_id"]): s["reason"] for s in report["skipped"]}
+
+
+def test_bad_inputs_are_skipped_with_reasons(tmp_path):
+    vids = {"ok": 60, "gap": 60, "trunc": 60, "notjpeg": 60, "zero": 60, "nowav": 60}
+    src = write_source(tmp_path / "s", vids, splits={"train": list(vids) + ["absent"]})
+    (src / "video_imgs" / "gap" / "img_00035.jpg").unlink()
+    p = src / "video_imgs" / "trunc" / "img_00002.jpg"
+    p.write_bytes(p.read_bytes()[:-300])
+    (src / "video_imgs" / "notjpeg" / "img_00040.jpg").write_bytes(b"GIF89a not a jpeg at all")
+    (src / "video_imgs" / "zero" / "img_00001.jpg").write_bytes(b"")
+    (src / "wav" / "nowav.wav").unlink()
+    out = tmp_path / "o"
+    res = build(src, out, ["train"], BuildParams(clip_seconds=1.0, allow_unannotated=True), progress=False)
+    r = _reasons(out)
+    assert r["gap/clip_f000030"] == "missing frame img_00035.jpg"
+    assert r["trunc/clip_f000000"].startswith("truncated JPEG: img_00002.jpg")
+    assert r["notjpeg/clip_f000030"].startswith("not a JPEG: img_00040.jpg")
+    assert r["zero/clip_f000000"] == "zero-byte frame img_00001.jpg"
+    assert r["nowav/clip_f000000"] == r["nowav/clip_f000030"] == "missing wav: wav/nowav.wav"
+    assert "frames directory video_imgs/absent is missing" in r["absent"]
+    m = json.loads((out / "train" / "manifest.json").read_text())
+    built = {c["key"] for c in m["clips"]}
+    assert built == {"ok/clip_f000000", "ok/clip_f000030", "gap/clip_f000000", "trunc/clip_f000030",
+                     "notjpeg/clip_f000000", "zero/clip_f000030"}
+    # every clip of every listed video is accounted for: 6 videos × 2 clips = written + skipped
+    s = res.report["splits"][0]
+    assert s["clips_written"] + s["clips_skipped"] == 12 and s["videos_listed"] == 7 and s["videos_found"] == 6
+    assert "skipped" in res.summary and "missing frame" in res.summary
+
+    with pytest.raises(BuildError, match="--strict: 7 clip"):
+        build(src, tmp_path / "strict", ["train"], BuildParams(clip_seconds=1.0, allow_unannotated=True), strict=True, progress=False)
+
+
+def test_malformed_json_and_missing_annotations(tmp_path):
+    src = write_source(tmp_path / "s", {"v": 30, "w": 30}, annotations=ego4d_json({"v": {"1": [(0, 1, 1, 5, 5)]}}, {}))
+    out = tmp_path / "o"
+    build(src, out, ["train"], BuildParams(clip_seconds=1.0), progress=False)
+    assert _reasons(out)["w/clip_f000000"].startswith("no annotations for this video")
+    (src / "json" / "av_train.json").write_text('{"videos": [ {"video_uid": "v", ')
+    with pytest.raises(SourceError, match=r"av_train\.json: malformed JSON at line 1"):
+        build(src, tmp_path / "o2", ["train"], BuildParams(clip_seconds=1.0), progress=False)
+    cli = subprocess.run([sys.executable, "-m", "shardgen", "build", "--data", str(src), "--out", str(tmp_path / "o3"),
+                          "--split", "train", "--no-progress"], capture_output=True, text=True, cwd=ROOT)
+    assert cli.returncode == 2 and "av_train.json: malformed JSON" in cli.stderr
+
+
+def test_video_in_two_splits_is_refused(tmp_path):
+    src = write_source(tmp_path / "s", {"v": 30}, splits={"train": ["v"], "val": ["v"]})
+    with pytest.raises(SourceError, match="listed in both split/train.list and split/val.list"):
+        build(src, tmp_path / "o", ["train", "val"], BuildParams(clip_seconds=1.0), progress=False)
+
+
+def test_params_change_needs_overwrite(small_source, tmp_path):
+    build(small_source, tmp_path / "o", ["train"], BuildParams(clip_seconds=1.0), progress=False)
+    with pytest.raises(BuildError, match="--overwrite"):
+        build(small_source, tmp_path / "o", ["train"], BuildParams(clip_seconds=0.5), progress=False)
+    build(small_source, tmp_path / "o", ["train"], BuildParams(clip_seconds=0.5), overwrite=True, progress=False)
+    m = json.loads((tmp_path / "o" / "train" / "manifest.json").read_text())
+    assert m["params"]["clip_frames"] == 15
+
+
+def test_resume_after_kill_is_byte_identical(tmp_path):
+    src = write_source(tmp_path / "s", {f"v{i}": 90 for i in range(6)}, size=(320, 240))
+    args = ["--split", "train", "--clip-seconds", "1", "--shard-clips", "1", "--allow-unannotated", "--no-progress", "--workers", "1"]
+    clean = tmp_path / "clean"
+    subprocess.run([sys.executable, "-m", "shardgen", "build", "--data", str(src), "--out", str(clean), *args], check=True, cwd=ROOT, capture_output=True)
+    resumed = tmp_path / "resumed"
+    for kill_after in (3, 9):
+        proc = subprocess.Popen([sys.executable, "-m", "shardgen", "build", "--data", str(src), "--out", str(resumed), *args],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while len(list((resumed / "train").glob("train-*.tar"))) < kill_after and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (resumed / "train" / "manifest.json").exists()  # the kills really interrupted the build
+    assert 3 <= len(list((resumed / "train").glob("train-*.tar"))) < 18
+    subprocess.run([sys.executable, "-m", "shardgen", "build", "--data", str(src), "--out", str(resumed), *args], check=True, cwd=ROOT, capture_output=True)
+    files = lambda d: {p.relative_to(d).as_posix(): p.read_bytes() for p in d.rglob("*") if p.is_file() and p.name != "build-report.json"}
+    assert files(resumed) == files(clean)
+    assert not [p for p in resumed.rglob("*") if ".tmp-" in p.name]
+
+
+def test_verify_names_the_damaged_shard_and_clip(real_build, tmp_path):
+    import shutil
+
+    from shardgen.verify import verify_manifest
+
+    copy = tmp_path / "copy"
+    shutil.copytree(real_build, copy)
+    manifest = copy / "train" / "manifest.json"
+    assert verify_manifest(manifest).ok
+    m = json.loads(manifest.read_text())
+    clip = m["clips"][1]
+    shard = copy / "train" / m["shards"][clip["shard"]]["name"]
+    data = bytearray(shard.read_bytes())
+    data[clip["offset"] + 5000] ^= 0x01
+    shard.write_bytes(bytes(data))
+    res = verify_manifest(manifest)
+    assert not res.ok
+    assert any(shard.name in p and clip["key"] in p for p in res.problems), res.problems
+    cli = subprocess.run([sys.executable, "-m", "shardgen", "verify", str(manifest)], capture_output=True, text=True, cwd=ROOT)
+    assert cli.returncode == 1 and clip["key"] in cli.stdout and shard.name in cli.stdout
+
+
+def test_long_video_ids_and_offsets_agree_with_index(tmp_path):
+    from shardgen.writer import index_shard
+
+    vid = "x" * 90 + ".v1"  # member names over 100 bytes need PAX headers; a dot in the id is fine
+    src = write_source(tmp_path / "s", {vid: 60})
+    build(src, tmp_path / "o", ["train"], BuildParams(clip_seconds=1.0, allow_unannotated=True), progress=False)
+    m = json.loads((tmp_path / "o" / "train" / "manifest.json").read_text())
+    idx = index_shard(tmp_path / "o" / "train" / m["shards"][0]["name"])
+    assert [(c.key, c.offset, c.bytes, c.sha256) for c in idx.clips] == [(c["key"], c["offset"], c["bytes"], c["sha256"]) for c in m["clips"]]
+    import webdataset as wds
+
+    keys = [s["__key__"] for s in wds.WebDataset(str(tmp_path / "o" / "train" / m["shards"][0]["name"]), shardshuffle=False)]
+    assert keys == [f"{vid}/clip_f000000", f"{vid}/clip_f000030"]
