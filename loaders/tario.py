@@ -80,13 +80,25 @@ def _pax_records(data: bytes, where: str) -> dict[str, str]:
     return out
 
 
-def iter_tar(stream: BinaryIO, *, source: str = "<stream>", max_member_bytes: int = DEFAULT_MAX_MEMBER) -> Iterator[TarMember]:
-    """Yield the regular-file members of a tar stream, front to back."""
-    pos = 0
+def iter_tar(
+    stream: BinaryIO, *, source: str = "<stream>", max_member_bytes: int = DEFAULT_MAX_MEMBER,
+    length: int | None = None, base_offset: int = 0,
+) -> Iterator[TarMember]:
+    """Yield the regular-file members of a tar stream, front to back.
+
+    ``length``: the stream is a window of a shard holding whole clips (no end-of-archive
+    marker): stop cleanly after exactly that many bytes. ``base_offset``: where the window
+    starts in the shard, so offsets in members and errors are shard offsets.
+    """
+    pos = base_offset
+    if length is not None:
+        length += base_offset
     pax: dict[str, str] = {}
     longname: str | None = None
     header_start: int | None = None
     while True:
+        if length is not None and pos >= length and header_start is None:
+            return
         hdr = _read_exact(stream, BLOCK)
         where = f"{source} at byte {pos}"
         if len(hdr) < BLOCK:

@@ -28,7 +28,17 @@ class BuildContext:
     annotations: dict[str, VideoAnnotations] | None
 
 
+def clip_entry(clip: ClipPlan, ctx: BuildContext) -> tuple[str, list[tuple[str, bytes]], dict]:
+    """``(key, members, info)``: what the writer stores, plus what the manifest records of the clip."""
+    members, labels = _members_and_labels(clip, ctx)
+    return clip.key, members, {"tracks": [list(t) for t in fmt.person_tracks(labels.boxes)]}
+
+
 def clip_members(clip: ClipPlan, ctx: BuildContext) -> list[tuple[str, bytes]]:
+    return _members_and_labels(clip, ctx)[0]
+
+
+def _members_and_labels(clip: ClipPlan, ctx: BuildContext):
     params = ctx.params
     frames_dir = ctx.data_dir / "video_imgs" / clip.video_id
     jpegs: list[bytes] = []
@@ -77,4 +87,4 @@ def clip_members(clip: ClipPlan, ctx: BuildContext) -> list[tuple[str, bytes]]:
         members.extend((fmt.frame_ext(i + 1), data) for i, data in enumerate(jpegs))
     members.extend(derived)
     members.sort(key=lambda m: fmt.member_order(m[0]))
-    return [(f"{clip.key}.{ext}", data) for ext, data in members]
+    return [(f"{clip.key}.{ext}", data) for ext, data in members], labels

@@ -422,3 +422,29 @@ class ClipSample:
             raise FormatError(f"{self.key}: audio has {len(samples)} samples at {sr} Hz, metadata says "
                               f"{self.meta.get('audio_samples')} at {self.meta['sample_rate']} Hz")
         return samples, sr
+
+
+# --------------------------------------------------------------------------- person tracks
+
+TRACK_MAX_GAP = 15  # frames: a person unseen for longer than this starts a new track
+
+
+def person_tracks(boxes: np.ndarray, max_gap: int = TRACK_MAX_GAP) -> list[tuple[int, int, int]]:
+    """The face tracks of a clip: ``(person_row, first_frame, n_frames)`` in person, then time order.
+
+    A person's frames with a box form one track until the person is unseen for more than
+    ``max_gap`` frames; shorter gaps lie inside the track (the loader interpolates the box
+    there). The manifest stores these spans so the loader can plan ``asd-tracks`` epochs —
+    one sample per track, equal counts per rank — without reading the shards.
+    """
+    out: list[tuple[int, int, int]] = []
+    for p in range(boxes.shape[0]):
+        frames = np.flatnonzero(~np.isnan(boxes[p, :, 0]))
+        if frames.size == 0:
+            continue
+        breaks = np.flatnonzero(np.diff(frames) > max_gap + 1)
+        starts = np.concatenate([[0], breaks + 1])
+        ends = np.concatenate([breaks, [frames.size - 1]])
+        for s, e in zip(starts, ends):
+            out.append((p, int(frames[s]), int(frames[e] - frames[s] + 1)))
+    return out

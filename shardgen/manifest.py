@@ -40,7 +40,8 @@ def make_manifest(split: str, params: BuildParams, shards: list[ShardPlan], resu
         for plan, rec in zip(shard.clips, res.clips):
             clip_rows.append({"key": plan.key, "shard": shard.index, "offset": rec.offset, "bytes": rec.bytes,
                               "sha256": rec.sha256, "members": rec.members, "video_id": plan.video_id, "start_frame": plan.start,
-                              "n_frames": plan.n_frames, "pad_frames": plan.pad})
+                              "n_frames": plan.n_frames, "pad_frames": plan.pad,
+                              "tracks": rec.info.get("tracks", [])})
     seconds = Fraction(total_frames) / fmt.fps_fraction(params.fps)
     return {
         "schema": MANIFEST_SCHEMA,

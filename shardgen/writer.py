@@ -29,6 +29,7 @@ class ClipRecord:
     bytes: int  # bytes from that header to the next clip's (or the end-of-archive marker)
     members: int
     sha256: str = ""  # of exactly those bytes: lets verify name the damaged clip
+    info: dict = field(default_factory=dict)  # what the manifest records of the clip (its face tracks)
 
 
 @dataclass
@@ -73,8 +74,8 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-def write_shard(path: Path, clips: Iterable[tuple[str, list[tuple[str, bytes]]]]) -> ShardResult:
-    """Write ``(key, members)`` clips to ``path`` atomically; returns its size, sha256 and clip offsets."""
+def write_shard(path: Path, clips: Iterable[tuple[str, list[tuple[str, bytes]], dict]]) -> ShardResult:
+    """Write ``(key, members, info)`` clips to ``path`` atomically; returns its size, sha256 and clip offsets."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
     records: list[ClipRecord] = []
@@ -82,12 +83,12 @@ def write_shard(path: Path, clips: Iterable[tuple[str, list[tuple[str, bytes]]]]
         with open(tmp, "wb") as raw:
             hashing = _HashingFile(raw)
             with tarfile.open(fileobj=hashing, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                for key, members in clips:
+                for key, members, info in clips:
                     start = tar.offset
                     hashing.clip_sha = hashlib.sha256()
                     for name, data in members:
                         tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
-                    records.append(ClipRecord(key, start, tar.offset - start, len(members), hashing.clip_sha.hexdigest()))
+                    records.append(ClipRecord(key, start, tar.offset - start, len(members), hashing.clip_sha.hexdigest(), info))
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp, path)
@@ -108,12 +109,15 @@ def index_shard(path: Path) -> ShardResult:
     records: list[ClipRecord] = []
     with tarfile.open(path, mode="r:") as tar:
         for info in tar:
-            key, _ext = fmt.split_member_name(info.name)
+            key, ext = fmt.split_member_name(info.name)
             if not records or records[-1].key != key:
                 if records:
                     records[-1].bytes = info.offset - records[-1].offset
                 records.append(ClipRecord(key, info.offset, 0, 0))
             records[-1].members += 1
+            if ext == fmt.BOXES_EXT:
+                boxes = fmt.decode_npy(tar.extractfile(info).read(), name=info.name, dtype="float32", ndim=3)
+                records[-1].info = {"tracks": [list(t) for t in fmt.person_tracks(boxes)]}
             end = info.offset_data + ((info.size + 511) // 512) * 512
         if records:
             records[-1].bytes = end - records[-1].offset

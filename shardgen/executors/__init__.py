@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..clip import BuildContext, clip_members
+from ..clip import BuildContext, clip_entry
 from ..plan import ShardPlan, VideoPlan, probe_video
 from ..writer import ShardResult, write_shard
 
@@ -21,7 +21,7 @@ def probe_one(ctx: BuildContext, split: str, video_id: str) -> VideoPlan:
 
 def write_one(ctx: BuildContext, shard: ShardPlan, directory: Path) -> ShardResult:
     """Write one planned shard under ``directory`` (atomic: temp file, then rename)."""
-    return write_shard(directory / shard.name, ((c.key, clip_members(c, ctx)) for c in shard.clips))
+    return write_shard(directory / shard.name, (clip_entry(c, ctx) for c in shard.clips))
 
 
 def get_executor(name: str, workers: int, **options):

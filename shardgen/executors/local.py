@@ -12,7 +12,7 @@ import multiprocessing as mp
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ..clip import BuildContext, clip_members
+from ..clip import BuildContext, clip_entry
 from ..plan import ShardPlan, VideoPlan
 from ..writer import ShardResult, write_shard
 from . import probe_one, write_one
@@ -31,7 +31,7 @@ def _shard_task(args):
 
 
 def _clip_task(clip):
-    return clip.key, clip_members(clip, _CONTEXTS[clip.split])
+    return clip_entry(clip, _CONTEXTS[clip.split])
 
 
 class LocalExecutor:
@@ -77,6 +77,6 @@ class LocalExecutor:
 
 
 def _checked(shard: ShardPlan, clips: Iterator) -> Iterator:
-    for plan, (key, members) in zip(shard.clips, clips):
-        assert plan.key == key
-        yield key, members
+    for plan, entry in zip(shard.clips, clips):
+        assert plan.key == entry[0]
+        yield entry
