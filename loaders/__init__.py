@@ -1,0 +1,93 @@
+"""avshards loaders: stream shards into TalkNet / Light-ASD tensors, crops and raw clips.
+
+The one entry point is :func:`make_loader`; the pieces (sources, tar reading, decoding,
+features, crops, timing, sharding) are importable on their own.
+"""
+
+from __future__ import annotations
+
+from .dataset import ASDLoader, ShardReadError, ShardStream, StreamConfig
+from .modes import ModeOptions
+from .sources import resolve
+from .timing import audio_feature_times, frame_times, mrope_ids, tmrope_ids
+
+__all__ = ["make_loader", "ASDLoader", "ShardReadError", "resolve", "frame_times", "audio_feature_times",
+           "mrope_ids", "tmrope_ids"]
+
+
+def _dist_defaults(rank, world_size):
+    if rank is not None and world_size is not None:
+        return int(rank), int(world_size)
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return (dist.get_rank() if rank is None else int(rank),
+                    dist.get_world_size() if world_size is None else int(world_size))
+    except Exception:
+        pass
+    return (0 if rank is None else int(rank)), (1 if world_size is None else int(world_size))
+
+
+def make_loader(
+    source,
+    mode: str = "talknet",
+    batch_size: int = 1,
+    labels: str = "voice",
+    shuffle: bool = True,
+    seed: int = 0,
+    num_workers: int = 0,
+    rank: int | None = None,
+    world_size: int | None = None,
+    *,
+    shuffle_buffer: int = 8,
+    drop_last: bool = False,
+    samples_per_epoch: int | None = None,
+    with_meta: bool = False,
+    person: int | str | None = None,
+    augment: bool = False,
+    on_error: str = "raise",
+    pin_memory: bool = False,
+    prefetch_factor: int | None = None,
+    use_derived: bool = True,
+    smooth_boxes: bool = False,
+    raw_size: tuple[int, int] | None = None,
+    allow_unlabelled: bool = False,
+    remote_options: dict | None = None,
+    timeout: float = 0,
+) -> ASDLoader:
+    """A resumable, rank- and worker-split loader over avshards shards.
+
+    Args:
+        source: a manifest, split directory/prefix, shard, brace pattern or a list of them;
+            local paths or ``http(s)://`` / ``s3://`` URLs.
+        mode: ``"talknet"`` (audio [B,4T,13], faces [B,T,112,112], labels [B,T]),
+            ``"asd-tracks"`` (same contract, one item per face track, TalkNet crops) or
+            ``"raw"`` (a list of dicts with RGB frames, waveform, all labels, timing).
+        batch_size: items per batch; a batch is cut to its shortest item (TalkNet's rule).
+        labels: ``"visible"``, ``"voice"`` or ``"speaking"`` (talknet mode; asd-tracks always
+            gives the track's person speaking). ``person`` picks whose speaking.
+        shuffle, seed: shard order and a ``shuffle_buffer``-clip buffer, both seeded per epoch.
+        num_workers: DataLoader worker processes per rank; each reads its own run of clips.
+        rank, world_size: default to torch.distributed's when it is initialised, else 0 / 1.
+        drop_last: drop each reader's final partial batch.
+        samples_per_epoch: fixed epoch length in items (all ranks together), else all items
+            (less the remainder that does not divide evenly among ranks × workers).
+        with_meta: append a 4th element with keys, timestamps (``frame_t``, ``audio_feat_t``)
+            and metadata per item (talknet / asd-tracks).
+        augment: TalkNet's flip/crop/rotate and noise-mix augmentation.
+        on_error: ``"raise"`` (default) or ``"skip"`` damaged clips, counted in ``loader.stats``.
+        use_derived: use stored 112x112 ``g``/``c`` members when the shards have them.
+        remote_options: passed to the HTTP/S3 transport (timeouts, retries, S3 endpoint...).
+    """
+    from .dataset import ASDLoader, ShardStream, StreamConfig
+    from .modes import ModeOptions
+    from .sources import resolve
+
+    rank, world_size = _dist_defaults(rank, world_size)
+    opts = ModeOptions(mode=mode, labels=labels, person=person, with_meta=with_meta, use_derived=use_derived,
+                       smooth_boxes=smooth_boxes, raw_size=raw_size, augment=augment, allow_unlabelled=allow_unlabelled)
+    cfg = StreamConfig(batch_size=batch_size, shuffle=shuffle, seed=seed, shuffle_buffer=shuffle_buffer, rank=rank,
+                       world_size=world_size, drop_last=drop_last, samples_per_epoch=samples_per_epoch, on_error=on_error)
+    stream = ShardStream(resolve(source, remote_options=remote_options), opts, cfg, remote_options)
+    return ASDLoader(stream, num_workers=num_workers, pin_memory=pin_memory, prefetch_factor=prefetch_factor, timeout=timeout)

@@ -1,0 +1,277 @@
+"""The streaming dataset and the loader object training scripts hold.
+
+:class:`ShardStream` is a ``torch.utils.data.IterableDataset`` whose every DataLoader worker
+reads its own contiguous run of clips (see :mod:`loaders.sharding`), checks each clip against
+the sample format, turns it into the chosen mode's item and yields whole batches.
+:class:`ASDLoader` wraps a DataLoader around it and adds what a training loop needs: epochs,
+``len()``, ``state_dict()`` / ``load_state_dict()`` for mid-epoch resume, and error counters.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import warnings
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from shardgen.format import ClipSample, FormatError
+
+from .modes import ModeOptions, collate_raw, collate_talknet, raw_item, talknet_item, track_item
+from .sharding import (EpochPlan, Unit, batches_to_skip, epoch_sequence, plan_epoch, slot_index, slot_order,
+                       slot_run)
+from .sources import SourceIndex, open_range
+from .tario import DEFAULT_MAX_MEMBER, TarError, iter_samples, iter_tar
+
+ON_ERROR = ("raise", "skip")
+
+
+class ShardReadError(RuntimeError):
+    """A shard or clip could not be read; names the shard (and clip, when known)."""
+
+
+@dataclass
+class StreamConfig:
+    batch_size: int = 1
+    shuffle: bool = True
+    seed: int = 0
+    shuffle_buffer: int = 8
+    rank: int = 0
+    world_size: int = 1
+    drop_last: bool = False
+    samples_per_epoch: int | None = None
+    on_error: str = "raise"
+    max_member_bytes: int = DEFAULT_MAX_MEMBER
+
+    def __post_init__(self):
+        if self.on_error not in ON_ERROR:
+            raise ValueError(f"on_error {self.on_error!r}: choose one of {ON_ERROR}")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"rank {self.rank} outside world_size {self.world_size}")
+
+
+class ShardStream(IterableDataset):
+    def __init__(self, index: SourceIndex, opts: ModeOptions, cfg: StreamConfig, remote_options: dict | None = None):
+        super().__init__()
+        self.index = index
+        self.opts = opts
+        self.cfg = cfg
+        self.remote_options = remote_options
+        self.epoch = 0
+        self.resume_batches = 0
+        self.counters = mp.get_context("fork").Array("q", 3, lock=True)  # yielded, skipped, filled
+        self._units = self._units_by_shard()
+
+    # ------------------------------------------------------------------ planning
+    def _units_by_shard(self) -> list[list[Unit]]:
+        if self.opts.mode == "asd-tracks":
+            return [[Unit(c, t) for c in s.clips for t in c.tracks] for s in self.index.shards]
+        return [[Unit(c) for c in s.clips] for s in self.index.shards]
+
+    @property
+    def n_units(self) -> int:
+        return sum(len(u) for u in self._units)
+
+    def plan(self, num_workers: int, epoch: int | None = None) -> EpochPlan:
+        c = self.cfg
+        return plan_epoch(self.n_units, slots=c.world_size * max(1, num_workers), batch_size=c.batch_size,
+                          drop_last=c.drop_last, samples_per_epoch=c.samples_per_epoch,
+                          epoch=self.epoch if epoch is None else epoch)
+
+    # ------------------------------------------------------------------ iteration
+    def __iter__(self) -> Iterator:
+        info = get_worker_info()
+        W = info.num_workers if info else 1
+        # A DataLoader always asks worker 0 first; after a resume at batch k the next batch is
+        # logical worker k % W's, so DataLoader worker w plays logical worker (w + k) % W.
+        worker = ((info.id if info else 0) + self.resume_batches) % W
+        c = self.cfg
+        seq = epoch_sequence(self._units, seed=c.seed, epoch=self.epoch, shuffle=c.shuffle)
+        plan = self.plan(W)
+        slot = slot_index(c.rank, worker, W)
+        run = slot_run(seq, plan, slot, c.batch_size, c.drop_last)
+        order = slot_order(len(run), seed=c.seed, epoch=self.epoch, slot=slot, buffer=c.shuffle_buffer, shuffle=c.shuffle)
+        skip = batches_to_skip(self.resume_batches, worker, W)
+        emit = order[skip * c.batch_size:]
+        n_batches = plan.batches_per_slot - skip
+        yield from self._batches(run, emit, n_batches, slot)
+
+    def _batches(self, run: list[Unit], emit: list[int], n_batches: int, slot: int) -> Iterator:
+        B = self.cfg.batch_size
+        collate = collate_raw if self.opts.mode == "raw" else collate_talknet
+        reader = self._read(run, sorted(emit))
+        held: dict[int, object] = {}
+        batch: list = []
+        last_good = None
+        noise = None
+        made = 0
+        for t in emit:
+            while t not in held:
+                idxs, sample = next(reader)
+                for i in idxs:
+                    held[i] = sample
+            sample = held.pop(t)
+            try:
+                if isinstance(sample, Exception):
+                    raise sample
+                rng = np.random.default_rng([self.cfg.seed, self.epoch, 3, slot, t]) if self.opts.augment else None
+                item, noise = self._transform(sample, run[t], rng, noise)
+            except (FormatError, TarError, ShardReadError, ValueError) as exc:
+                if self.cfg.on_error == "raise":
+                    raise _named(exc, run[t]) from None
+                self._count(1, 1)
+                continue
+            self._count(0, 1)
+            batch.append(item)
+            last_good = item
+            if len(batch) == B:
+                yield collate(batch)
+                made += 1
+                batch = []
+        if batch:
+            yield collate(batch)
+            made += 1
+        while made < n_batches:  # only after skips: keep every rank's step count equal
+            if last_good is None:
+                raise ShardReadError("every clip of this reader's run failed; nothing to fill its batches with")
+            self._count(2, 1)
+            yield collate([last_good])
+            made += 1
+
+    def _count(self, which: int, n: int) -> None:
+        with self.counters.get_lock():
+            self.counters[which] += n
+
+    def _transform(self, sample: ClipSample, unit: Unit, rng, noise):
+        if self.opts.mode == "talknet":
+            return talknet_item(sample, self.opts, rng, noise)
+        if self.opts.mode == "asd-tracks":
+            return track_item(sample, unit.track, self.opts, rng, noise)
+        return raw_item(sample, self.opts, rng, noise)
+
+    def _read(self, run: list[Unit], needed: list[int]) -> Iterator[tuple[list[int], object]]:
+        """Read the needed clips in run order, each once, in as few sequential range reads as possible."""
+        groups: list[tuple] = []  # (clip, [run indices])
+        for i in needed:
+            clip = run[i].clip
+            if groups and groups[-1][0] == clip:
+                groups[-1][1].append(i)
+            else:
+                groups.append((clip, [i]))
+        g = 0
+        while g < len(groups):
+            h = g + 1
+            while (h < len(groups) and groups[h][0].shard == groups[h - 1][0].shard
+                   and groups[h][0].offset == groups[h - 1][0].offset + groups[h - 1][0].bytes):
+                h += 1
+            yield from self._read_segment(groups[g:h])
+            g = h
+
+    def _read_segment(self, groups: list[tuple]) -> Iterator[tuple[list[int], object]]:
+        first = groups[0][0]
+        shard = self.index.shards[first.shard]
+        length = sum(c.bytes for c, _ in groups)
+        done = 0
+        try:
+            stream = open_range(shard.url, first.offset, length, remote_options=self.remote_options)
+        except Exception as exc:
+            err = ShardReadError(f"{shard.url}: cannot open ({exc})")
+            for _, idxs in groups:
+                yield idxs, err
+            return
+        try:
+            members = iter_tar(stream, source=shard.url, length=length, base_offset=first.offset,
+                               max_member_bytes=self.cfg.max_member_bytes)
+            for key, fields, offset in iter_samples(members, source=shard.url):
+                clip, idxs = groups[done]
+                if key != clip.key or offset != clip.offset:
+                    raise TarError(f"{shard.url} at byte {offset}: found clip {key}, the manifest expects {clip.key} "
+                                   f"at byte {clip.offset} (shard and manifest disagree)")
+                try:
+                    sample: object = ClipSample(key, fields)
+                except FormatError as exc:
+                    sample = FormatError(f"{shard.url}: {exc}")
+                done += 1
+                yield idxs, sample
+        except (TarError, OSError) as exc:
+            err = ShardReadError(f"{shard.url}: {exc}")
+            for _, idxs in groups[done:]:
+                yield idxs, err
+            return
+        finally:
+            stream.close()
+        for _, idxs in groups[done:]:  # the window ended early without a tar error
+            yield idxs, ShardReadError(f"{shard.url}: clip {groups[done][0].key} missing from the shard")
+
+
+def _named(exc: Exception, unit: Unit) -> Exception:
+    msg = str(exc)
+    if unit.clip.key not in msg:
+        msg = f"{msg} (clip {unit.clip.key})"
+    return ShardReadError(msg)
+
+
+class ASDLoader:
+    """What :func:`loaders.make_loader` returns: iterate it once per epoch.
+
+    ``len(loader)`` is the number of batches this rank gets per epoch, the same on every rank.
+    ``state_dict()`` taken after k batches and given to ``load_state_dict()`` of a fresh loader
+    (same source and arguments) makes it yield exactly the batches an uninterrupted run would
+    have yielded after those k.
+    """
+
+    def __init__(self, stream: ShardStream, *, num_workers: int = 0, pin_memory: bool = False,
+                 prefetch_factor: int | None = None, timeout: float = 0):
+        self.stream = stream
+        self.num_workers = int(num_workers)
+        self.pin_memory = pin_memory
+        self.prefetch_factor = prefetch_factor
+        self.timeout = timeout
+        self.epoch = 0
+        self._done = 0  # batches consumed this epoch (including those skipped by a resume)
+
+    def __len__(self) -> int:
+        return self.stream.plan(self.num_workers, self.epoch).batches_per_slot * max(1, self.num_workers)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self._done = int(epoch), 0
+
+    def __iter__(self):
+        self.stream.epoch = self.epoch
+        self.stream.resume_batches = self._done
+        kwargs = {}
+        if self.num_workers:
+            kwargs = {"multiprocessing_context": "fork", "prefetch_factor": self.prefetch_factor or 2}
+        dl = DataLoader(self.stream, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
+                        timeout=self.timeout, **kwargs)
+        for batch in dl:
+            self._done += 1
+            yield batch
+        skipped = self.stats["skipped"]
+        if skipped:
+            warnings.warn(f"epoch {self.epoch}: {skipped} clip(s) skipped on error (on_error='skip')", RuntimeWarning, stacklevel=2)
+        self.epoch += 1
+        self._done = 0
+
+    @property
+    def stats(self) -> dict:
+        c = self.stream.counters
+        return {"items": c[0], "skipped": c[1], "filler_batches": c[2]}
+
+    def state_dict(self) -> dict:
+        s, c = self.stream, self.stream.cfg
+        return {"epoch": self.epoch, "batches_done": self._done, "seed": c.seed, "batch_size": c.batch_size,
+                "world_size": c.world_size, "rank": c.rank, "num_workers": self.num_workers, "units": s.n_units,
+                "mode": s.opts.mode}
+
+    def load_state_dict(self, state: dict) -> None:
+        mine = self.state_dict()
+        for k in ("seed", "batch_size", "world_size", "num_workers", "units", "mode"):
+            if state.get(k) != mine[k]:
+                raise ValueError(f"cannot resume: {k} was {state.get(k)!r}, this loader has {mine[k]!r}")
+        self.epoch, self._done = int(state["epoch"]), int(state["batches_done"])

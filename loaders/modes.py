@@ -1,0 +1,182 @@
+"""Output modes: a checked clip (:class:`~shardgen.format.ClipSample`) → what a model takes.
+
+* ``talknet``: ``(audio [4T,13], faces [T,112,112], labels [T])`` — the whole frame as 112x112
+  gray (or the stored ``g`` member), TalkNet's MFCC of the clip's audio, a label array.
+* ``asd-tracks``: the same contract for one face track: TalkNet crops along that person's
+  boxes, the MFCC of exactly the track's audio span, that person's ``speaking`` labels.
+* ``raw``: a dict with RGB frames, the waveform, every label array and the metadata.
+
+Each mode can attach timing for M-RoPE (``frame_t``, ``audio_feat_t``; see :mod:`loaders.timing`).
+Collation follows TalkNet: items in a batch are cut to the shortest one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from shardgen.format import ClipSample, FormatError, audio_sample_range
+
+from . import augment
+from .crops import crop_scale_for, interpolate_boxes, smooth_boxes, talknet_crop
+from .decode import FACE, decode_gray, gray_frame, gray_small, rgb_frame
+from .features import fit_to_frames, talknet_mfcc
+from .timing import audio_feature_times, frame_times
+
+MODES = ("talknet", "asd-tracks", "raw")
+LABELS = ("visible", "voice", "speaking")
+
+
+@dataclass
+class ModeOptions:
+    mode: str = "talknet"
+    labels: str = "voice"
+    person: int | str | None = None  # talknet + labels="speaking": which person (row or person_id)
+    with_meta: bool = False
+    use_derived: bool = True
+    smooth_boxes: bool = False
+    raw_size: tuple[int, int] | None = None
+    augment: bool = False
+    allow_unlabelled: bool = False
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode {self.mode!r}: choose one of {MODES}")
+        if self.labels not in LABELS:
+            raise ValueError(f"labels {self.labels!r}: choose one of {LABELS}")
+
+
+def _timing(sample: ClipSample, first: int, n: int, n_rows: int, track_id) -> dict:
+    m = sample.meta
+    start = m["start_frame"] + first
+    return {
+        "key": sample.key,
+        "track_id": track_id,
+        "frame_t": frame_times(start, n, m["fps"]),
+        "audio_feat_t": audio_feature_times(start, n_rows, m["fps"], m["sample_rate"]),
+        "clip_start": m["start_frame"] / m["fps"],
+        "start_time": start / m["fps"],
+        "fps": m["fps"],
+        "sample_rate": m["sample_rate"],
+        "meta": m,
+    }
+
+
+def _check_labelled(sample: ClipSample, opts: ModeOptions) -> None:
+    if not sample.meta["labels"].get("present", True) and not opts.allow_unlabelled:
+        raise FormatError(f"{sample.key}: built without annotations (labels all zero); pass allow_unlabelled=True to use it")
+
+
+def _person_row(sample: ClipSample, person) -> int:
+    persons = sample.meta["persons"]
+    if person is None:
+        for i, p in enumerate(persons):
+            if not p.get("camera_wearer"):
+                return i
+        raise FormatError(f"{sample.key}: labels='speaking' needs a person, and the clip has none with a face")
+    if isinstance(person, int):
+        if not 0 <= person < len(persons):
+            raise FormatError(f"{sample.key}: person row {person} out of range ({len(persons)} persons)")
+        return person
+    for i, p in enumerate(persons):
+        if p["person_id"] == str(person):
+            return i
+    raise FormatError(f"{sample.key}: no person {person!r}")
+
+
+def talknet_item(sample: ClipSample, opts: ModeOptions, rng: np.random.Generator | None = None, noise=None):
+    _check_labelled(sample, opts)
+    T = sample.n_frames
+    fps = sample.meta["fps"]
+    faces = np.empty((T, FACE, FACE), np.uint8)
+    derived = opts.use_derived and "g" in sample.meta.get("derived", ())
+    for i in range(T):
+        name = f"{sample.key} frame {i + 1}"
+        faces[i] = gray_small(sample.gray(i), name=name) if derived else gray_frame(sample.frame(i), name=name)
+    samples, sr = sample.audio()
+    if opts.augment and rng is not None:
+        faces = augment.visual(faces, rng)
+        samples = augment.mix_noise(samples, noise, rng)
+    audio = fit_to_frames(talknet_mfcc(samples, fps=fps, sample_rate=sr), T)
+    if opts.labels == "visible":
+        labels = sample.visible
+    elif opts.labels == "voice":
+        labels = sample.voice
+    else:
+        labels = sample.speaking[_person_row(sample, opts.person)]
+    item = (torch.from_numpy(np.ascontiguousarray(audio, np.float32)), torch.from_numpy(faces.astype(np.float32)),
+            torch.from_numpy(labels.astype(np.int64)))
+    if opts.with_meta:
+        item += (_timing(sample, 0, T, audio.shape[0], None),)
+    return item, samples
+
+
+def track_item(sample: ClipSample, track: tuple, opts: ModeOptions, rng=None, noise=None):
+    _check_labelled(sample, opts)
+    p, first, n = (int(v) for v in track)
+    m = sample.meta
+    boxes, span = interpolate_boxes(sample.boxes[p, first:first + n].astype(np.float64))
+    if span is None or span != (0, n - 1):
+        raise FormatError(f"{sample.key}: track {track} has no box at its ends (manifest and shard disagree)")
+    if opts.smooth_boxes:
+        boxes = smooth_boxes(boxes)
+    W, H = m["frame_size"]
+    scale = crop_scale_for(boxes, (H, W))
+    faces = np.empty((n, FACE, FACE), np.uint8)
+    for i in range(n):
+        stored = sample.crop(p, first + i) if opts.use_derived and not opts.smooth_boxes else None
+        if stored is not None:
+            faces[i] = gray_small(stored, name=f"{sample.key} crop {p}/{first + i + 1}")
+            continue
+        gray = decode_gray(sample.frame(first + i), scale.min_height, scale.min_width, name=f"{sample.key} frame {first + i + 1}")
+        faces[i] = talknet_crop(gray, boxes[i], scale=gray.shape[1] / W)
+    clip_audio, sr = sample.audio()
+    a, b = audio_sample_range(m["start_frame"] + first, m["start_frame"] + first + n, m["fps"], sr)
+    a -= m["audio_start_sample"]
+    b -= m["audio_start_sample"]
+    samples = clip_audio[max(a, 0):b]
+    if opts.augment and rng is not None:
+        faces = augment.visual(faces, rng)
+        samples = augment.mix_noise(samples, noise, rng)
+    audio = fit_to_frames(talknet_mfcc(samples, fps=m["fps"], sample_rate=sr), n)
+    labels = sample.speaking[p, first:first + n]
+    item = (torch.from_numpy(np.ascontiguousarray(audio, np.float32)), torch.from_numpy(faces.astype(np.float32)),
+            torch.from_numpy(labels.astype(np.int64)))
+    if opts.with_meta:
+        pid = m["persons"][p]["person_id"]
+        track_id = f"{m['video_id']}:{pid}@{m['start_frame'] + first}"
+        item += (_timing(sample, first, n, audio.shape[0], track_id) | {"person_id": pid, "person_row": p},)
+    return item, samples
+
+
+def raw_item(sample: ClipSample, opts: ModeOptions, rng=None, noise=None):
+    T = sample.n_frames
+    if sample.meta.get("originals", True):
+        frames = np.stack([rgb_frame(sample.frame(i), opts.raw_size, name=f"{sample.key} frame {i + 1}") for i in range(T)])
+    else:
+        frames = np.stack([np.repeat(gray_small(sample.gray(i))[..., None], 3, axis=2) for i in range(T)])
+    samples, sr = sample.audio()
+    t = _timing(sample, 0, T, 4 * T, None)
+    return {
+        "key": sample.key, "frames": frames, "waveform": samples.astype(np.float32) / 32768.0,
+        "visible": sample.visible, "voice": sample.voice, "boxes": sample.boxes, "speaking": sample.speaking,
+        "person_ids": [p["person_id"] for p in sample.meta["persons"]], **t,
+        "audio_t": (sample.meta["audio_start_sample"] + np.arange(len(samples))) / sr,
+    }, samples
+
+
+def collate_talknet(items: list) -> tuple:
+    """Stack to ``[B, ...]``, cutting every item to the batch's shortest (TalkNet's rule)."""
+    T = min(it[1].shape[0] for it in items)
+    audio = torch.stack([it[0][: 4 * T] for it in items])
+    faces = torch.stack([it[1][:T] for it in items])
+    labels = torch.stack([it[2][:T] for it in items])
+    if len(items[0]) == 4:
+        return audio, faces, labels, [it[3] for it in items]
+    return audio, faces, labels
+
+
+def collate_raw(items: list) -> list:
+    return items

@@ -1,0 +1,250 @@
+"""loaders.crops against a literal reimplementation of TalkNet's crop on the real hamilton frames.
+
+Tolerances. With the same gray frame as input, our crop and the literal recipe differ only by
+rounding (Pillow's fixed-point bilinear vs float bilinear + rint): at most 1 gray level anywhere.
+From the JPEG's stored luma (simplejpeg GRAY, what the loader decodes) against TalkNet's gray
+(cvtColor of the decoded RGB), the decoder adds < 0.01 mean on these frames; we allow a mean of 1.0
+gray level (observed 0.15-0.24) and require correlation > 0.99 with the reference crop.
+"""
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import simplejpeg
+from PIL import Image
+
+from loaders.crops import (
+    PAD_VALUE,
+    crop_scale_for,
+    interpolate_boxes,
+    smooth_boxes,
+    talknet_crop,
+    talknet_window,
+)
+
+HAMILTON = Path("/work/shared/realdata/hamilton")
+
+
+# ---------------------------------------------------------------- literal TalkNet reference
+
+
+def bilinear_resize(img, out_h, out_w):
+    """cv2.resize(..., INTER_LINEAR) semantics in float: half-pixel centres, edge clamp, no antialias."""
+
+    def axis(n_in, n_out):
+        f = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        i0 = np.floor(f).astype(int)
+        return i0, np.minimum(i0 + 1, n_in - 1), f - i0
+
+    r0, r1, wr = axis(img.shape[0], out_h)
+    c0, c1, wc = axis(img.shape[1], out_w)
+    img = img.astype(np.float64)
+    top = img[r0][:, c0] * (1 - wc) + img[r0][:, c1] * wc
+    bottom = img[r1][:, c0] * (1 - wc) + img[r1][:, c1] * wc
+    return np.rint(top * (1 - wr[:, None]) + bottom * wr[:, None]).astype(np.uint8)
+
+
+def talknet_reference(gray, box):
+    """The Ego4D TalkNet port's load_visual for one frame, with boxes as x, y, w, h (top-left)."""
+    x, y, w, h = box
+    cs = 0.4
+    bs = max(w, h) / 2
+    bsi = int(bs * (1 + 2 * cs))
+    frame = np.pad(gray, ((bsi, bsi), (bsi, bsi)), "constant", constant_values=(110, 110))
+    my = y + h / 2 + bsi
+    mx = x + w / 2 + bsi
+    face = frame[int(my - bs) : int(my + bs * (1 + 2 * cs)), int(mx - bs * (1 + cs)) : int(mx + bs * (1 + cs))]
+    face = bilinear_resize(face, 224, 224)
+    return face[int(112 - (112 / 2)) : int(112 + (112 / 2)), int(112 - (112 / 2)) : int(112 + (112 / 2))]
+
+
+def rgb_to_gray(rgb):
+    """cv2.cvtColor(BGR2GRAY) / ITU-R 601 luma."""
+    return np.rint(rgb.astype(np.float64) @ [0.299, 0.587, 0.114]).astype(np.uint8)
+
+
+def mean_abs(a, b):
+    return np.abs(a.astype(np.int32) - b.astype(np.int32)).mean()
+
+
+def corr(a, b):
+    return np.corrcoef(a.ravel().astype(np.float64), b.ravel().astype(np.float64))[0, 1]
+
+
+# ---------------------------------------------------------------- real frames
+
+
+@pytest.fixture(scope="module")
+def track():
+    path = HAMILTON / "json" / "av_train.json"
+    if not path.exists():
+        pytest.skip("hamilton data not available")
+    clip = json.loads(path.read_text())["videos"][0]["clips"][0]
+    boxes = clip["persons"][0]["tracking_paths"][0]["track"]
+    return clip["clip_uid"], boxes
+
+
+def frame_bytes(clip_uid, frame):
+    # Ego4D frames are 0-based; ffmpeg's img_%05d.jpg is 1-based.
+    return (HAMILTON / "video_imgs" / clip_uid / f"img_{frame + 1:05d}.jpg").read_bytes()
+
+
+def test_matches_talknet_on_real_frames(track):
+    clip_uid, boxes = track
+    for t in boxes[::8]:
+        jpg = frame_bytes(clip_uid, t["frame"])
+        box = (t["x"], t["y"], t["width"], t["height"])
+        talknet_gray = rgb_to_gray(simplejpeg.decode_jpeg(jpg, colorspace="RGB"))
+        ref = talknet_reference(talknet_gray, box)
+
+        same_input = talknet_crop(talknet_gray, box)
+        assert same_input.shape == (112, 112) and same_input.dtype == np.uint8
+        assert np.abs(same_input.astype(int) - ref).max() <= 1, t["frame"]
+
+        ours = talknet_crop(simplejpeg.decode_jpeg(jpg, colorspace="GRAY"), box)  # [H, W, 1] input
+        assert mean_abs(ours, ref) < 1.0, t["frame"]
+        assert corr(ours, ref) > 0.99, t["frame"]
+
+
+def test_box_over_frame_edge_shows_pad_value(track):
+    clip_uid, boxes = track
+    gray = rgb_to_gray(simplejpeg.decode_jpeg(frame_bytes(clip_uid, boxes[0]["frame"]), colorspace="RGB"))
+    height, width = gray.shape
+    for box in [(-40.0, 100.0, 100.0, 100.0), (width - 60.0, height - 50.0, 100.0, 100.0)]:
+        ours = talknet_crop(gray, box)
+        ref = talknet_reference(gray, box)
+        assert np.abs(ours.astype(int) - ref).max() <= 1
+        assert (ours == PAD_VALUE).mean() > 0.2  # a band of TalkNet's padding is in view
+    # Entirely outside the frame: TalkNet's slicing breaks down there; we give a flat 110 crop.
+    assert (talknet_crop(gray, (-1000.0, -1000.0, 50.0, 50.0)) == PAD_VALUE).all()
+
+
+def test_scaled_decode_matches_full_scale(track):
+    """Decode at the DCT scale crop_scale_for picks; the crop must match the full-scale one.
+
+    The 640x360 frames are upscaled 3x (a 1080p frame with ~330 px faces) so that a reduced
+    scale is actually chosen.
+    """
+    clip_uid, boxes = track
+    for t in boxes[::40]:
+        rgb = simplejpeg.decode_jpeg(frame_bytes(clip_uid, t["frame"]), colorspace="RGB")
+        big = np.asarray(Image.fromarray(rgb).resize((1920, 1080), Image.Resampling.BICUBIC))
+        jpg = simplejpeg.encode_jpeg(big, quality=92, colorsubsampling="420")
+        box = np.array([t["x"], t["y"], t["width"], t["height"]]) * 3
+
+        dct = crop_scale_for([box], (1080, 1920))
+        assert dct.scale < 1
+        small = simplejpeg.decode_jpeg(jpg, colorspace="GRAY", min_height=dct.min_height, min_width=dct.min_width)
+        assert small.shape[:2] == (dct.min_height, dct.min_width)  # exactly scale k/8, no larger
+
+        full = talknet_crop(simplejpeg.decode_jpeg(jpg, colorspace="GRAY"), box)
+        scaled = talknet_crop(small, box, scale=dct.scale)
+        assert mean_abs(scaled, full) < 1.5
+        assert corr(scaled, full) > 0.995
+        ref = talknet_reference(rgb_to_gray(simplejpeg.decode_jpeg(jpg, colorspace="RGB")), box)
+        assert mean_abs(scaled, ref) < 2.0
+
+
+# ---------------------------------------------------------------- crop_scale_for
+
+
+@pytest.mark.parametrize(
+    "side,k",
+    [
+        (50, 8),  # small face: never go below full scale
+        (160, 8),  # 0.7*160 = 112 px exactly at full scale
+        (161, 8),  # needs 112/112.7 = 0.9938 > 7/8
+        (183, 7),  # 0.7*183*7/8 = 112.09
+        (320, 4),  # 0.7*320*4/8 = 112
+        (1000, 2),  # 1/8 would leave 87.5 px
+    ],
+)
+def test_crop_scale_for_hand_values(side, k):
+    dct = crop_scale_for([side, 2 * side, np.nan], (1080, 1920))  # smallest finite box decides
+    assert dct.scale == k / 8
+    assert (dct.min_height, dct.min_width) == (math.ceil(1080 * k / 8), math.ceil(1920 * k / 8))
+
+
+def test_crop_scale_for_accepts_boxes_and_pairs():
+    boxes = np.array([[10.0, 20.0, 300.0, 320.0], [0.0, 0.0, 400.0, 100.0]])
+    assert crop_scale_for(boxes, (720, 1280)) == crop_scale_for([320.0, 400.0], (720, 1280))
+    assert crop_scale_for(boxes[:, 2:], (720, 1280)) == crop_scale_for([320.0, 400.0], (720, 1280))
+
+
+def test_window_is_talknets_slice():
+    box = (121.0, 6.0, 113.0, 113.0)
+    top, left, height, width = talknet_window(box)
+    bs, bsi = 56.5, int(56.5 * 1.8)
+    assert (top + bsi, top + bsi + height) == (int(62.5 + bsi - bs), int(62.5 + bsi + bs * 1.8))
+    assert (left + bsi, left + bsi + width) == (int(177.5 + bsi - bs * 1.4), int(177.5 + bsi + bs * 1.4))
+
+
+@pytest.mark.parametrize("box", [(10, 10, 0, 0), (10, 10, -5, 8), (np.nan, 10, 20, 20), (10, 10, np.inf, 20)])
+def test_degenerate_boxes_are_rejected(box):
+    with pytest.raises(ValueError):
+        talknet_crop(np.zeros((100, 100), np.uint8), box)
+
+
+# ---------------------------------------------------------------- boxes
+
+
+def test_interpolate_boxes_matches_corner_interpolation():
+    scipy_interp = pytest.importorskip("scipy.interpolate")
+    nan = np.nan
+    boxes = np.array(
+        [
+            [nan, nan, nan, nan],
+            [10, 20, 30, 40],
+            [nan, nan, nan, nan],
+            [nan, 5, nan, nan],  # partial row: counts as missing
+            [22, 26, 34, 44],
+            [24, 27, 30, 40],
+            [nan, nan, nan, nan],
+        ],
+        dtype=float,
+    )
+    filled, span = interpolate_boxes(boxes)
+    assert span == (1, 5)
+    assert np.isnan(filled[[0, 6]]).all()
+    np.testing.assert_array_equal(filled[[1, 4, 5]], boxes[[1, 4, 5]])
+
+    # TalkNet interpolates corners (x1, y1, x2, y2) with interp1d over the present frames.
+    frames = np.array([1, 4, 5])
+    corners = np.c_[boxes[frames, :2], boxes[frames, :2] + boxes[frames, 2:]]
+    want = scipy_interp.interp1d(frames, corners, axis=0)(np.arange(1, 6))
+    got = np.c_[filled[1:6, :2], filled[1:6, :2] + filled[1:6, 2:]]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+
+    empty, none = interpolate_boxes(np.full((3, 4), np.nan))
+    assert none is None and np.isnan(empty).all()
+
+
+@pytest.mark.parametrize("length", [5, 13, 40])
+def test_smooth_boxes_is_talknets_medfilt(length):
+    signal = pytest.importorskip("scipy.signal")
+    rng = np.random.default_rng(length)
+    xy = 100 + np.cumsum(rng.normal(0, 4, (length, 2)), axis=0)
+    wh = rng.uniform(60, 90, (length, 2))
+    boxes = np.c_[xy, wh]
+    out = smooth_boxes(boxes)
+
+    with warnings.catch_warnings():  # medfilt warns when the kernel exceeds the input
+        warnings.simplefilter("ignore", UserWarning)
+        s = signal.medfilt(np.maximum(wh[:, 0], wh[:, 1]) / 2, kernel_size=13)
+        cx = signal.medfilt(xy[:, 0] + wh[:, 0] / 2, kernel_size=13)
+        cy = signal.medfilt(xy[:, 1] + wh[:, 1] / 2, kernel_size=13)
+    np.testing.assert_allclose(out, np.c_[cx - s, cy - s, 2 * s, 2 * s], atol=1e-9)
+    # The square box gives talknet_crop exactly the smoothed centre and half size.
+    np.testing.assert_allclose(out[:, 0] + out[:, 2] / 2, cx, atol=1e-9)
+    np.testing.assert_allclose(np.maximum(out[:, 2], out[:, 3]) / 2, s, atol=1e-9)
+
+
+def test_smooth_boxes_rejects_gaps_and_even_kernels():
+    with pytest.raises(ValueError):
+        smooth_boxes(np.array([[0, 0, 10, 10], [np.nan] * 4]))
+    with pytest.raises(ValueError):
+        smooth_boxes(np.zeros((5, 4)), kernel=4)

@@ -1,0 +1,219 @@
+"""The loader on real shards: tensors against independent computations, ranks, resume, a training step."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy.io import wavfile
+
+import loaders
+from shardgen.build import build
+from shardgen.demo import make_demo_corpus
+from shardgen.plan import BuildParams
+
+
+@pytest.fixture(scope="session")
+def demo_build(tmp_path_factory) -> Path:
+    """Demo corpus (3 train + 2 val videos of 8 s, 320x180) in 2 s clips, 5 clips a shard: shards of 5, 5, 2."""
+    root = tmp_path_factory.mktemp("demo")
+    src = make_demo_corpus(root / "src", seconds=8.0, width=320, height=180)
+    out = root / "out"
+    build(src, out, ["train", "val"], BuildParams(clip_seconds=2.0, shard_clips=5), workers=2, progress=False)
+    return out
+
+
+def shard_clips(out: Path, split: str = "train") -> dict[str, dict[str, bytes]]:
+    clips: dict[str, dict[str, bytes]] = {}
+    for shard in sorted((out / split).glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for m in tar:
+                d, base = m.name.rsplit("/", 1)
+                stem, ext = base.split(".", 1)
+                clips.setdefault(f"{d}/{stem}", {})[ext] = tar.extractfile(m).read()
+    return clips
+
+
+def npy(b):
+    return np.load(io.BytesIO(b), allow_pickle=False)
+
+
+def reference_mfcc(wav_bytes: bytes, n_frames: int, fps: float) -> np.ndarray:
+    """TalkNet's own recipe with python_speech_features, on int16 read by scipy.io.wavfile."""
+    import python_speech_features
+
+    sr, audio = wavfile.read(io.BytesIO(wav_bytes))
+    mfcc = python_speech_features.mfcc(audio, sr, numcep=13, winlen=0.025 * 25 / fps, winstep=0.010 * 25 / fps)
+    max_audio = int(n_frames * 4)
+    if mfcc.shape[0] < max_audio:
+        mfcc = np.pad(mfcc, ((0, max_audio - mfcc.shape[0]), (0, 0)), "wrap")
+    return mfcc[: int(round(n_frames * 4)), :]
+
+
+def test_talknet_tensors_match_independent_computation(demo_build):
+    clips = shard_clips(demo_build)
+    ld = loaders.make_loader(demo_build / "train", batch_size=1, labels="visible", shuffle=False, with_meta=True)
+    n = 0
+    for audio, faces, labels, meta in ld:
+        assert audio.dtype == faces.dtype == torch.float32 and labels.dtype == torch.int64
+        m = meta[0]
+        fields = clips[m["key"]]
+        T = json.loads(fields["json"])["n_frames"]
+        assert audio.shape == (1, 4 * T, 13) and faces.shape == (1, T, 112, 112) and labels.shape == (1, T)
+        np.testing.assert_array_equal(labels[0].numpy(), npy(fields["visible.npy"]))
+        np.testing.assert_allclose(audio[0].numpy(), reference_mfcc(fields["wav"], T, 30.0), atol=1e-3)
+        start = m["meta"]["start_frame"]
+        np.testing.assert_array_equal(m["frame_t"], (start + np.arange(T)) / 30.0)
+        assert m["audio_feat_t"].shape == (4 * T,) and m["audio_feat_t"][0] == pytest.approx(start / 30.0, abs=1 / 16000)
+        # faces: the whole frame as 112x112 gray, 0-255 — against a plain full PIL decode + resize
+        for i in (0, T // 2, T - 1):
+            ref = np.asarray(Image.open(io.BytesIO(fields[f"f{i + 1:06d}.jpg"])).convert("L").resize((112, 112), Image.BILINEAR), np.float32)
+            assert np.abs(faces[0, i].numpy() - ref).mean() < 4.0
+        assert 0 <= faces.min() and faces.max() <= 255 and faces.max() > 100
+        n += 1
+    assert n == len(ld) == len(clips)
+
+
+def test_voice_and_speaking_labels(demo_build):
+    clips = shard_clips(demo_build)
+    for labels, pick in (("voice", lambda f: npy(f["voice.npy"])), ("speaking", lambda f: npy(f["speaking.npy"])[1])):
+        ld = loaders.make_loader(demo_build / "train", labels=labels, person="2", shuffle=False, with_meta=True)
+        for _, _, lab, meta in ld:
+            np.testing.assert_array_equal(lab[0].numpy(), pick(clips[meta[0]["key"]]))
+
+
+def test_two_ranks_two_workers_uneven_shards(demo_build):
+    manifest = json.loads((demo_build / "train" / "manifest.json").read_text())
+    assert [s["clips"] for s in manifest["shards"]] == [5, 5, 2]  # uneven on purpose
+    counts, seen = [], []
+    for rank in (0, 1):
+        ld = loaders.make_loader(demo_build / "train", batch_size=2, num_workers=2, rank=rank, world_size=2,
+                                 seed=7, with_meta=True)
+        batches = list(ld)
+        counts.append(len(batches))
+        assert len(batches) == len(ld)
+        seen += [m["key"] for b in batches for m in b[3]]
+    assert counts[0] == counts[1] > 0
+    assert len(seen) == len(set(seen)) == 12 - 12 % 4  # each clip at most once; 12 clips over 4 readers
+    # another epoch reshuffles but keeps the guarantee
+    ld = loaders.make_loader(demo_build / "train", batch_size=2, num_workers=2, rank=0, world_size=2, seed=7, with_meta=True)
+    ld.set_epoch(1)
+    keys = [m["key"] for b in ld for m in b[3]]
+    assert len(keys) == len(set(keys)) == 6
+
+
+def test_resume_mid_epoch_gives_the_remaining_batches(demo_build):
+    def run(loader, stop=None):
+        out = []
+        for i, (a, f, l, m) in enumerate(loader):
+            out.append(([x["key"] for x in m], a.sum().item(), f.sum().item()))
+            if stop is not None and i + 1 == stop:
+                break
+        return out
+
+    kw = dict(batch_size=2, num_workers=2, seed=3, with_meta=True, shuffle_buffer=4)
+    full = run(loaders.make_loader(demo_build / "train", **kw))
+    first = loaders.make_loader(demo_build / "train", **kw)
+    head = run(first, stop=3)
+    state = first.state_dict()
+    assert state["batches_done"] == 3 and head == full[:3]
+    resumed = loaders.make_loader(demo_build / "train", **kw)
+    resumed.load_state_dict(state)
+    assert run(resumed) == full[3:]
+    with pytest.raises(ValueError, match="seed"):
+        loaders.make_loader(demo_build / "train", **{**kw, "seed": 4}).load_state_dict(state)
+
+
+def test_a_batch_trains_a_tiny_talknet(demo_build):
+    class TinyTalkNet(torch.nn.Module):
+        """Same input contract as TalkNet: forward_audio_frontend([B,4T,13]), forward_visual_frontend([B,T,112,112])."""
+
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Conv1d(13, 16, 4, stride=4)
+            self.v = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 8, stride=8), torch.nn.AdaptiveAvgPool2d(1))
+            self.head = torch.nn.Linear(20, 2)
+
+        def forward_audio_frontend(self, x):
+            return self.a(x.transpose(1, 2)).transpose(1, 2)  # [B,T,16]
+
+        def forward_visual_frontend(self, x):
+            B, T = x.shape[:2]
+            x = (x / 255 - 0.4161) / 0.1688
+            return self.v(x.reshape(B * T, 1, 112, 112)).reshape(B, T, 4)
+
+        def forward(self, audio, faces):
+            return self.head(torch.cat([self.forward_audio_frontend(audio), self.forward_visual_frontend(faces)], -1))
+
+    model = TinyTalkNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    audio, faces, labels = next(iter(loaders.make_loader(demo_build / "train", batch_size=2)))
+    assert audio.shape[0] == faces.shape[0] == labels.shape[0] == 2
+    assert audio.shape[1] == 4 * faces.shape[1] and labels.shape[1] == faces.shape[1]
+    before = [p.detach().clone() for p in model.parameters()]
+    logits = model(audio, faces)
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 2), labels.reshape(-1))
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss)
+    assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+
+
+def test_sources_brace_list_and_bare_shards(demo_build):
+    names = sorted(p.name for p in (demo_build / "train").glob("*.tar"))
+    brace = str(demo_build / "train" / "train-{000000..000002}.tar")
+    by_brace = loaders.resolve(brace)
+    by_list = loaders.resolve([str(demo_build / "train" / n) for n in names])
+    by_manifest = loaders.resolve(demo_build / "train" / "manifest.json")
+    assert [s.name for s in by_brace.shards] == names == [s.name for s in by_manifest.shards]
+    assert by_brace.shard_clips() == by_list.shard_clips() == by_manifest.shard_clips()
+    # a shard with no manifest beside it is indexed from its own tar headers, tracks included
+    import shutil
+
+    lone = demo_build.parent / "lone"
+    lone.mkdir(exist_ok=True)
+    shutil.copy(demo_build / "train" / names[0], lone / names[0])
+    scanned = loaders.resolve(str(lone / names[0]))
+    assert [(c.key, c.offset, c.bytes, c.tracks) for c in scanned.shards[0].clips] == \
+           [(c.key, c.offset, c.bytes, c.tracks) for c in by_manifest.shards[0].clips]
+
+
+def test_asd_tracks_on_the_real_clip(real_build, realdata):
+    """Crops sit on the face (vs the recipe applied to the source JPEGs) and audio rows line up with frames."""
+    import python_speech_features
+
+    from tests.test_crops import rgb_to_gray, talknet_reference
+
+    def reference_crop(path, box):
+        return talknet_reference(rgb_to_gray(np.asarray(Image.open(path).convert("RGB"))), box).astype(np.float32)
+
+    ann = json.loads((realdata / "json" / "av_train.json").read_text())
+    track = {p["frame"]: (p["x"], p["y"], p["width"], p["height"])
+             for p in ann["videos"][0]["clips"][0]["persons"][0]["tracking_paths"][0]["track"]}
+    _, wav = wavfile.read(realdata / "wav" / "short_hamilton_clip.wav")
+    ld = loaders.make_loader(real_build / "train", mode="asd-tracks", shuffle=False, with_meta=True)
+    items = list(ld)
+    spans = [(m[0]["meta"]["start_frame"] + round(m[0]["start_time"] * 30 - m[0]["meta"]["start_frame"]), f.shape[1]) for _, f, _, m in items]
+    assert spans == [(82, 38), (120, 91)]  # frames 82..119 in clip 0, 120..210 in clip 1
+    for audio, faces, labels, meta in items:
+        m = meta[0]
+        first = round(m["start_time"] * 30)
+        n = faces.shape[1]
+        assert m["frame_t"][0] == pytest.approx(first / 30) and m["audio_feat_t"][0] == pytest.approx(round(first / 30 * 16000) / 16000)
+        for i in (0, n // 2, n - 1):
+            src = realdata / "video_imgs" / "short_hamilton_clip" / f"img_{first + i + 1:05d}.jpg"
+            ref = reference_crop(src, track[first + i])
+            got = faces[0, i].numpy()
+            assert np.abs(got - ref).mean() < 2.0
+            assert np.corrcoef(got.ravel(), ref.ravel())[0, 1] > 0.98
+        a, b = round(first / 30 * 16000), round((first + n) / 30 * 16000)
+        ref_mfcc = python_speech_features.mfcc(wav[a:b], 16000, numcep=13, winlen=0.025 * 25 / 30, winstep=0.010 * 25 / 30)
+        ref_mfcc = np.pad(ref_mfcc, ((0, max(0, 4 * n - len(ref_mfcc))), (0, 0)), "wrap")[: 4 * n]
+        np.testing.assert_allclose(audio[0].numpy(), ref_mfcc, atol=1e-3)
+        assert labels[0].tolist() == [1] * n  # he talks throughout
