@@ -15,6 +15,8 @@ import math
 
 import numpy as np
 
+from shardgen.format import audio_sample_range
+
 from .features import mfcc_geometry
 
 __all__ = [
@@ -37,11 +39,11 @@ def frame_times(start_frame: int, n_frames: int, fps: float) -> np.ndarray:
 def audio_start_sample(start_frame: int, fps: float, sample_rate: int = 16000) -> int:
     """First audio sample of a clip starting at video frame ``start_frame``: ``round(start_frame/fps*sr)``.
 
-    One definition for both the shard builder (where to cut the wav) and the loader (what time
-    the first MFCC row has). Note: the Ego4D TalkNet port cuts with ``int(start*sr)`` (truncation),
-    at most one sample (62.5 us at 16 kHz) earlier.
+    Delegates to the shard format's definition (exact fractions, halves rounded up), so the time
+    we give the first MFCC row is the time of the sample the builder cut at. Note: the Ego4D
+    TalkNet port cuts with ``int(start*sr)`` (truncation), at most one sample (62.5 us) earlier.
     """
-    return int(round(start_frame / fps * sample_rate))
+    return audio_sample_range(start_frame, start_frame, fps, sample_rate)[0]
 
 
 def audio_feature_times(start_frame: int, n_rows: int, fps: float, sample_rate: int = 16000) -> np.ndarray:

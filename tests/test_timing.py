@@ -40,6 +40,7 @@ def test_audio_rows_start_at_the_clips_first_sample():
     assert audio_start_sample(300, 30.0) == 160000
     assert audio_start_sample(7, 30.0) == 3733
     assert audio_feature_times(7, 2, 30.0).tolist() == [3733 / 16000, (3733 + 133) / 16000]
+    assert audio_start_sample(1, 2.0, sample_rate=5) == 3  # 2.5 rounds half up, like the builder
 
 
 def test_row_count_and_times_agree_with_the_mfcc():

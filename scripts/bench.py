@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""`make bench`: loader throughput, as ratios against baselines measured in the same run.
+
+For each corpus (the demo corpus at 640x360, and 1920x1080 frames), one worker each:
+
+* naive    — what users write by hand: webdataset ``.decode("pil")``, per-frame
+             ``convert("L").resize((112,112))``, ``python_speech_features.mfcc``;
+* loader   — ``loaders.make_loader(mode="talknet")`` on the original JPEGs;
+* derived  — the same loader on shards built with ``--derive small,crops``;
+* floor    — the loader's decoder with the same DCT scaling, looping over the same JPEG bytes
+             held in memory, nothing else (simplejpeg; Pillow's ``draft`` shown beside it).
+
+Each variant runs in its own process so its peak RSS is its own. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+BENCH = ROOT / ".bench"
+
+
+def corpus(name: str, width: int, height: int, seconds: float, n_train: int) -> dict[str, Path]:
+    """Build (once, cached under .bench/) the source and its plain and derived shards."""
+    from shardgen.build import build
+    from shardgen.demo import make_demo_corpus
+    from shardgen.plan import BuildParams
+
+    src = make_demo_corpus(BENCH / name / "src", seconds=seconds, width=width, height=height,
+                           n_train=n_train, n_val=0, n_test=0)
+    out = {}
+    for kind, derive in (("plain", ()), ("derived", ("crops", "small"))):
+        dst = BENCH / name / kind
+        if not (dst / "train" / "manifest.json").exists():
+            build(src, dst, ["train"], BuildParams(derive=derive), workers=os.cpu_count() or 1, progress=False, overwrite=True)
+        out[kind] = dst / "train"
+    return out
+
+
+# --------------------------------------------------------------------------- variants (run in a child)
+
+
+def run_naive(split: Path) -> int:
+    import numpy as np
+    import python_speech_features
+    import webdataset as wds
+    from scipy.io import wavfile
+
+    urls = [str(p) for p in sorted(split.glob("*.tar"))]
+    n = 0
+    for sample in wds.WebDataset(urls, shardshuffle=False).decode("pil"):
+        keys = sorted(k for k in sample if k.startswith("f") and k.endswith(".jpg"))
+        faces = np.stack([np.asarray(sample[k].convert("L").resize((112, 112))) for k in keys]).astype(np.float32)
+        _, audio = wavfile.read(io.BytesIO(sample["wav"]))
+        mfcc = python_speech_features.mfcc(audio, 16000, numcep=13, winlen=0.025 * 25 / 30, winstep=0.010 * 25 / 30)
+        labels = sample["voice.npy"]
+        assert faces.shape[0] == len(labels) and len(mfcc) > 0
+        n += 1
+    return n
+
+
+def run_loader(split: Path, mode: str = "talknet") -> int:
+    import loaders
+
+    n = 0
+    for audio, faces, labels in loaders.make_loader(split, mode=mode, batch_size=1, shuffle=False):
+        n += 1
+    return n
+
+
+def _frames_in_memory(split: Path) -> tuple[list[bytes], int]:
+    frames, clips = [], set()
+    for shard in sorted(split.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for m in tar:
+                base = m.name.rsplit("/", 1)[1]
+                if base.split(".", 1)[1].startswith("f") and m.name.endswith(".jpg"):
+                    frames.append(tar.extractfile(m).read())
+                    clips.add(m.name.split(".", 1)[0])
+    return frames, len(clips)
+
+
+def run_floor(split: Path, decoder: str = "simplejpeg") -> tuple[int, float]:
+    from loaders.decode import gray_frame, pil_draft_gray
+
+    frames, clips = _frames_in_memory(split)
+    fn = gray_frame if decoder == "simplejpeg" else pil_draft_gray
+    t = time.perf_counter()
+    for data in frames:
+        fn(data)
+    return clips, time.perf_counter() - t
+
+
+def _peak_rss() -> int:
+    """VmHWM of this process (ru_maxrss would carry the parent's peak across fork+exec)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def child(variant: str, split: str) -> None:
+    # imports first: interpreter and library start-up is not throughput
+    import numpy, python_speech_features, scipy.io.wavfile, simplejpeg, torch, webdataset  # noqa: F401,E401
+    import loaders  # noqa: F401
+
+    split = Path(split)
+    t = time.perf_counter()
+    if variant == "naive":
+        n, secs = run_naive(split), None
+    elif variant in ("loader", "derived"):
+        n, secs = run_loader(split), None
+    elif variant in ("loader-tracks", "derived-tracks"):
+        n, secs = run_loader(split, "asd-tracks"), None
+    elif variant.startswith("floor"):
+        n, secs = run_floor(split, variant.split(":")[1])
+    else:
+        raise SystemExit(f"unknown variant {variant}")
+    secs = secs if secs is not None else time.perf_counter() - t
+    print(json.dumps({"items": n, "seconds": secs, "peak_rss": _peak_rss()}))
+
+
+def measure(variant: str, split: Path, repeat: int) -> dict:
+    best = None
+    for _ in range(repeat):
+        out = subprocess.run([sys.executable, __file__, "--child", variant, str(split)], capture_output=True, text=True, check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        if best is None or r["seconds"] < best["seconds"]:
+            best = r
+    best["rate"] = best["items"] / best["seconds"]
+    return best
+
+
+def mfcc_ratio() -> str:
+    import numpy as np
+    import python_speech_features
+
+    from loaders.features import talknet_mfcc
+
+    x = (np.random.default_rng(0).standard_normal(15 * 16000) * 3000).astype(np.int16)
+    def best(fn, k=20):
+        ts = []
+        for _ in range(k):
+            t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
+        return min(ts)
+    ref = best(lambda: python_speech_features.mfcc(x, 16000, numcep=13, winlen=0.025 * 25 / 30, winstep=0.010 * 25 / 30))
+    ours = best(lambda: talknet_mfcc(x, fps=30))
+    return f"MFCC of a 15 s clip: python_speech_features {ref * 1e3:.1f} ms, ours {ours * 1e3:.1f} ms ({ref / ours:.1f}x)"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--repeat", type=int, default=2, help="runs per variant; the fastest counts")
+    ap.add_argument("--quick", action="store_true", help="smaller corpora (CI smoke run)")
+    args = ap.parse_args()
+    if args.child:
+        return child(*args.child)
+
+    secs = 8.0 if args.quick else 15.0
+    corpora = [("demo 640x360", corpus("c360", 640, 360, secs, 4)), ("1920x1080", corpus("c1080", 1920, 1080, secs, 2))]
+    rows = []
+    for label, c in corpora:
+        r = {v: measure(v, c["plain"], args.repeat) for v in ("naive", "loader", "floor:simplejpeg", "floor:pil", "loader-tracks")}
+        r["derived"] = measure("derived", c["derived"], args.repeat)
+        r["derived-tracks"] = measure("derived-tracks", c["derived"], args.repeat)
+        frame_kb = sum(p.stat().st_size for p in c["plain"].glob("*.tar")) / max(1, sum(1 for _ in c["plain"].glob("*.tar")))
+        rows.append((label, r))
+    print("\n| corpus | variant | clips/s (1 worker) | vs naive | vs floor | peak RSS |")
+    print("|---|---|---:|---:|---:|---:|")
+    for label, r in rows:
+        naive, floor = r["naive"]["rate"], r["floor:simplejpeg"]["rate"]
+        for v, name in (("naive", "naive (wds .decode('pil') + PIL resize + psf MFCC)"), ("loader", "avshards loader, talknet"),
+                        ("derived", "avshards loader, talknet, derived members"),
+                        ("floor:simplejpeg", "decode floor (simplejpeg DCT-scaled gray)"), ("floor:pil", "decode floor (Pillow draft)"),
+                        ("loader-tracks", "avshards loader, asd-tracks (items/s)"), ("derived-tracks", "asd-tracks, derived crops (items/s)")):
+            x = r[v]
+            vs_floor = f"{x['rate'] / floor:.2f}" if v in ("loader", "floor:pil", "floor:simplejpeg") else ""
+            print(f"| {label} | {name} | {x['rate']:.2f} | {x['rate'] / naive:.2f}x | {vs_floor} | {x['peak_rss'] / 2**20:.0f} MiB |")
+    print()
+    print(mfcc_ratio())
+
+
+if __name__ == "__main__":
+    main()
