@@ -26,7 +26,7 @@ from loaders.crops import (
     talknet_window,
 )
 
-HAMILTON = Path("/work/shared/realdata/hamilton")
+from tests.sources import REALDATA as HAMILTON  # ../shared/realdata/hamilton beside the checkout
 
 
 # ---------------------------------------------------------------- literal TalkNet reference

@@ -14,7 +14,9 @@ from loaders.features import fit_to_frames, mfcc_geometry, talknet_mfcc, talknet
 psf = pytest.importorskip("python_speech_features")
 wavfile = pytest.importorskip("scipy.io.wavfile")
 
-WAV = Path("/work/shared/realdata/hamilton/wav/short_hamilton_clip.wav")
+from tests.sources import REALDATA
+
+WAV = REALDATA / "wav" / "short_hamilton_clip.wav"
 FPS = [25.0, 30.0, 29.97]
 TOL = 1e-3  # absolute, on values of magnitude ~1..100 (log energies and cepstra)
 
