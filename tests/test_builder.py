@@ -324,3 +324,30 @@ def test_long_video_ids_and_offsets_agree_with_index(tmp_path):
 
     keys = [s["__key__"] for s in wds.WebDataset(str(tmp_path / "o" / "train" / m["shards"][0]["name"]), shardshuffle=False)]
     assert keys == [f"{vid}/clip_f000000", f"{vid}/clip_f000030"]
+
+
+def test_ava_csv_labels_and_frame_mapping(tmp_path):
+    """AVA rows at t seconds → 0-based frame round(t*fps); normalised boxes → pixels; gaps <= 3 frames filled."""
+    src = write_source(tmp_path / "s", {"mov": 60}, size=(64, 48))
+    (src / "csv").mkdir()
+    rows = ["video_id,frame_timestamp,entity_box_x1,entity_box_y1,entity_box_x2,entity_box_y2,label,entity_id"]
+    for f in (3, 5, 7, 20):  # entity A every 2 frames (filled), then a 13-frame gap (not filled)
+        label = "SPEAKING_AUDIBLE" if f in (5, 7) else "NOT_SPEAKING"
+        rows.append(f"mov,{f / 30:.6f},0.25,0.5,0.75,1.0,{label},A")
+    rows.append(f"mov,{10 / 30:.6f},0.0,0.0,0.5,0.5,SPEAKING_NOT_AUDIBLE,B")
+    (src / "csv" / "ava.csv").write_text("\n".join(rows) + "\n")
+    build(src, tmp_path / "o", ["train"], BuildParams(clip_seconds=1.0), progress=False)
+    clips = read_clips(all_shards(tmp_path / "o", "train")[0])
+    c = clips["mov/clip_f000000"]
+    meta = json.loads(c["json"])
+    assert meta["labels"]["source"] == "ava-csv" and [p["person_id"] for p in meta["persons"]] == ["A", "B"]
+    boxes, speaking, visible = npy(c["boxes.npy"]), npy(c["speaking.npy"]), npy(c["visible.npy"])
+    np.testing.assert_allclose(boxes[0, 3], [16, 24, 32, 24])  # 0.25*64, 0.5*48, 0.5*64, 0.5*48
+    assert np.isnan(boxes[0, 2]).all() and not np.isnan(boxes[0, 4]).any()  # frame 4 filled between 3 and 5
+    assert np.isnan(boxes[0, 8:20, 0]).all()  # a 13-frame gap stays empty
+    assert speaking[0].nonzero()[0].tolist() == [5, 6, 7]  # audible at 5 and 7, and the filled 6 between
+    assert speaking[1].sum() == 0  # SPEAKING_NOT_AUDIBLE is not speaking
+    assert visible[10] == 1 and visible[9] == 0
+    (src / "csv" / "ava.csv").write_text("\n".join(rows + ["mov,0.5,0,0,1,1,WHISPERING,A"]) + "\n")
+    with pytest.raises(SourceError, match=r"ava\.csv:7: unknown label 'WHISPERING'"):
+        build(src, tmp_path / "o2", ["train"], BuildParams(clip_seconds=1.0), progress=False)
