@@ -31,7 +31,7 @@ shards: venv
 	@echo "              $(PYTHON) -m shardgen verify $(OUT)/train/manifest.json"
 
 test-services:
-	@if [ -x scripts/install_test_services.sh ]; then scripts/install_test_services.sh; fi
+	bash scripts/install_test_services.sh
 
 ## make test: the whole suite (installs the venv and the loopback test servers first)
 test: venv test-services

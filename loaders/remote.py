@@ -86,7 +86,11 @@ class _Fatal(Exception):
 
 
 class _EOF(Exception):
-    """Internal: a resume request found that the object was already complete."""
+    """Internal: the requested start is at/after the end of the object (416)."""
+
+    def __init__(self, total: int | None = None):
+        super().__init__(total)
+        self.total = total
 
 
 _transient_types: tuple | None = None
@@ -133,6 +137,10 @@ def _parse_content_range(value: str | None) -> tuple[int, int, int | None] | Non
     return int(m.group(1)), int(m.group(2)), total
 
 
+def _range_header(pos: int, end: int | None) -> str:
+    return f"bytes={pos}-" if end is None else f"bytes={pos}-{end - 1}"
+
+
 class _Opened:
     """What an opener returns: a body with ``read(n)``/``close()``."""
 
@@ -157,9 +165,10 @@ class ResumableReader(io.RawIOBase):
     ``read(n)`` returns exactly ``n`` bytes unless at end of object.
     """
 
-    def __init__(self, url: str, opener: Callable[[int], _Opened], *, retries: int = 5,
-                 backoff: float = 0.5, max_backoff: float = 30.0, chunk_size: int = 1 << 20,
-                 seekable: bool = True):
+    def __init__(self, url: str, opener: Callable[[int, int | None], _Opened], *,
+                 retries: int = 5, backoff: float = 0.5, max_backoff: float = 30.0,
+                 chunk_size: int = 1 << 20, seekable: bool = True, start: int = 0,
+                 end: int | None = None):
         super().__init__()
         self.url = url
         self._opener = opener
@@ -168,11 +177,15 @@ class ResumableReader(io.RawIOBase):
         self.max_backoff = float(max_backoff)
         self.chunk_size = int(chunk_size)
         self._seekable = seekable
-        self._pos = 0
+        if start < 0 or (end is not None and end < start):
+            raise ValueError(f"invalid byte window start={start} end={end}")
+        self._pos = int(start)
+        self._end = None if end is None else int(end)  # exclusive; None = object end
         self._size: int | None = None
         self._etag: str | None = None
         self._cur: _Opened | None = None
         self._cur_end: int | None = None
+        self._eof_at: int | None = None  # a 416 said there is nothing from here on
         self.reconnects = 0
         self.requests = 0
         self.bytes_skipped = 0
@@ -219,6 +232,7 @@ class ResumableReader(io.RawIOBase):
         if new != self._pos:
             self._drop(ok=False)
             self._pos = new
+            self._eof_at = None
         return self._pos
 
     def close(self) -> None:
@@ -260,8 +274,16 @@ class ResumableReader(io.RawIOBase):
         return b"".join(parts)
 
     # -- internals ------------------------------------------------------------
+    def _limit(self) -> int | None:
+        if self._end is None:
+            return self._size
+        return self._end if self._size is None else min(self._end, self._size)
+
     def _at_eof(self) -> bool:
-        return self._size is not None and self._pos >= self._size
+        if self._eof_at is not None and self._pos >= self._eof_at:
+            return True
+        lim = self._limit()
+        return lim is not None and self._pos >= lim
 
     def _drop(self, ok: bool) -> None:
         cur, self._cur = self._cur, None
@@ -278,9 +300,11 @@ class ResumableReader(io.RawIOBase):
     def _open(self) -> None:
         self.requests += 1
         try:
-            op = self._opener(self._pos)
-        except _EOF:
-            self._size = self._pos if self._size is None else self._size
+            op = self._opener(self._pos, self._end)
+        except _EOF as e:
+            if e.total is not None and self._size is None:
+                self._size = e.total
+            self._eof_at = self._pos
             return
         if op.start != self._pos:
             self._release(op)
@@ -318,13 +342,16 @@ class ResumableReader(io.RawIOBase):
                 self._drop(ok=True)
                 return 0
         want = min(len(mv), self.chunk_size)
+        lim = self._limit()
+        if lim is not None:
+            want = min(want, lim - self._pos)
         data = self._cur.body.read(want)
         if not data:
             end = self._cur_end
             if end is not None and self._pos < end:
                 raise _Transient(f"connection closed early: body ended at byte {self._pos} of {end}")
             self._drop(ok=True)
-            if self._size is None:
+            if self._size is None and self._end is None:
                 self._size = self._pos
             return 0
         n = len(data)
@@ -334,6 +361,8 @@ class ResumableReader(io.RawIOBase):
         self._pos += n
         if self._cur_end is not None and self._pos >= self._cur_end:
             self._drop(ok=True)
+        elif self._at_eof():
+            self._drop(ok=False)  # window end inside a longer body
         return n
 
     def _probe(self) -> None:
@@ -404,15 +433,16 @@ def _http_opener(url: str, timeout, chunk_size: int):
     pm = _pool_manager()
     state = {"etag": None}
 
-    def opener(pos: int) -> _Opened:
+    def opener(pos: int, end: int | None) -> _Opened:
         headers = {"Accept-Encoding": "identity", "User-Agent": "avshards-loader"}
-        if pos > 0:
-            headers["Range"] = f"bytes={pos}-"
+        if pos > 0 or end is not None:
+            headers["Range"] = _range_header(pos, end)
         resp = pm.request("GET", url, headers=headers, preload_content=False,
                           decode_content=False, retries=retry, timeout=t)
 
         def release(ok: bool, resp=resp) -> None:
-            if ok:
+            # reuse the connection only when the body was read to its end
+            if ok and getattr(resp, "length_remaining", None) == 0:
                 resp.release_conn()
             else:
                 resp.close()
@@ -451,10 +481,9 @@ def _http_opener(url: str, timeout, chunk_size: int):
             state["etag"] = etag
             return _Opened(resp, 0, total, etag, length=length, release=release)
         if status == 416:
-            cr = _parse_content_range(resp.headers.get("Content-Range"))
-            release(True)
-            raise _EOF() if pos > 0 and (cr is None or cr[2] is None or pos >= cr[2]) else \
-                _Fatal(f"HTTP 416 Range Not Satisfiable for bytes={pos}-")
+            release(False)  # body unread: do not return the connection to the pool
+            m = re.match(r"\s*bytes\s+\*/(\d+)", resp.headers.get("Content-Range") or "")
+            raise _EOF(int(m.group(1)) if m else None)
         body = b""
         try:
             body = resp.read(2048, decode_content=False)
@@ -487,10 +516,10 @@ def _s3_opener(url: str, s3_options, timeout):
     client = shared_client(opts)
     from botocore.exceptions import ClientError
 
-    def opener(pos: int) -> _Opened:
+    def opener(pos: int, end: int | None) -> _Opened:
         kw = {"Bucket": bucket, "Key": key}
-        if pos > 0:
-            kw["Range"] = f"bytes={pos}-"
+        if pos > 0 or end is not None:
+            kw["Range"] = _range_header(pos, end)
         try:
             r = client.get_object(**kw)
         except ClientError as e:
@@ -498,9 +527,8 @@ def _s3_opener(url: str, s3_options, timeout):
             code = str(err.get("Code", ""))
             status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
             if status == 416 or code == "InvalidRange":
-                if pos > 0:
-                    raise _EOF() from None
-                raise _Fatal(f"S3 {code or status}: {err.get('Message', '')}") from None
+                size = err.get("ActualObjectSize")
+                raise _EOF(int(size) if size and str(size).isdigit() else None) from None
             if status in (404,) or code in ("NoSuchKey", "NoSuchBucket", "NotFound"):
                 raise _Fatal(f"S3 {code or status}: {err.get('Message', 'not found')}",
                              not_found=True) from None
@@ -559,7 +587,8 @@ def _local_path(url: str) -> str:
 
 
 def open_shard(url: str | os.PathLike, *, timeout=None, retries: int = 5, backoff: float = 0.5,
-               s3_options=None, chunk_size: int = 1 << 20, max_backoff: float = 30.0):
+               s3_options=None, chunk_size: int = 1 << 20, max_backoff: float = 30.0,
+               start: int = 0, end: int | None = None):
     """Open a shard for streaming reads.
 
     ``url``: ``http(s)://...``, ``s3://bucket/key``, ``file:///path`` or a path.
@@ -567,6 +596,10 @@ def open_shard(url: str | os.PathLike, *, timeout=None, retries: int = 5, backof
     ``DEFAULT_HTTP_TIMEOUT``, S3 the ``S3Options`` timeouts.  ``retries``:
     consecutive failed attempts allowed without progress.  ``backoff``: first
     retry delay (doubles each consecutive failure, capped at ``max_backoff``).
+    ``start``/``end``: read only bytes ``[start, end)`` (``end=None``: to the
+    end of the object); remote requests then carry ``Range: bytes=start-end-1``
+    and positions (``tell()``) stay absolute.  Local files are seeked to
+    ``start`` (``end`` is not enforced for them: read ``end - start`` bytes).
 
     Returns a :class:`ResumableReader` for remote URLs (``.reconnects``,
     ``.requests``, ``.size``, ``.tell()``) or a regular binary file for local
@@ -579,12 +612,14 @@ def open_shard(url: str | os.PathLike, *, timeout=None, retries: int = 5, backof
     elif scheme == "s3":
         opener = _s3_opener(s, s3_options, timeout)
     elif scheme in ("", "file"):
-        return open(_local_path(s), "rb")
+        f = open(_local_path(s), "rb")
+        if start:
+            f.seek(start)
+        return f
     else:
         raise ValueError(f"unsupported shard URL scheme {scheme!r}: {s!r}")
-    reader = ResumableReader(s, opener, retries=retries, backoff=backoff,
-                             max_backoff=max_backoff, chunk_size=chunk_size)
-    return reader
+    return ResumableReader(s, opener, retries=retries, backoff=backoff, max_backoff=max_backoff,
+                           chunk_size=chunk_size, start=start, end=end)
 
 
 def read_bytes(url: str | os.PathLike, **kwargs) -> bytes:

@@ -27,3 +27,6 @@ def real_build(realdata, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("real_build")
     build(realdata, out, ["train"], BuildParams(clip_seconds=4.0), workers=1, progress=False)
     return out
+
+# real loopback servers (Swift s3api, nginx) and the connection-cutting proxy, for every test file
+pytest_plugins = ["tests.servers"]

@@ -42,6 +42,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -622,9 +623,13 @@ class CuttingProxy:
             self._socks.add(s)
 
     def _close(self, s: socket.socket, rst: bool = False) -> None:
+        # close() alone does not release a socket that another thread is blocked
+        # in recv() on, so wake that thread with shutdown() first.  For an RST
+        # only shut the read side (SO_LINGER 0 then turns the close into RST).
         with contextlib.suppress(OSError):
             if rst:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.shutdown(socket.SHUT_RD)
             else:
                 s.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
