@@ -54,6 +54,8 @@ def make_loader(
     raw_size: tuple[int, int] | None = None,
     allow_unlabelled: bool = False,
     remote_options: dict | None = None,
+    cache_dir: str | None = None,
+    cache_bytes: int = 10 << 30,
     timeout: float = 0,
 ) -> ASDLoader:
     """A resumable, rank- and worker-split loader over avshards shards.
@@ -78,13 +80,19 @@ def make_loader(
         augment: TalkNet's flip/crop/rotate and noise-mix augmentation.
         on_error: ``"raise"`` (default) or ``"skip"`` damaged clips, counted in ``loader.stats``.
         use_derived: use stored 112x112 ``g``/``c`` members when the shards have them.
-        remote_options: passed to the HTTP/S3 transport (timeouts, retries, S3 endpoint...).
+        remote_options: passed to the HTTP/S3 transport (``loaders.remote.open_shard``): ``timeout``,
+            ``retries``, ``backoff``, ``s3_options`` (a ``shardgen.storage.S3Options``: endpoint,
+            region, addressing style, credentials; default from the AWS environment variables).
+        cache_dir, cache_bytes: keep remote shards in a local LRU cache of at most ``cache_bytes``
+            (verified by the manifest's sha256), so later epochs read from disk.
     """
     from .dataset import ASDLoader, ShardStream, StreamConfig
     from .modes import ModeOptions
     from .sources import resolve
 
     rank, world_size = _dist_defaults(rank, world_size)
+    if cache_dir:
+        remote_options = {**(remote_options or {}), "cache_dir": str(cache_dir), "cache_bytes": int(cache_bytes)}
     opts = ModeOptions(mode=mode, labels=labels, person=person, with_meta=with_meta, use_derived=use_derived,
                        smooth_boxes=smooth_boxes, raw_size=raw_size, augment=augment, allow_unlabelled=allow_unlabelled)
     cfg = StreamConfig(batch_size=batch_size, shuffle=shuffle, seed=seed, shuffle_buffer=shuffle_buffer, rank=rank,

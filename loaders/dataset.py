@@ -121,9 +121,10 @@ class ShardStream(IterableDataset):
                     raise sample
                 rng = np.random.default_rng([self.cfg.seed, self.epoch, 3, slot, t]) if self.opts.augment else None
                 item, noise = self._transform(sample, run[t], rng, noise)
-            except (FormatError, TarError, ShardReadError, ValueError) as exc:
+            except Exception as exc:  # a hostile clip can fail anywhere in decoding: always named, or counted
                 if self.cfg.on_error == "raise":
-                    raise _named(exc, run[t]) from None
+                    ours = isinstance(exc, (FormatError, TarError, ShardReadError, ValueError))
+                    raise _named(exc, run[t], self.index.shards[run[t].clip.shard].url) from (None if ours else exc)
                 self._count(1, 1)
                 continue
             self._count(0, 1)
@@ -173,17 +174,31 @@ class ShardStream(IterableDataset):
             g = h
 
     def _read_segment(self, groups: list[tuple]) -> Iterator[tuple[list[int], object]]:
+        while groups:
+            failed_at, err = yield from self._read_window(groups)
+            if failed_at is None:
+                return
+            if len(groups) > 1:  # a clip ends only at the next clip's first member: re-read it alone to tell whose damage
+                again, err = yield from self._read_window(groups[failed_at:failed_at + 1])
+                if again is None:
+                    groups = groups[failed_at + 1:]
+                    continue
+            yield groups[failed_at][1], err
+            groups = groups[failed_at + 1:]  # only that clip is lost: resume at the next clip's manifest offset
+
+    def _read_window(self, groups: list[tuple]):
         first = groups[0][0]
         shard = self.index.shards[first.shard]
         length = sum(c.bytes for c, _ in groups)
         done = 0
         try:
-            stream = open_range(shard.url, first.offset, length, remote_options=self.remote_options)
+            stream = open_range(shard.url, first.offset, length, remote_options=self.remote_options,
+                                expected_sha256=shard.sha256, expected_size=shard.bytes)
         except Exception as exc:
             err = ShardReadError(f"{shard.url}: cannot open ({exc})")
             for _, idxs in groups:
                 yield idxs, err
-            return
+            return None, None
         try:
             members = iter_tar(stream, source=shard.url, length=length, base_offset=first.offset,
                                max_member_bytes=self.cfg.max_member_bytes)
@@ -199,20 +214,24 @@ class ShardStream(IterableDataset):
                 done += 1
                 yield idxs, sample
         except (TarError, OSError) as exc:
-            err = ShardReadError(f"{shard.url}: {exc}")
-            for _, idxs in groups[done:]:
-                yield idxs, err
-            return
+            failed = ShardReadError(f"{shard.url}: {exc}")
+        else:
+            failed = None
         finally:
             stream.close()
-        for _, idxs in groups[done:]:  # the window ended early without a tar error
-            yield idxs, ShardReadError(f"{shard.url}: clip {groups[done][0].key} missing from the shard")
+        if failed is not None and done < len(groups):
+            return done, failed  # the caller yields the error (or re-reads the clip alone)
+        for clip, idxs in groups[done:]:  # the window ended early without a tar error
+            yield idxs, ShardReadError(f"{shard.url}: clip {clip.key} missing from the shard")
+        return None, None
 
 
-def _named(exc: Exception, unit: Unit) -> Exception:
-    msg = str(exc)
+def _named(exc: Exception, unit: Unit, url: str = "") -> Exception:
+    msg = str(exc) if isinstance(exc, (FormatError, TarError, ShardReadError, ValueError)) else f"{type(exc).__name__}: {exc}"
     if unit.clip.key not in msg:
         msg = f"{msg} (clip {unit.clip.key})"
+    if url and url not in msg:
+        msg = f"{url}: {msg}"
     return ShardReadError(msg)
 
 

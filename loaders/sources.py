@@ -104,7 +104,7 @@ def _read_manifest(url: str, remote_options: dict | None) -> dict:
     if is_remote(url):
         from .remote import read_bytes
 
-        return load_manifest(url, read_bytes(url, **(remote_options or {})))
+        return load_manifest(url, read_bytes(url, **transport_options(remote_options)))
     if not Path(url).is_file():
         raise FileNotFoundError(f"{url}: no manifest there (build with shardgen, or name the .tar shards)")
     return load_manifest(url)
@@ -161,7 +161,11 @@ def scan_local_shard(path: str, index: int = 0) -> ShardInfo:
                     boxes = decode_npy(tar.extractfile(info).read(), name=info.name, dtype="float32", ndim=3)
                     tracks = tuple(person_tracks(boxes))
                 end = info.offset_data + (info.size + 511) // 512 * 512
-    except (tarfile.TarError, OSError) as exc:
+        with open(path, "rb") as fh:  # tarfile takes EOF at a member boundary for the end: a cut shard would look short
+            fh.seek(end)
+            if fh.read(512) != bytes(512):
+                raise tarfile.TarError(f"no end-of-archive marker after byte {end} (truncated shard?)")
+    except (tarfile.TarError, OSError, ValueError) as exc:  # ValueError: FormatError from an unsafe member name
         raise ValueError(f"{path}: cannot index shard ({exc})") from None
     if key is not None:
         clips.append(ClipRef(index, key, start, end - start, tracks))
@@ -192,12 +196,41 @@ class _Window(io.RawIOBase):
             super().close()
 
 
-def open_range(url: str, offset: int, length: int, *, remote_options: dict | None = None) -> BinaryIO:
-    """A stream of bytes ``[offset, offset+length)`` of a shard, local or remote."""
+CACHE_KEYS = ("cache_dir", "cache_bytes")
+_caches: dict = {}
+
+
+def transport_options(remote_options: dict | None) -> dict:
+    """The options that go to the HTTP/S3 transport (``cache_*`` keys are the loader's own)."""
+    return {k: v for k, v in (remote_options or {}).items() if k not in CACHE_KEYS}
+
+
+def _cache(remote_options: dict):
+    from .remote import ShardCache
+
+    key = (str(remote_options["cache_dir"]), int(remote_options.get("cache_bytes") or 10 << 30), os.getpid())
+    if key not in _caches:
+        _caches[key] = ShardCache(key[0], key[1], **transport_options(remote_options))
+    return _caches[key]
+
+
+def open_range(url: str, offset: int, length: int, *, remote_options: dict | None = None,
+               expected_sha256: str | None = None, expected_size: int | None = None) -> BinaryIO:
+    """A stream of bytes ``[offset, offset+length)`` of a shard, local or remote.
+
+    Remote shards stream through a Range request (resumed from the byte reached if the
+    connection drops); with ``cache_dir`` in ``remote_options`` the whole shard is fetched into
+    a size-bounded LRU cache first, verified against the manifest's sha256, and read from disk
+    (so later epochs read locally).
+    """
     if is_remote(url):
+        if remote_options and remote_options.get("cache_dir"):
+            fh = _cache(remote_options).open(url, expected_sha256=expected_sha256, expected_size=expected_size)
+            fh.seek(offset)
+            return _Window(fh, length)
         from .remote import open_shard
 
-        raw = open_shard(url, start=offset, end=offset + length, **(remote_options or {}))
+        raw = open_shard(url, start=offset, end=offset + length, **transport_options(remote_options))
         return _Window(raw, length)
     fh = open(url[7:] if url.startswith("file://") else url, "rb", buffering=1 << 20)
     fh.seek(offset)

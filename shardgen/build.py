@@ -28,7 +28,8 @@ from .executors import get_executor
 from .manifest import MANIFEST_NAME, encode_manifest, format_summary, make_manifest, make_report, split_summary
 from .plan import BuildParams, ShardPlan, VideoPlan, assign_shards
 from .source import SourceError, read_splits
-from .writer import ShardResult, atomic_write_bytes, index_shard, remove_stale_temps
+from .output import SplitOutput, is_s3
+from .writer import ShardResult, atomic_write_bytes, remove_stale_temps
 
 PARAMS_NAME = ".build-params.json"
 REPORT_NAME = "build-report.json"
@@ -60,12 +61,18 @@ def build(
     check_space: bool = True,
     executor: str = "local",
     executor_options: dict | None = None,
-    log=print,
+    staging: Path | None = None,
+    s3_options=None,
 ) -> BuildResult:
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    """Build ``splits`` of the source at ``data_dir`` into ``out_dir`` (a directory or ``s3://bucket/prefix``)."""
+    data_dir = Path(data_dir)
+    remote = is_s3(out_dir)
+    out_dir = str(out_dir) if remote else Path(out_dir)
     if not (data_dir / "split").is_dir():
         raise BuildError(f"{data_dir}: not a source directory (no split/ folder with <split>.list files)")
     t0 = time.monotonic()
+    if not remote:
+        remove_stale_temps(out_dir)  # a build killed while writing its report leaves .build-report.json.tmp-<pid> here
     lists = read_splits(data_dir, splits)
     contexts: dict[str, BuildContext] = {}
     dropped: dict[str, dict] = {}
@@ -91,15 +98,18 @@ def build(
         clips = [c for v in videos if v.split == split for c in v.clips]
         plans[split] = assign_shards(split, clips, params.shard_bytes, params.shard_clips)
 
-    todo: list[tuple[ShardPlan, Path]] = []
+    todo: list[tuple[ShardPlan, SplitOutput]] = []
     done: dict[str, list[ShardResult]] = {s: [] for s in splits}
+    outputs = {split: SplitOutput(out_dir, split, staging=staging, s3_options=s3_options) for split in splits}
     for split in splits:
-        directory = out_dir / split
-        todo_split, kept = _prepare_split_dir(directory, split, params, plans[split], overwrite)
-        todo += [(sp, directory) for sp in todo_split]
+        todo_split, kept = _prepare_split(outputs[split], split, params, plans[split], overwrite)
+        todo += [(sp, outputs[split]) for sp in todo_split]
         done[split] += kept
-    if check_space:
-        _check_space(out_dir, sum(sp.planned_bytes for sp, _ in todo))
+    if check_space and todo:
+        if remote:  # staging holds at most one shard per worker at a time
+            _check_space(todo[0][1].local_dir, max(sp.planned_bytes for sp, _ in todo) * max(1, workers))
+        else:
+            _check_space(out_dir, sum(sp.planned_bytes for sp, _ in todo))
 
     total_clips = sum(len(sp.clips) for sp, _ in todo)
     bar = _progress_bar(total_clips, progress)
@@ -122,60 +132,57 @@ def build(
             bar.close()
     write_s = time.monotonic() - t_write
 
-    manifests: dict[str, Path] = {}
+    manifests: dict[str, str | Path] = {}
     summaries = []
     for split in splits:
-        directory = out_dir / split
         manifest = make_manifest(split, params, plans[split], done[split])
-        directory.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(directory / MANIFEST_NAME, encode_manifest(manifest))
-        manifests[split] = directory / MANIFEST_NAME
+        outputs[split].write(MANIFEST_NAME, encode_manifest(manifest))  # last: it makes the split visible
+        manifests[split] = outputs[split].url(MANIFEST_NAME)
         summaries.append(split_summary(split, lists[split], [v for v in videos if v.split == split], manifest, params))
 
     report = make_report(summaries, videos, dropped, params)
     report["timing"] = {"seconds": round(time.monotonic() - t0, 3), "write_seconds": round(write_s, 3),
                         "clips_written_now": total_clips, "bytes_written_now": written_bytes,
                         "executor": ex.name, "workers": workers}
-    atomic_write_bytes(out_dir / REPORT_NAME, (json.dumps(report, indent=1) + "\n").encode())
+    report_bytes = (json.dumps(report, indent=1) + "\n").encode()
+    if remote:
+        outputs[splits[0]].store.put_bytes(report_bytes, REPORT_NAME)
+    else:
+        atomic_write_bytes(out_dir / REPORT_NAME, report_bytes)
     summary = format_summary(report, str(out_dir))
     return BuildResult(report, summary, manifests, exit_code=0)
 
 
-def _prepare_split_dir(directory: Path, split: str, params: BuildParams, shards: list[ShardPlan], overwrite: bool):
+def _prepare_split(output: SplitOutput, split: str, params: BuildParams, shards: list[ShardPlan], overwrite: bool):
     """Decide which shards still need writing; keep finished ones that match the plan."""
-    directory.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(directory)
+    output.clean_temps()
     params_bytes = (json.dumps(params.to_json(), sort_keys=True, indent=1) + "\n").encode()
-    params_file = directory / PARAMS_NAME
-    existing = sorted(directory.glob(f"{split}-*.tar"))
-    if params_file.exists() and params_file.read_bytes() != params_bytes or (existing and not params_file.exists()):
+    previous = output.read(PARAMS_NAME)
+    existing = output.shard_names()
+    if (previous is not None and previous != params_bytes) or (existing and previous is None):
         if not overwrite:
             raise BuildError(
-                f"{directory} holds shards built with other parameters (see {PARAMS_NAME}); "
+                f"{output.url('')} holds shards built with other parameters (see {PARAMS_NAME}); "
                 "pass --overwrite to replace them, or choose another --out"
             )
     if overwrite:
-        for p in existing + [directory / MANIFEST_NAME]:
-            p.unlink(missing_ok=True)
+        for name in existing:
+            output.remove_shard(name)
         existing = []
-    atomic_write_bytes(params_file, params_bytes)
-    planned = {sp.name: sp for sp in shards}
+    output.remove(MANIFEST_NAME)  # rewritten last, after every shard exists
+    output.write(PARAMS_NAME, params_bytes)
+    planned = {sp.name for sp in shards}
+    for name in existing:
+        if name not in planned:
+            output.remove_shard(name)  # numbered past this plan's end: left by a build of a larger source
     todo, kept = [], []
-    for p in existing:
-        if p.name not in planned:
-            p.unlink()  # a shard numbered past this plan's end: left by a build of a larger source
-    (directory / MANIFEST_NAME).unlink(missing_ok=True)  # rewritten last, after every shard exists
     for sp in shards:
-        path = directory / sp.name
-        if path.exists():
-            try:
-                res = index_shard(path)
-            except Exception:
-                res = None
-            if res is not None and [r.key for r in res.clips] == [c.key for c in sp.clips]:
-                kept.append(res)
-                continue
-            path.unlink()
+        res = output.finished(sp.name) if sp.name in existing else None
+        if res is not None and [r.key for r in res.clips] == [c.key for c in sp.clips]:
+            kept.append(res)
+            continue
+        if sp.name in existing:
+            output.remove_shard(sp.name)
         todo.append(sp)
     return todo, kept
 

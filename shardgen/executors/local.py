@@ -26,8 +26,8 @@ def _probe_task(args):
 
 
 def _shard_task(args):
-    shard, directory = args
-    return write_one(_CONTEXTS[shard.split], shard, directory)
+    shard, target = args
+    return write_one(_CONTEXTS[shard.split], shard, target)
 
 
 def _clip_task(clip):
@@ -52,13 +52,13 @@ class LocalExecutor:
             return pool.map(_probe_task, videos, chunksize=1)
 
     def write(
-        self, contexts: dict[str, BuildContext], shards: list[tuple[ShardPlan, Path]],
+        self, contexts: dict[str, BuildContext], shards: list[tuple[ShardPlan, object]],
         on_done: Callable[[ShardPlan, ShardResult], None],
     ) -> list[ShardResult]:
         results = []
         if self.workers == 1:
-            for shard, directory in shards:
-                res = write_one(contexts[shard.split], shard, directory)
+            for shard, target in shards:
+                res = write_one(contexts[shard.split], shard, target)
                 on_done(shard, res)
                 results.append(res)
         elif len(shards) >= self.workers:
@@ -68,9 +68,10 @@ class LocalExecutor:
                     results.append(res)
         else:
             with self._pool(contexts) as pool:
-                for shard, directory in shards:
+                for shard, target in shards:
                     clips = pool.imap(_clip_task, shard.clips, chunksize=1)
-                    res = write_shard(directory / shard.name, _checked(shard, clips))
+                    res = write_shard(target.local_dir / shard.name, _checked(shard, clips))
+                    target.publish(res)
                     on_done(shard, res)
                     results.append(res)
         return results
