@@ -37,7 +37,7 @@ test-services:
 test: venv test-services
 	$(PYTHON) -m pytest -q
 
-bench: venv
+bench: venv test-services
 	$(PYTHON) scripts/bench.py
 
 clean:

@@ -111,12 +111,39 @@ def _peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def run_stream(source: str) -> tuple[int, int]:
+    """Read and parse every clip (tar + format checks), no decoding: the transport's own speed."""
+    from loaders.dataset import ShardStream, StreamConfig
+    from loaders.modes import ModeOptions
+    from loaders.sources import resolve
+
+    opts = _remote_options()
+    stream = ShardStream(resolve(source, remote_options=opts), ModeOptions(), StreamConfig(shuffle=False), opts)
+    run = [u for units in stream._units for u in units]
+    n = nbytes = 0
+    for _, sample in stream._read(run, list(range(len(run)))):
+        if isinstance(sample, Exception):
+            raise sample
+        n += 1
+        nbytes += sum(len(v) for v in sample.fields.values())
+    return n, nbytes
+
+
+def _remote_options() -> dict | None:
+    if os.environ.get("BENCH_S3_ENDPOINT"):
+        from shardgen.storage import S3Options
+
+        return {"s3_options": S3Options(endpoint_url=os.environ["BENCH_S3_ENDPOINT"], access_key="test:tester",
+                                        secret_key="testing", region="us-east-1", addressing_style="path")}
+    return None
+
+
 def child(variant: str, split: str) -> None:
     # imports first: interpreter and library start-up is not throughput
     import numpy, python_speech_features, scipy.io.wavfile, simplejpeg, torch, webdataset  # noqa: F401,E401
     import loaders  # noqa: F401
 
-    split = Path(split)
+    raw_split, split = split, Path(split)  # URLs stay strings
     t = time.perf_counter()
     if variant == "naive":
         n, secs = run_naive(split), None
@@ -126,16 +153,28 @@ def child(variant: str, split: str) -> None:
         n, secs = run_loader(split, "asd-tracks"), None
     elif variant.startswith("floor"):
         n, secs = run_floor(split, variant.split(":")[1])
+    elif variant == "stream":
+        n, nbytes = run_stream(raw_split)
+        secs = time.perf_counter() - t
+        print(json.dumps({"items": n, "seconds": secs, "peak_rss": _peak_rss(), "bytes": nbytes}))
+        return
+    elif variant == "remote-loader":
+        import loaders
+
+        n, secs = sum(1 for _ in loaders.make_loader(raw_split, batch_size=1, shuffle=False, remote_options=_remote_options())), None
     else:
         raise SystemExit(f"unknown variant {variant}")
     secs = secs if secs is not None else time.perf_counter() - t
     print(json.dumps({"items": n, "seconds": secs, "peak_rss": _peak_rss()}))
 
 
-def measure(variant: str, split: Path, repeat: int) -> dict:
+def measure(variant: str, split, repeat: int, env: dict | None = None) -> dict:
     best = None
     for _ in range(repeat):
-        out = subprocess.run([sys.executable, __file__, "--child", variant, str(split)], capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, __file__, "--child", variant, str(split)], capture_output=True, text=True,
+                             env={**os.environ, **(env or {})})
+        if out.returncode:
+            raise RuntimeError(f"bench variant {variant} on {split} failed:\n{out.stderr[-3000:]}")
         r = json.loads(out.stdout.strip().splitlines()[-1])
         if best is None or r["seconds"] < best["seconds"]:
             best = r
@@ -191,6 +230,53 @@ def main() -> None:
             print(f"| {label} | {name} | {x['rate']:.2f} | {x['rate'] / naive:.2f}x | {vs_floor} | {x['peak_rss'] / 2**20:.0f} MiB |")
     print()
     print(mfcc_ratio())
+    remote_table(corpora[0][1]["plain"], args.repeat)
+
+
+def remote_table(split: Path, repeat: int) -> None:
+    """Streaming from loopback Swift (S3 API) and nginx (HTTP) against local disk, same shards, same run."""
+    import tempfile
+
+    sys.path.insert(0, str(ROOT))
+    try:
+        from tests import servers
+    except Exception as exc:  # pytest missing: not a test venv
+        print(f"\nremote: skipped ({exc})")
+        return
+    work = Path(tempfile.mkdtemp(prefix="avshards-bench-"))
+    procs: list = []
+    try:
+        reason = servers._swift_available()
+        if reason or servers._nginx_binary() is None:
+            print(f"\nremote: skipped ({reason or 'nginx not installed'}; run scripts/install_test_services.sh)")
+            return
+        s3 = servers._start_swift(work / "swift", procs)
+        http = servers._start_nginx(split.parent.resolve(), work / "nginx")
+        procs.append(http.proc)
+        from shardgen.storage import open_store
+
+        store = open_store("s3://bench/ds", s3.options())
+        s3.client().create_bucket(Bucket="bench")
+        for p in sorted(split.iterdir()):
+            if p.is_file() and not p.name.startswith("."):
+                store.put_file(p, f"train/{p.name}")
+        env = {"BENCH_S3_ENDPOINT": s3.endpoint_url}
+        rows = [("local disk", str(split)), ("HTTP (nginx, loopback)", f"{http.url}/train"),
+                ("S3 (Swift s3api, loopback)", "s3://bench/ds/train")]
+        print("\n| source | read + parse MB/s | clips/s (read + parse) | talknet clips/s | vs local |")
+        print("|---|---:|---:|---:|---:|")
+        base = None
+        for label, src in rows:
+            st = measure("stream", src, repeat, env)
+            tl = measure("remote-loader", src, 1, env)
+            base = base or tl["rate"]
+            print(f"| {label} | {st['bytes'] / st['seconds'] / 1e6:.0f} | {st['rate']:.1f} | {tl['rate']:.2f} | {tl['rate'] / base:.2f} |")
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
