@@ -73,6 +73,23 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--seconds", type=float, default=45.0, help="length of each video (default 45)")
     d.add_argument("--width", type=int, default=640)
     d.add_argument("--height", type=int, default=360)
+
+    pv = sub.add_parser("preview", help="draw a contact sheet of one clip: frames with face boxes, audio, label tracks",
+                        description="Draw one clip (the first, or --clip KEY): ~10 frames with every person's face box "
+                                    "and id, the waveform, a spectrogram and the visible / voice / speaking tracks on one "
+                                    "time axis in source-video seconds. Needs matplotlib (pip install 'avshards[viz]').")
+    pv.add_argument("source", help="a shard .tar, a manifest.json, a split directory, or an http(s)/s3 URL of one")
+    pv.add_argument("--clip", default=None, metavar="KEY", help="clip key <video_id>/clip_fNNNNNN (default: the first clip)")
+    pv.add_argument("-o", "--out", type=Path, required=True, help="image to write (.png; .jpg also works)")
+    pv.add_argument("--frames", type=int, default=10, help="frames shown, spread evenly over the clip (default 10)")
+    pv.add_argument("--width", type=int, default=1400, help="image width in pixels (default 1400)")
+
+    r = sub.add_parser("report", help="per-split statistics, label balance, skips and face sizes as HTML or PNG",
+                       description="Summarise built splits: clips, hours, shards and sizes, label balance, clips skipped "
+                                   "by reason (from <out>/build-report.json) and the distribution of face box sizes. "
+                                   "Needs matplotlib (pip install 'avshards[viz]').")
+    r.add_argument("manifests", nargs="+", help="manifest.json files, split directories, or a build directory")
+    r.add_argument("-o", "--out", type=Path, required=True, help="report.html (self-contained) or report.png")
     return p
 
 
@@ -139,7 +156,26 @@ def _demo(args) -> int:
     return 0
 
 
-_COMMANDS = {"build": _build, "inspect": _inspect, "verify": _verify, "demo": _demo}
+def _preview(args) -> int:
+    from .preview import preview
+
+    sheet = preview(args.source, args.out, key=args.clip, n_frames=args.frames, width=args.width)
+    h, w = sheet.rgb.shape[:2]
+    print(f"{sheet.key}: {len(sheet.layout.frame_indices)} frames, {sheet.layout.t0:.2f}-{sheet.layout.t1:.2f} s "
+          f"→ {args.out} ({w}x{h})")
+    return 0
+
+
+def _report(args) -> int:
+    from .report import write_report
+
+    stats = write_report(args.manifests, args.out)
+    print(f"{len(stats)} split(s): {', '.join(s.name for s in stats)} → {args.out}")
+    return 0
+
+
+_COMMANDS = {"build": _build, "inspect": _inspect, "verify": _verify, "demo": _demo, "preview": _preview,
+             "report": _report}
 
 if __name__ == "__main__":
     sys.exit(main())
