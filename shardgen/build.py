@@ -39,6 +39,10 @@ class BuildError(RuntimeError):
     """The build was refused or failed; the message says why and what to do."""
 
 
+class StrictError(BuildError):
+    """``--strict`` and at least one clip would be skipped (the CLI exits 1)."""
+
+
 @dataclass
 class BuildResult:
     report: dict
@@ -91,7 +95,7 @@ def build(
     skips = [s for v in videos for s in v.skips]
     if strict and skips:
         lines = "\n".join(f"  {s.split}/{s.key or s.video_id}: {s.reason}" for s in skips[:50])
-        raise BuildError(f"--strict: {len(skips)} clip(s)/video(s) would be skipped:\n{lines}")
+        raise StrictError(f"--strict: {len(skips)} clip(s)/video(s) would be skipped:\n{lines}")
 
     plans: dict[str, list[ShardPlan]] = {}
     for split in splits:

@@ -1,4 +1,4 @@
-"""Command line: ``shardgen build | inspect | verify | demo`` (also ``python -m shardgen``)."""
+"""Command line: ``shardgen build | inspect | verify | preview | report | demo`` (also ``python -m shardgen``)."""
 
 from __future__ import annotations
 
@@ -54,6 +54,16 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--overwrite", action="store_true", help="replace shards built earlier with other parameters")
     b.add_argument("--no-space-check", action="store_true", help="skip the free-disk-space pre-flight")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s3 = b.add_argument_group("s3:// output", "Credentials and endpoint come from the usual AWS variables "
+                              "(AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_PROFILE); "
+                              "these flags override them.")
+    s3.add_argument("--s3-endpoint", default=None, help="endpoint URL (MinIO, Ceph RGW, R2, Swift s3api...)")
+    s3.add_argument("--s3-region", default=None, help="region name")
+    s3.add_argument("--s3-profile", default=None, help="AWS profile from ~/.aws/config")
+    s3.add_argument("--s3-addressing", choices=("auto", "path", "virtual"), default=None,
+                    help="bucket addressing style (path for most self-hosted stores)")
+    s3.add_argument("--staging", type=Path, default=None,
+                    help="local directory where shards are written before upload (default: a folder in $TMPDIR)")
 
     i = sub.add_parser("inspect", help="list clips, members and label balance of a shard or split",
                        description="Print what a shard (.tar) or a split (manifest.json or its directory) holds.")
@@ -106,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _build(args) -> int:
-    from .build import build
+    from .build import StrictError, build
 
     params = BuildParams(
         clip_seconds=args.clip_seconds, stride_seconds=args.stride_seconds, fps=args.fps, tail=args.tail,
@@ -116,18 +126,33 @@ def _build(args) -> int:
         ava_time_offset=args.ava_time_offset,
     )
     splits = [s for s in args.split.split(",") if s]
-    result = build(
-        args.data, args.out, splits, params, workers=args.workers, annotation_files=args.annotations,
-        strict=args.strict, overwrite=args.overwrite, progress=not args.no_progress,
-        check_space=not args.no_space_check, executor=args.executor,
-        executor_options={"address": args.address} if args.executor == "ray" else None,
-    )
+    try:
+        result = build(
+            args.data, args.out, splits, params, workers=args.workers, annotation_files=args.annotations,
+            strict=args.strict, overwrite=args.overwrite, progress=not args.no_progress,
+            check_space=not args.no_space_check, executor=args.executor,
+            executor_options={"address": args.address} if args.executor == "ray" else None,
+            staging=args.staging, s3_options=_s3_options(args),
+        )
+    except StrictError as exc:
+        print(f"shardgen build: {exc}", file=sys.stderr)
+        return 1
     print(result.summary)
     print("\nmanifests:")
     for split, path in result.manifests.items():
         print(f"  {split}: {path}")
-    print(f"report: {Path(args.out) / 'build-report.json'}")
+    print(f"report: {args.out.rstrip('/')}/build-report.json")
     return result.exit_code
+
+
+def _s3_options(args):
+    if not str(args.out).startswith("s3://"):
+        return None
+    from .storage import S3Options
+
+    overrides = {k: v for k, v in (("endpoint_url", args.s3_endpoint), ("region", args.s3_region),
+                                   ("profile", args.s3_profile), ("addressing_style", args.s3_addressing)) if v}
+    return S3Options.from_env(**overrides)
 
 
 def _inspect(args) -> int:

@@ -351,3 +351,12 @@ def test_ava_csv_labels_and_frame_mapping(tmp_path):
     (src / "csv" / "ava.csv").write_text("\n".join(rows + ["mov,0.5,0,0,1,1,WHISPERING,A"]) + "\n")
     with pytest.raises(SourceError, match=r"ava\.csv:7: unknown label 'WHISPERING'"):
         build(src, tmp_path / "o2", ["train"], BuildParams(clip_seconds=1.0), progress=False)
+
+
+def test_strict_cli_exits_1_and_writes_nothing(realdata, tmp_path):
+    out = tmp_path / "o"
+    res = subprocess.run([sys.executable, "-m", "shardgen", "build", "--data", str(realdata), "--out", str(out),
+                          "--strict", "--tail", "drop", "--no-progress"], capture_output=True, text=True, cwd=ROOT)
+    assert res.returncode == 1
+    assert "--strict: 1 clip" in res.stderr and "short_hamilton_clip/clip_f000000" in res.stderr
+    assert not list(out.rglob("*.tar"))
