@@ -13,7 +13,7 @@ DEMO    ?= demo_data
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test,viz,s3]'
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test,viz,s3,ray]'
 	touch $@
 
 venv: $(VENV)/.installed
@@ -39,6 +39,7 @@ test: venv test-services
 
 bench: venv test-services
 	$(PYTHON) scripts/bench.py
+	$(PYTHON) scripts/bench_build.py
 
 clean:
 	rm -rf $(OUT) $(DEMO) .bench

@@ -44,10 +44,7 @@ def _members_and_labels(clip: ClipPlan, ctx: BuildContext):
     jpegs: list[bytes] = []
     for i, expected in enumerate(clip.frame_bytes):
         path = frames_dir / frame_filename(clip.start + i)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise SourceError(f"{path}: unreadable during the build ({exc.strerror}); was the source changed?") from None
+        data = path.read_bytes()  # an OSError (names the file) stays one: executors may retry it
         if len(data) != expected:
             raise SourceError(f"{path}: {len(data)} bytes now, {expected} when planned: the source changed during the build")
         jpegs.append(data)

@@ -15,8 +15,8 @@
   ``OSError`` (a transient I/O failure). A retry is harmless: a shard appears under its final
   name only when whole (temp file + rename), a second attempt rewrites the same bytes, and the
   manifest is assembled by the driver from one result per shard after every task finished.
-  Temp files left by a killed attempt are removed once the write completes (and by the next
-  run in any case).
+  Temp files left by a killed attempt are removed when the write ends (and by the next run in
+  any case). A task that fails for good stops the build: the other tasks are cancelled.
 
 The workers read the source and write the output under the same paths as the driver: on a
 cluster both must be on a shared filesystem (or the output in s3://, once the store supports it).
@@ -41,6 +41,7 @@ from ..writer import TMP_MARK, ShardResult
 CRASH_ENV = "SHARDGEN_RAY_CRASH_DIR"
 
 DEFAULT_MAX_RETRIES = 3
+CANCEL_WAIT_S = 30.0  # after a failure, how long to wait for the cancelled tasks to end
 
 
 class RayExecutorError(RuntimeError):
@@ -191,11 +192,12 @@ class RayExecutor:
         write_remote = self._remotes[1]
         calls = [(lambda sp=sp, t=t: write_remote.remote(boxed, sp, t), f"write {sp.split}/{sp.name}") for sp, t in shards]
         try:
-            results = self._run(calls, lambda i, res: on_done(shards[i][0], res))
-            _remove_attempt_temps(shards)
+            return self._run(calls, lambda i, res: on_done(shards[i][0], res))
         finally:
-            self.close()
-        return results
+            try:
+                _remove_attempt_temps(shards)  # every task has ended (or was cancelled and waited for)
+            finally:
+                self.close()
 
     def _run(self, calls: list, on_result) -> list:
         """Submit ``calls`` keeping at most ``workers`` in flight; results in submission order."""
@@ -215,9 +217,16 @@ class RayExecutor:
                     if on_result is not None:
                         on_result(i, results[i])
         except BaseException:
+            # stop the rest: a cancelled task sees KeyboardInterrupt, and the writer removes its
+            # temp file on the way out; wait (a little) for that before reporting the error
             for ref in pending:
                 try:
-                    ray.cancel(ref, force=True)
+                    ray.cancel(ref)
+                except Exception:
+                    pass
+            if pending:
+                try:
+                    ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_WAIT_S)
                 except Exception:
                     pass
             raise
