@@ -108,6 +108,7 @@ class ShardStream(IterableDataset):
         held: dict[int, object] = {}
         batch: list = []
         last_good = None
+        first_error = None
         noise = None
         made = 0
         for t in emit:
@@ -122,9 +123,11 @@ class ShardStream(IterableDataset):
                 rng = np.random.default_rng([self.cfg.seed, self.epoch, 3, slot, t]) if self.opts.augment else None
                 item, noise = self._transform(sample, run[t], rng, noise)
             except Exception as exc:  # a hostile clip can fail anywhere in decoding: always named, or counted
+                named = _named(exc, run[t], self.index.shards[run[t].clip.shard].url)
                 if self.cfg.on_error == "raise":
                     ours = isinstance(exc, (FormatError, TarError, ShardReadError, ValueError))
-                    raise _named(exc, run[t], self.index.shards[run[t].clip.shard].url) from (None if ours else exc)
+                    raise named from (None if ours else exc)
+                first_error = first_error or named
                 self._count(1, 1)
                 continue
             self._count(0, 1)
@@ -139,7 +142,8 @@ class ShardStream(IterableDataset):
             made += 1
         while made < n_batches:  # only after skips: keep every rank's step count equal
             if last_good is None:
-                raise ShardReadError("every clip of this reader's run failed; nothing to fill its batches with")
+                raise ShardReadError(f"every clip of this reader's run failed; nothing to fill its batches with "
+                                     f"(first: {first_error})")
             self._count(2, 1)
             yield collate([last_good])
             made += 1
@@ -268,9 +272,13 @@ class ASDLoader:
             kwargs = {"multiprocessing_context": "fork", "prefetch_factor": self.prefetch_factor or 2}
         dl = DataLoader(self.stream, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
                         timeout=self.timeout, **kwargs)
-        for batch in dl:
-            self._done += 1
-            yield batch
+        it = iter(dl)
+        try:
+            for batch in it:
+                self._done += 1
+                yield batch
+        finally:  # on an error or a break too: otherwise a traceback cycle keeps the workers until a GC (10+ s)
+            getattr(it, "_shutdown_workers", lambda: None)()
         skipped = self.stats["skipped"]
         if skipped:
             warnings.warn(f"epoch {self.epoch}: {skipped} clip(s) skipped on error (on_error='skip')", RuntimeWarning, stacklevel=2)

@@ -352,6 +352,17 @@ def decode_metadata(data: bytes, *, name: str = "json", max_bytes: int = 16 << 2
             raise FormatError(f"{name}: metadata field {field!r} missing or not {typ}")
     if meta["n_frames"] <= 0 or meta["fps"] <= 0 or meta["sample_rate"] <= 0:
         raise FormatError(f"{name}: n_frames, fps and sample_rate must be positive")
+    # hostile values that would otherwise fail deep inside decoding (NaN/inf fps, absurd sizes and offsets)
+    if not 1e-3 <= meta["fps"] <= 1000 or not 1000 <= meta["sample_rate"] <= 1_000_000:
+        raise FormatError(f"{name}: fps {meta['fps']!r} or sample_rate {meta['sample_rate']!r} out of range")
+    if not 0 <= meta["start_frame"] < 1 << 40 or not 0 <= meta["audio_start_sample"] < 1 << 48:
+        raise FormatError(f"{name}: start_frame / audio_start_sample negative or out of range")
+    size = meta.get("frame_size")
+    if size is not None and not (isinstance(size, list) and len(size) == 2
+                                 and all(type(v) is int and 0 < v <= 65535 for v in size)):
+        raise FormatError(f"{name}: frame_size {size!r} is not [width, height] in pixels")
+    if not all(isinstance(p, dict) and isinstance(p.get("person_id"), str) for p in meta["persons"]):
+        raise FormatError(f"{name}: every entry of 'persons' must be an object with a string person_id")
     return meta
 
 

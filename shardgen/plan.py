@@ -201,6 +201,12 @@ def probe_video(
     else:
         video_reason = _check_wav(wav, frames.n_frames, params.fps, vp.warnings)
     ann = annotations.get(video_id) if annotations is not None else None
+    past = [f for p in ann.persons for f in p.boxes if f >= frames.n_frames] if ann else []
+    past += [e for p in ann.persons for _, e in p.voice if e >= frames.n_frames] if ann else []
+    if past:  # labels exist only for frames with an image: say so rather than drop them unseen
+        vp.warnings.append(f"annotations reach frame {max(past)} but video_imgs/{video_id} ends at frame {frames.n_frames - 1} "
+                           f"(0-based): {len(past)} box(es)/voice segment end(s) past the last image are unused "
+                           "(wrong --fps, or frames missing at the end?)")
     if video_reason is None and annotations is not None and ann is None and not params.allow_unannotated:
         video_reason = "no annotations for this video in the split's annotation file (--allow-unannotated builds it unlabelled)"
     if video_reason:

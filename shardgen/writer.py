@@ -92,8 +92,9 @@ def write_shard(path: Path, clips: Iterable[tuple[str, list[tuple[str, bytes]], 
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        _raise_naming(exc, path)
         raise
     _fsync_dir(path.parent)
     return ShardResult(path.name, hashing.pos, hashing.sha.hexdigest(), records)
@@ -148,10 +149,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        _raise_naming(exc, path)
         raise
     _fsync_dir(path.parent)
+
+
+def _raise_naming(exc: BaseException, path: Path) -> None:
+    """A write error (disk full: ENOSPC, file size limit: EFBIG) names the file it hit; nothing was left under it."""
+    if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+        raise OSError(exc.errno, f"{exc.strerror} while writing {path} (the temp file was removed; "
+                                 "free space and re-run the same command to resume)") from exc
 
 
 def _fsync_dir(directory: Path) -> None:

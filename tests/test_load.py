@@ -1,0 +1,119 @@
+"""Load test (issue #6): 2 simulated ranks × 4 DataLoader workers streaming 3 epochs.
+
+Both ranks' loaders run in this process in lockstep (as two DDP ranks would step together). While
+they run, every DataLoader worker process is sampled through ``/proc/<pid>/status`` after each
+step; the test reports each worker's peak RSS (``VmHWM``) and bounds it, and checks that:
+
+* every rank yields ``len(loader)`` batches per epoch, both ranks the same number, and no clip
+  appears twice within an epoch across all 8 readers;
+* workers' peak RSS stays within a fixed budget above the parent's (forked workers share the
+  parent's pages, so the parent's RSS is the floor) and does not creep up from epoch to epoch;
+* the parent's RSS does not grow across epochs and the number of open file descriptors after
+  every epoch equals the number before the first: no leaked shard handles, pipes or shm segments.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+import loaders
+from shardgen.build import build
+from shardgen.demo import make_demo_corpus
+from shardgen.plan import BuildParams
+
+RANKS, WORKERS, EPOCHS, BATCH = 2, 4, 3, 2
+WORKER_BUDGET_MB = 150  # above the parent's RSS at fork time
+
+
+def _status(pid: int) -> dict[str, int]:
+    out = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(("VmHWM:", "VmRSS:")):
+                k, v = line.split(":")
+                out[k] = int(v.split()[0]) // 1024  # MB
+    except OSError:
+        pass
+    return out
+
+
+def _children() -> set[int]:
+    pids = set()
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        try:
+            pids.update(int(p) for p in (task / "children").read_text().split())
+        except OSError:
+            pass
+    return pids
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture(scope="module")
+def load_build(tmp_path_factory) -> Path:
+    """Demo corpus (4 train videos of 12 s, 640x360) in 1 s clips, 4 clips a shard: 48 clips in 12 shards, 53 MB."""
+    root = tmp_path_factory.mktemp("load")
+    src = make_demo_corpus(root / "src", seconds=12.0, width=640, height=360, n_train=4, n_val=1, n_test=1)
+    out = root / "out"
+    build(src, out, ["train"], BuildParams(clip_seconds=1.0, shard_clips=4), workers=2, progress=False)
+    return out / "train"
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc (Linux)")
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")  # 8 workers on a 2-core machine, on purpose
+def test_two_ranks_four_workers_three_epochs_bounded_memory_and_fds(load_build):
+    t0 = time.monotonic()
+    lds = [loaders.make_loader(load_build, batch_size=BATCH, num_workers=WORKERS, rank=r, world_size=RANKS, seed=11,
+                               with_meta=True, shuffle_buffer=4) for r in range(RANKS)]
+    gc.collect()
+    fds_before = _fds()
+    parent_rss = []
+    worker_peaks: list[dict[int, int]] = []
+    for epoch in range(EPOCHS):
+        parent_at_start = _status(os.getpid())["VmRSS"]
+        peaks: dict[int, int] = {}
+        keys: list[str] = []
+        steps = [0] * RANKS
+        for pair in itertools.zip_longest(*lds):
+            assert None not in pair, f"epoch {epoch}: the ranks yielded different numbers of batches"
+            for r, (audio, faces, labels, meta) in enumerate(pair):
+                assert audio.shape[1] == 4 * faces.shape[1] and faces.shape[2:] == (112, 112)
+                keys += [m["key"] for m in meta]
+                steps[r] += 1
+            for pid in _children():
+                st = _status(pid)
+                if "VmHWM" in st:
+                    peaks[pid] = max(peaks.get(pid, 0), st["VmHWM"])
+        del pair, audio, faces, labels, meta  # the last batch's tensors live in shared memory (one fd each) until freed
+        assert steps == [len(lds[0])] * RANKS and steps[0] > 0
+        assert len(keys) == len(set(keys)), f"epoch {epoch}: a clip was read twice"
+        assert len(keys) == 48 - 48 % (RANKS * WORKERS)
+        gc.collect()
+        assert _fds() == fds_before, f"epoch {epoch}: open file descriptors went from {fds_before} to {_fds()}"
+        parent_rss.append(_status(os.getpid())["VmRSS"])
+        assert len(peaks) >= RANKS * WORKERS, f"saw only {len(peaks)} worker processes"
+        worker_peaks.append(peaks)
+        over = {pid: mb - parent_at_start for pid, mb in peaks.items()}
+        assert max(over.values()) < WORKER_BUDGET_MB, f"epoch {epoch}: worker peak RSS above the parent's: {over}"
+    # a training loop that stops mid-epoch (a break, or an exception) releases the workers and their fds at once
+    for i, _batch in enumerate(lds[0]):
+        if i == 2:
+            break
+    del _batch
+    gc.collect()
+    assert not _children() and _fds() == fds_before
+    elapsed = time.monotonic() - t0
+    per_epoch = [sorted(p.values()) for p in worker_peaks]
+    assert max(per_epoch[-1]) <= max(per_epoch[0]) + 50, f"worker peaks creep up across epochs: {per_epoch}"
+    assert parent_rss[-1] <= parent_rss[0] + 50, f"parent RSS grows across epochs: {parent_rss}"
+    print(f"\nload test: {RANKS} ranks x {WORKERS} workers, {EPOCHS} epochs, {len(lds[0])} batches/rank/epoch "
+          f"in {elapsed:.1f} s; worker peak RSS (VmHWM, MB) per epoch: {per_epoch}; parent RSS after each epoch "
+          f"(MB): {parent_rss}; open fds {fds_before} before, {_fds()} after")
