@@ -13,6 +13,7 @@ import hashlib
 import io
 import os
 import tarfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -74,29 +75,41 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-def write_shard(path: Path, clips: Iterable[tuple[str, list[tuple[str, bytes]], dict]]) -> ShardResult:
-    """Write ``(key, members, info)`` clips to ``path`` atomically; returns its size, sha256 and clip offsets."""
+@contextmanager
+def atomic_file(path: Path):
+    """Open ``.<name>.tmp-<pid>`` beside ``path`` for writing; on success fsync and rename it to ``path``.
+
+    On any failure the temp file is removed and nothing appears under ``path``; a write error
+    (disk full, file-size limit) is re-raised naming the file.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
-    records: list[ClipRecord] = []
     try:
-        with open(tmp, "wb") as raw:
-            hashing = _HashingFile(raw)
-            with tarfile.open(fileobj=hashing, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                for key, members, info in clips:
-                    start = tar.offset
-                    hashing.clip_sha = hashlib.sha256()
-                    for name, data in members:
-                        tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
-                    records.append(ClipRecord(key, start, tar.offset - start, len(members), hashing.clip_sha.hexdigest(), info))
-            raw.flush()
-            os.fsync(raw.fileno())
+        with open(tmp, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         _raise_naming(exc, path)
         raise
     _fsync_dir(path.parent)
+
+
+def write_shard(path: Path, clips: Iterable[tuple[str, list[tuple[str, bytes]], dict]]) -> ShardResult:
+    """Write ``(key, members, info)`` clips to ``path`` atomically; returns its size, sha256 and clip offsets."""
+    path = Path(path)
+    records: list[ClipRecord] = []
+    with atomic_file(path) as raw:
+        hashing = _HashingFile(raw)
+        with tarfile.open(fileobj=hashing, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for key, members, info in clips:
+                start = tar.offset
+                hashing.clip_sha = hashlib.sha256()
+                for name, data in members:
+                    tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
+                records.append(ClipRecord(key, start, tar.offset - start, len(members), hashing.clip_sha.hexdigest(), info))
     return ShardResult(path.name, hashing.pos, hashing.sha.hexdigest(), records)
 
 
@@ -141,19 +154,8 @@ def remove_stale_temps(directory: Path) -> list[Path]:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        _raise_naming(exc, path)
-        raise
-    _fsync_dir(path.parent)
+    with atomic_file(path) as fh:
+        fh.write(data)
 
 
 def _raise_naming(exc: BaseException, path: Path) -> None:
