@@ -360,3 +360,44 @@ def test_strict_cli_exits_1_and_writes_nothing(realdata, tmp_path):
     assert res.returncode == 1
     assert "--strict: 1 clip" in res.stderr and "short_hamilton_clip/clip_f000000" in res.stderr
     assert not list(out.rglob("*.tar"))
+
+
+def test_flac_audio_member_decodes_to_the_wav_samples(small_source, tmp_path):
+    import loaders
+    from shardgen.format import ClipSample
+
+    for fmt_ in ("wav", "flac"):
+        build(small_source, tmp_path / fmt_, ["train"], BuildParams(clip_seconds=1.0, audio_format=fmt_), progress=False)
+    wav = read_clips(all_shards(tmp_path / "wav", "train")[0])
+    flac = read_clips(all_shards(tmp_path / "flac", "train")[0])
+    assert sorted(wav) == sorted(flac)
+    for key in wav:
+        assert "flac" in flac[key] and "wav" not in flac[key]
+        assert len(flac[key]["flac"]) < len(wav[key]["wav"])
+        a, _ = ClipSample(key, wav[key]).audio()
+        b, _ = ClipSample(key, flac[key]).audio()
+        np.testing.assert_array_equal(a, b)  # lossless
+    x = list(loaders.make_loader(tmp_path / "wav" / "train", shuffle=False))
+    y = list(loaders.make_loader(tmp_path / "flac" / "train", shuffle=False))
+    assert all(torch_equal(p[0], q[0]) for p, q in zip(x, y))
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+def test_ego4d_v1_keys_clip_frame_and_clip_level_voice(tmp_path):
+    """Older files: track points carry clip_frame, voice segments sit at clip level naming the person."""
+    ann = {"videos": [{"video_uid": "v", "clips": [{
+        "clip_uid": "v",
+        "persons": [{"person_id": "7", "tracking_paths": [{"track_id": "a", "track": [
+            {"clip_frame": f, "x": 2, "y": 2, "width": 10, "height": 10} for f in (3, 4, 5)]}]}],
+        "voice_segments": [{"person": "7", "start_time": 0.1, "end_time": 0.2}],
+    }]}]}
+    src = write_source(tmp_path / "s", {"v": 30}, annotations=ann)
+    build(src, tmp_path / "o", ["train"], BuildParams(clip_seconds=1.0), progress=False)
+    c = read_clips(all_shards(tmp_path / "o", "train")[0])["v/clip_f000000"]
+    assert npy(c["visible.npy"]).nonzero()[0].tolist() == [3, 4, 5]
+    assert npy(c["speaking.npy"])[0].nonzero()[0].tolist() == [3, 4, 5, 6]  # 0.1 s → frame 3, 0.2 s → frame 6
