@@ -106,7 +106,8 @@ def talknet_item(sample: ClipSample, opts: ModeOptions, rng: np.random.Generator
         labels = sample.voice
     else:
         labels = sample.speaking[_person_row(sample, opts.person)]
-    item = (torch.from_numpy(np.ascontiguousarray(audio, np.float32)), torch.from_numpy(faces.astype(np.float32)),
+    # faces stay uint8 until collate writes them, as float, straight into the batch tensor (one pass)
+    item = (torch.from_numpy(np.ascontiguousarray(audio, np.float32)), torch.from_numpy(faces),
             torch.from_numpy(labels.astype(np.int64)))
     if opts.with_meta:
         item += (_timing(sample, 0, T, audio.shape[0], None),)
@@ -142,7 +143,7 @@ def track_item(sample: ClipSample, track: tuple, opts: ModeOptions, rng=None, no
         samples = augment.mix_noise(samples, noise, rng)
     audio = fit_to_frames(talknet_mfcc(samples, fps=m["fps"], sample_rate=sr), n)
     labels = sample.speaking[p, first:first + n]
-    item = (torch.from_numpy(np.ascontiguousarray(audio, np.float32)), torch.from_numpy(faces.astype(np.float32)),
+    item = (torch.from_numpy(np.ascontiguousarray(audio, np.float32)), torch.from_numpy(faces),
             torch.from_numpy(labels.astype(np.int64)))
     if opts.with_meta:
         pid = m["persons"][p]["person_id"]
@@ -171,7 +172,9 @@ def collate_talknet(items: list) -> tuple:
     """Stack to ``[B, ...]``, cutting every item to the batch's shortest (TalkNet's rule)."""
     T = min(it[1].shape[0] for it in items)
     audio = torch.stack([it[0][: 4 * T] for it in items])
-    faces = torch.stack([it[1][:T] for it in items])
+    faces = torch.empty((len(items), T, *items[0][1].shape[1:]), dtype=torch.float32)
+    for i, it in enumerate(items):
+        faces[i].copy_(it[1][:T])  # uint8 → float32 0-255, no intermediate copy
     labels = torch.stack([it[2][:T] for it in items])
     if len(items[0]) == 4:
         return audio, faces, labels, [it[3] for it in items]
