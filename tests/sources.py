@@ -80,3 +80,21 @@ def ego4d_json(tracks: dict[str, dict[str, list[tuple[int, float, float, float, 
             })
         videos.append({"video_uid": vid, "clips": [{"clip_uid": vid, "video_uid": vid, "persons": persons}]})
     return {"videos": videos}
+
+
+def read_clips(*shards: Path) -> dict[str, dict[str, bytes]]:
+    """An independent reader for tests: Python's tarfile, grouping members by webdataset's key rule."""
+    import tarfile
+
+    out: dict[str, dict[str, bytes]] = {}
+    for shard in shards:
+        with tarfile.open(shard) as tar:
+            for m in tar:
+                d, base = m.name.rsplit("/", 1)
+                stem, ext = base.split(".", 1)
+                out.setdefault(f"{d}/{stem}", {})[ext] = tar.extractfile(m).read()
+    return out
+
+
+def npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
@@ -20,24 +19,9 @@ from shardgen import format as fmt
 from shardgen.build import BuildError, build
 from shardgen.plan import BuildParams
 from shardgen.source import SourceError
-from tests.sources import ego4d_json, write_source
+from tests.sources import ego4d_json, npy, read_clips, write_source
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def read_clips(shard: Path) -> dict[str, dict[str, bytes]]:
-    """Independent reader: Python's tarfile, grouping by webdataset's key rule."""
-    out: dict[str, dict[str, bytes]] = {}
-    with tarfile.open(shard) as tar:
-        for m in tar:
-            d, base = m.name.rsplit("/", 1)
-            stem, ext = base.split(".", 1)
-            out.setdefault(f"{d}/{stem}", {})[ext] = tar.extractfile(m).read()
-    return out
-
-
-def npy(b: bytes) -> np.ndarray:
-    return np.load(io.BytesIO(b), allow_pickle=False)
 
 
 def all_shards(out: Path, split: str) -> list[Path]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import loaders
 from shardgen.build import build
 from shardgen.demo import make_demo_corpus
 from shardgen.plan import BuildParams
+from tests.sources import npy, read_clips
 
 
 @pytest.fixture(scope="session")
@@ -30,18 +30,7 @@ def demo_build(tmp_path_factory) -> Path:
 
 
 def shard_clips(out: Path, split: str = "train") -> dict[str, dict[str, bytes]]:
-    clips: dict[str, dict[str, bytes]] = {}
-    for shard in sorted((out / split).glob("*.tar")):
-        with tarfile.open(shard) as tar:
-            for m in tar:
-                d, base = m.name.rsplit("/", 1)
-                stem, ext = base.split(".", 1)
-                clips.setdefault(f"{d}/{stem}", {})[ext] = tar.extractfile(m).read()
-    return clips
-
-
-def npy(b):
-    return np.load(io.BytesIO(b), allow_pickle=False)
+    return read_clips(*sorted((out / split).glob("*.tar")))
 
 
 def reference_mfcc(wav_bytes: bytes, n_frames: int, fps: float) -> np.ndarray:
