@@ -86,10 +86,6 @@ def make_loader(
         cache_dir, cache_bytes: keep remote shards in a local LRU cache of at most ``cache_bytes``
             (verified by the manifest's sha256), so later epochs read from disk.
     """
-    from .dataset import ASDLoader, ShardStream, StreamConfig
-    from .modes import ModeOptions
-    from .sources import resolve
-
     rank, world_size = _dist_defaults(rank, world_size)
     if cache_dir:
         remote_options = {**(remote_options or {}), "cache_dir": str(cache_dir), "cache_bytes": int(cache_bytes)}

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
-import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from shardgen.format import ClipSample, FormatError
@@ -217,7 +216,7 @@ class ShardStream(IterableDataset):
                     sample = FormatError(f"{shard.url}: {exc}")
                 done += 1
                 yield idxs, sample
-        except (TarError, OSError) as exc:
+        except (TarError, OSError, ValueError) as exc:  # ValueError: a FormatError from a member name
             failed = ShardReadError(f"{shard.url}: {exc}")
         else:
             failed = None
@@ -267,6 +266,8 @@ class ASDLoader:
     def __iter__(self):
         self.stream.epoch = self.epoch
         self.stream.resume_batches = self._done
+        with self.stream.counters.get_lock():  # stats are per epoch
+            self.stream.counters[:] = [0, 0, 0]
         kwargs = {}
         if self.num_workers:
             kwargs = {"multiprocessing_context": "fork", "prefetch_factor": self.prefetch_factor or 2}

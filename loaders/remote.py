@@ -30,7 +30,6 @@ boto3 through :class:`shardgen.storage.S3Options` (imported lazily).
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import http.client

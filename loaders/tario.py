@@ -136,8 +136,8 @@ def iter_tar(
             longname = data.split(b"\0", 1)[0].decode("utf-8", "replace")
             continue
         member_name = pax.get("path") or longname or name.decode("utf-8", "replace")
-        if "size" in pax and int(pax["size"]) != size:
-            raise TarError(f"{where}: PAX size disagrees with the header")
+        if "size" in pax and pax["size"] != str(size):
+            raise TarError(f"{where}: PAX size {pax['size']!r} disagrees with the header's {size}")
         start, pax, longname, header_start = header_start, {}, None, None
         if kind == b"5":
             continue  # directories carry no data

@@ -11,7 +11,6 @@ where we deliberately differ.
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 

@@ -215,7 +215,6 @@ def main() -> None:
         r = {v: measure(v, c["plain"], args.repeat) for v in ("naive", "loader", "floor:simplejpeg", "floor:pil", "loader-tracks")}
         r["derived"] = measure("derived", c["derived"], args.repeat)
         r["derived-tracks"] = measure("derived-tracks", c["derived"], args.repeat)
-        frame_kb = sum(p.stat().st_size for p in c["plain"].glob("*.tar")) / max(1, sum(1 for _ in c["plain"].glob("*.tar")))
         rows.append((label, r))
     print("\n| corpus | variant | clips/s (1 worker) | vs naive | vs floor | peak RSS |")
     print("|---|---|---:|---:|---:|---:|")

@@ -60,16 +60,19 @@ def _load_cached(path: str, _size: int, _mtime: int) -> VideoAudio:
     )
 
 
-def cut_clip_audio(audio: VideoAudio, start_frame: int, n_frames: int, fps) -> tuple[np.ndarray, int, int]:
-    """Samples for frames [start, start+n): (int16 samples, first sample index, zeros padded).
+def cut_clip_audio(audio: VideoAudio, start_frame: int, n_real: int, fps, pad_frames: int = 0) -> tuple[np.ndarray, int, int]:
+    """Samples for frames [start, start+n_real+pad): (int16 samples, first sample index, zeros for a short wav).
 
-    The range is ``[round(s/fps*sr), round(e/fps*sr))``; when the wav ends early the clip is
-    padded with zeros to exactly that length and the count is returned (it goes in metadata).
+    The range is ``[round(s/fps*sr), round(e/fps*sr))``. Source audio fills the real frames'
+    part ``[round(s/fps*sr), round((s+n_real)/fps*sr))``; padded frames (tail policy ``pad``)
+    get zeros, never the audio that follows them in the wav. When the wav ends before the real
+    frames do, the rest of their part is zeros too, and that count is returned (it goes in the
+    metadata as ``audio_padded_samples``).
     """
-    a, b = audio_sample_range(start_frame, start_frame + n_frames, fps)
-    src = audio.samples
-    part = src[a:b]
-    padded = (b - a) - len(part)
-    if padded:
-        part = np.concatenate([part, np.zeros(padded, np.int16)])
-    return part, a, padded
+    a, b_real = audio_sample_range(start_frame, start_frame + n_real, fps)
+    _, b = audio_sample_range(start_frame, start_frame + n_real + pad_frames, fps)
+    part = audio.samples[a:b_real]
+    short = (b_real - a) - len(part)
+    if b - a > len(part):
+        part = np.concatenate([part, np.zeros((b - a) - len(part), np.int16)])
+    return part, a, short

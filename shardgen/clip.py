@@ -34,10 +34,6 @@ def clip_entry(clip: ClipPlan, ctx: BuildContext) -> tuple[str, list[tuple[str, 
     return clip.key, members, {"tracks": [list(t) for t in fmt.person_tracks(labels.boxes)]}
 
 
-def clip_members(clip: ClipPlan, ctx: BuildContext) -> list[tuple[str, bytes]]:
-    return _members_and_labels(clip, ctx)[0]
-
-
 def _members_and_labels(clip: ClipPlan, ctx: BuildContext):
     params = ctx.params
     frames_dir = ctx.data_dir / "video_imgs" / clip.video_id
@@ -51,7 +47,7 @@ def _members_and_labels(clip: ClipPlan, ctx: BuildContext):
     jpegs.extend([jpegs[-1]] * clip.pad)
 
     audio = load_video_audio(wav_path(ctx.data_dir, clip.video_id))
-    samples, audio_start, padded = cut_clip_audio(audio, clip.start, clip.n_frames, params.fps)
+    samples, audio_start, padded = cut_clip_audio(audio, clip.start, clip.n_real, params.fps, clip.pad)
 
     ann = ctx.annotations.get(clip.video_id) if ctx.annotations is not None else None
     labels = clip_labels(ann, clip.start, clip.n_real, clip.pad, clip.frame_size)

@@ -18,7 +18,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from . import format as fmt
-from .plan import BuildParams, ShardPlan, Skip, VideoPlan
+from .plan import BuildParams, ShardPlan, VideoPlan
 from .writer import ShardResult
 
 MANIFEST_SCHEMA = "avshards/manifest"
@@ -150,6 +150,3 @@ def _human(n: int) -> str:
         n /= 1000
     return str(n)
 
-
-def skip_as_dict(s: Skip) -> dict:
-    return asdict(s)

@@ -87,18 +87,6 @@ class VideoFrames:
         """Frames the video spans: the highest image number (gaps are missing frames, not a shorter video)."""
         return self.numbers[-1] if self.numbers else 0
 
-    def missing_in(self, start0: int, stop0: int) -> list[int]:
-        """0-based frame indexes in [start0, stop0) without an image file."""
-        present = self._present
-        return [f for f in range(start0, stop0) if (f + 1) not in present]
-
-    @property
-    def _present(self) -> set[int]:
-        cached = self.__dict__.get("_present_set")
-        if cached is None:
-            cached = self.__dict__["_present_set"] = set(self.numbers)
-        return cached
-
     def path(self, frame_index0: int) -> Path:
         return self.directory / frame_filename(frame_index0)
 

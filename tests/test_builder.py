@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,6 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from shardgen import format as fmt
 from shardgen.build import BuildError, build
 from shardgen.plan import BuildParams
 from shardgen.source import SourceError
@@ -385,3 +383,18 @@ def test_ego4d_v1_keys_clip_frame_and_clip_level_voice(tmp_path):
     c = read_clips(all_shards(tmp_path / "o", "train")[0])["v/clip_f000000"]
     assert npy(c["visible.npy"]).nonzero()[0].tolist() == [3, 4, 5]
     assert npy(c["speaking.npy"])[0].nonzero()[0].tolist() == [3, 4, 5, 6]  # 0.1 s → frame 3, 0.2 s → frame 6
+
+
+def test_pad_tail_gets_zero_audio_even_when_the_wav_goes_on(tmp_path):
+    """--tail pad: padded frames get silence, not the wav's later audio (which belongs to no frame)."""
+    src = write_source(tmp_path / "s", {"v": 45}, wav_seconds={"v": 3.0})  # frames end at 1.5 s, audio at 3 s
+    build(src, tmp_path / "o", ["train"], BuildParams(clip_seconds=1.0, tail="pad", min_clip_seconds=0.1,
+                                                       allow_unannotated=True), progress=False)
+    c = read_clips(all_shards(tmp_path / "o", "train")[0])["v/clip_f000030"]
+    meta = json.loads(c["json"])
+    assert meta["pad_frames"] == 15 and meta["audio_padded_samples"] == 0  # the wav was not short
+    _, audio = wavfile.read(io.BytesIO(c["wav"]))
+    _, wav = wavfile.read(src / "wav" / "v.wav")
+    assert len(audio) == 16000
+    np.testing.assert_array_equal(audio[:8000], wav[16000:24000])  # frames 30-44: their own audio
+    assert not audio[8000:].any() and wav[24000:32000].any()  # frames 45-59 are padding: zeros

@@ -10,7 +10,6 @@ gray level (observed 0.15-0.24) and require correlation > 0.99 with the referenc
 import json
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest

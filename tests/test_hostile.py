@@ -579,3 +579,26 @@ def test_verify_names_the_shard_and_clip_of_any_flipped_byte(tmp_path):
     path.write_bytes(bytes(damaged))
     cli = subprocess.run([sys.executable, "-m", "shardgen", "verify", str(mpath)], capture_output=True, text=True, cwd=ROOT)
     assert cli.returncode == 1 and f"FAIL {path.name}: sha256 mismatch; damaged: clip {clip['key']}" in cli.stdout
+
+
+def test_pax_header_with_a_non_numeric_size_is_a_tar_error():
+    import io
+
+    from loaders.tario import TarError, iter_tar
+
+    def block(name: bytes, size: int, kind: bytes) -> bytes:
+        h = bytearray(512)
+        h[0:len(name)] = name
+        h[100:108] = b"0000444\0"
+        h[124:136] = b"%011o\0" % size
+        h[136:148] = b"00000000000\0"
+        h[156:157] = kind
+        h[257:263] = b"ustar\0"
+        h[148:156] = b" " * 8
+        h[148:156] = b"%06o\0 " % sum(h)
+        return bytes(h)
+
+    record = b"13 size=abcd\n"
+    data = block(b"pax", len(record), b"x") + record.ljust(512, b"\0") + block(b"v/clip_f000000.json", 0, b"0") + bytes(1024)
+    with pytest.raises(TarError, match="PAX size 'abcd' disagrees"):
+        list(iter_tar(io.BytesIO(data), source="s.tar"))

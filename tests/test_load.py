@@ -44,13 +44,22 @@ def _status(pid: int) -> dict[str, int]:
 
 
 def _children() -> set[int]:
+    """Our child processes in our own session: DataLoader workers (the test servers run in sessions of their own)."""
     pids = set()
     for task in Path(f"/proc/{os.getpid()}/task").iterdir():
         try:
             pids.update(int(p) for p in (task / "children").read_text().split())
         except OSError:
             pass
-    return pids
+    mine = os.getsid(0)
+    out = set()
+    for pid in pids:
+        try:
+            if os.getsid(pid) == mine:
+                out.add(pid)
+        except ProcessLookupError:
+            pass
+    return out
 
 
 def _fds() -> int:
@@ -97,7 +106,8 @@ def test_two_ranks_four_workers_three_epochs_bounded_memory_and_fds(load_build):
         assert len(keys) == len(set(keys)), f"epoch {epoch}: a clip was read twice"
         assert len(keys) == 48 - 48 % (RANKS * WORKERS)
         gc.collect()
-        assert _fds() == fds_before, f"epoch {epoch}: open file descriptors went from {fds_before} to {_fds()}"
+        # no growth (other test modules' idle sockets may close meanwhile, so fewer is fine)
+        assert _fds() <= fds_before, f"epoch {epoch}: open file descriptors went from {fds_before} to {_fds()}"
         parent_rss.append(_status(os.getpid())["VmRSS"])
         assert len(peaks) >= RANKS * WORKERS, f"saw only {len(peaks)} worker processes"
         worker_peaks.append(peaks)
@@ -109,7 +119,7 @@ def test_two_ranks_four_workers_three_epochs_bounded_memory_and_fds(load_build):
             break
     del _batch
     gc.collect()
-    assert not _children() and _fds() == fds_before
+    assert not _children() and _fds() <= fds_before
     elapsed = time.monotonic() - t0
     per_epoch = [sorted(p.values()) for p in worker_peaks]
     assert max(per_epoch[-1]) <= max(per_epoch[0]) + 50, f"worker peaks creep up across epochs: {per_epoch}"

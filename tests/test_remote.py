@@ -26,7 +26,6 @@ from loaders.remote import (
     read_bytes,
 )
 from shardgen.storage import LocalStore, S3Options, S3Store, open_store
-from tests.servers import cutting_proxy, http_server, s3_server  # noqa: F401  (fixtures)
 
 MiB = 1 << 20
 FAST = dict(retries=3, backoff=0.01, max_backoff=0.05, timeout=(3, 5))

@@ -11,8 +11,6 @@ from pathlib import Path
 import pytest
 
 import loaders
-from shardgen.build import build
-from shardgen.plan import BuildParams
 from tests.sources import ego4d_json, write_source
 
 ROOT = Path(__file__).resolve().parents[1]

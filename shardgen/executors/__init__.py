@@ -8,8 +8,6 @@ local processes, a Ray cluster — produces the same files.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..clip import BuildContext, clip_entry
 from ..plan import ShardPlan, VideoPlan, probe_video
 from ..writer import ShardResult, write_shard

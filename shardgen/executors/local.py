@@ -9,7 +9,6 @@ the same :func:`~shardgen.writer.write_shard` on the same member lists, hence th
 from __future__ import annotations
 
 import multiprocessing as mp
-from pathlib import Path
 from typing import Callable, Iterator
 
 from ..clip import BuildContext, clip_entry
