@@ -43,6 +43,7 @@ def make_loader(
     shuffle_buffer: int = 8,
     drop_last: bool = False,
     samples_per_epoch: int | None = None,
+    remainder: str = "drop",
     with_meta: bool = False,
     person: int | str | None = None,
     augment: bool = False,
@@ -73,8 +74,10 @@ def make_loader(
         num_workers: DataLoader worker processes per rank; each reads its own run of clips.
         rank, world_size: default to torch.distributed's when it is initialised, else 0 / 1.
         drop_last: drop each reader's final partial batch.
-        samples_per_epoch: fixed epoch length in items (all ranks together), else all items
-            (less the remainder that does not divide evenly among ranks × workers).
+        samples_per_epoch: fixed epoch length in items (all ranks together), else all items.
+        remainder: the items that do not divide evenly among ranks × workers: ``"drop"`` (they
+            sit out the epoch — a different few each epoch — so no item is seen twice) or ``"pad"``
+            (every item is read, a few twice; for evaluation).
         with_meta: append a 4th element with keys, timestamps (``frame_t``, ``audio_feat_t``)
             and metadata per item (talknet / asd-tracks).
         augment: TalkNet's flip/crop/rotate and noise-mix augmentation.
@@ -92,6 +95,7 @@ def make_loader(
     opts = ModeOptions(mode=mode, labels=labels, person=person, with_meta=with_meta, use_derived=use_derived,
                        smooth_boxes=smooth_boxes, raw_size=raw_size, augment=augment, allow_unlabelled=allow_unlabelled)
     cfg = StreamConfig(batch_size=batch_size, shuffle=shuffle, seed=seed, shuffle_buffer=shuffle_buffer, rank=rank,
-                       world_size=world_size, drop_last=drop_last, samples_per_epoch=samples_per_epoch, on_error=on_error)
+                       world_size=world_size, drop_last=drop_last, samples_per_epoch=samples_per_epoch, remainder=remainder,
+                       on_error=on_error)
     stream = ShardStream(resolve(source, remote_options=remote_options), opts, cfg, remote_options)
     return ASDLoader(stream, num_workers=num_workers, pin_memory=pin_memory, prefetch_factor=prefetch_factor, timeout=timeout)

@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from shardgen.format import ClipSample, FormatError
 
 from .modes import ModeOptions, collate_raw, collate_talknet, raw_item, talknet_item, track_item
-from .sharding import (EpochPlan, Unit, batches_to_skip, epoch_sequence, plan_epoch, slot_index, slot_order,
-                       slot_run)
+from .sharding import (EpochPlan, Unit, arrange_epoch, batches_to_skip, epoch_sequence, plan_epoch, slot_index,
+                       slot_order, slot_run)
 from .sources import SourceIndex, open_range
 from .tario import DEFAULT_MAX_MEMBER, TarError, iter_samples, iter_tar
 
@@ -42,6 +42,7 @@ class StreamConfig:
     world_size: int = 1
     drop_last: bool = False
     samples_per_epoch: int | None = None
+    remainder: str = "drop"
     on_error: str = "raise"
     max_member_bytes: int = DEFAULT_MAX_MEMBER
 
@@ -65,6 +66,7 @@ class ShardStream(IterableDataset):
         self.resume_batches = 0
         self.counters = mp.get_context("fork").Array("q", 3, lock=True)  # yielded, skipped, filled
         self._units = self._units_by_shard()
+        self.source_digest = _source_digest(index)
 
     # ------------------------------------------------------------------ planning
     def _units_by_shard(self) -> list[list[Unit]]:
@@ -80,7 +82,7 @@ class ShardStream(IterableDataset):
         c = self.cfg
         return plan_epoch(self.n_units, slots=c.world_size * max(1, num_workers), batch_size=c.batch_size,
                           drop_last=c.drop_last, samples_per_epoch=c.samples_per_epoch,
-                          epoch=self.epoch if epoch is None else epoch)
+                          epoch=self.epoch if epoch is None else epoch, remainder=c.remainder)
 
     # ------------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator:
@@ -90,8 +92,9 @@ class ShardStream(IterableDataset):
         # logical worker k % W's, so DataLoader worker w plays logical worker (w + k) % W.
         worker = ((info.id if info else 0) + self.resume_batches) % W
         c = self.cfg
-        seq = epoch_sequence(self._units, seed=c.seed, epoch=self.epoch, shuffle=c.shuffle)
         plan = self.plan(W)
+        seq = epoch_sequence(self._units, seed=c.seed, epoch=self.epoch, shuffle=c.shuffle)
+        seq = arrange_epoch(seq, plan, seed=c.seed, shuffle=c.shuffle)
         slot = slot_index(c.rank, worker, W)
         run = slot_run(seq, plan, slot, c.batch_size, c.drop_last)
         order = slot_order(len(run), seed=c.seed, epoch=self.epoch, slot=slot, buffer=c.shuffle_buffer, shuffle=c.shuffle)
@@ -229,6 +232,16 @@ class ShardStream(IterableDataset):
         return None, None
 
 
+def _source_digest(index: SourceIndex) -> str:
+    """Identifies the shards (names, sizes, hashes and clips, in order): a resume must read the same ones."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for s in index.shards:
+        h.update(f"{s.name}|{s.bytes}|{s.sha256}|{len(s.clips)}|{s.clips[0].key if s.clips else ''}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def _named(exc: Exception, unit: Unit, url: str = "") -> Exception:
     msg = str(exc) if isinstance(exc, (FormatError, TarError, ShardReadError, ValueError)) else f"{type(exc).__name__}: {exc}"
     if unit.clip.key not in msg:
@@ -291,15 +304,21 @@ class ASDLoader:
         c = self.stream.counters
         return {"items": c[0], "skipped": c[1], "filler_batches": c[2]}
 
+    _MUST_MATCH = ("source", "units", "mode", "seed", "shuffle", "shuffle_buffer", "batch_size", "drop_last",
+                   "samples_per_epoch", "remainder", "world_size", "num_workers")
+
     def state_dict(self) -> dict:
+        """Where this rank is in the epoch, plus everything that fixes the order of the batches."""
         s, c = self.stream, self.stream.cfg
-        return {"epoch": self.epoch, "batches_done": self._done, "seed": c.seed, "batch_size": c.batch_size,
-                "world_size": c.world_size, "rank": c.rank, "num_workers": self.num_workers, "units": s.n_units,
-                "mode": s.opts.mode}
+        return {"epoch": self.epoch, "batches_done": self._done, "source": s.source_digest, "units": s.n_units,
+                "mode": s.opts.mode, "seed": c.seed, "shuffle": c.shuffle, "shuffle_buffer": c.shuffle_buffer,
+                "batch_size": c.batch_size, "drop_last": c.drop_last, "samples_per_epoch": c.samples_per_epoch,
+                "remainder": c.remainder, "world_size": c.world_size, "rank": c.rank, "num_workers": self.num_workers}
 
     def load_state_dict(self, state: dict) -> None:
+        """Resume where ``state`` was taken; refuses (naming the difference) anything that would change the order."""
         mine = self.state_dict()
-        for k in ("seed", "batch_size", "world_size", "num_workers", "units", "mode"):
+        for k in self._MUST_MATCH:
             if state.get(k) != mine[k]:
                 raise ValueError(f"cannot resume: {k} was {state.get(k)!r}, this loader has {mine[k]!r}")
         self.epoch, self._done = int(state["epoch"]), int(state["batches_done"])

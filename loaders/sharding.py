@@ -5,9 +5,13 @@ clip granularity before any byte is read:
 
 1. the shards are put in a seeded random order (new each epoch) and their clips laid end to
    end, each shard's clips in file order;
-2. that sequence is cut into ``world_size × num_workers`` equal, contiguous runs ("slots"),
-   one per DataLoader worker of each rank; ``N mod slots`` clips at the end sit out this
-   epoch (a different few each epoch, since the shard order changes);
+2. that sequence is rotated by a per-epoch offset and cut into ``world_size × num_workers``
+   equal, contiguous runs ("slots"), one per DataLoader worker of each rank. With
+   ``remainder="drop"`` (default) the ``N mod slots`` clips at the end sit out this epoch — a
+   different few each epoch, because the offset moves (seeded when shuffling, by exactly the
+   left-over count per epoch when not, so every clip takes its turn); with ``remainder="pad"``
+   the sequence wraps around instead, so every clip is read and at most ``slots - 1`` clips are
+   read twice (``torch.utils.data.DistributedSampler``'s convention, for evaluation);
 3. each slot reads its run front to back — sequential I/O, one open per shard touched — and
    emits clips through a seeded shuffle buffer whose emission order is computed up front
    from indices alone.
@@ -61,9 +65,15 @@ def epoch_sequence(shard_clips: list[list[ClipRef]], *, seed: int, epoch: int, s
     return [c for i in order for c in shard_clips[i]]
 
 
-def plan_epoch(n_clips: int, *, slots: int, batch_size: int, drop_last: bool, samples_per_epoch: int | None, epoch: int) -> EpochPlan:
+REMAINDERS = ("drop", "pad")
+
+
+def plan_epoch(n_clips: int, *, slots: int, batch_size: int, drop_last: bool, samples_per_epoch: int | None, epoch: int,
+               remainder: str = "drop") -> EpochPlan:
+    if remainder not in REMAINDERS:
+        raise ValueError(f"remainder {remainder!r}: choose one of {REMAINDERS}")
     usable = n_clips if samples_per_epoch is None else min(n_clips, int(samples_per_epoch))
-    per_slot = usable // slots
+    per_slot = usable // slots if remainder == "drop" else -(-usable // slots)
     if per_slot == 0:
         raise ValueError(
             f"{n_clips} clips cannot feed {slots} readers (world_size × num_workers): every reader needs at least one clip; "
@@ -72,7 +82,17 @@ def plan_epoch(n_clips: int, *, slots: int, batch_size: int, drop_last: bool, sa
     batches = per_slot // batch_size if drop_last else math.ceil(per_slot / batch_size)
     if batches == 0:
         raise ValueError(f"each reader gets {per_slot} clips, fewer than batch_size={batch_size} with drop_last=True")
-    return EpochPlan(epoch, slots, per_slot, batches, n_clips - per_slot * slots)
+    return EpochPlan(epoch, slots, per_slot, batches, max(0, n_clips - per_slot * slots))
+
+
+def arrange_epoch(sequence: list, plan: EpochPlan, *, seed: int, shuffle: bool) -> list:
+    """Rotate (``drop``) or wrap (``pad``) the epoch's sequence so the slots can cut it evenly."""
+    n, usable = len(sequence), plan.clips_per_slot * plan.slots
+    if usable >= n:
+        return sequence + sequence[: usable - n]  # pad: wrap around; exact fit: unchanged
+    left = n - usable
+    offset = int(_rng(seed, plan.epoch, 4).integers(n)) if shuffle else (plan.epoch * left) % n
+    return sequence[offset:] + sequence[:offset]
 
 
 def slot_run(sequence: list[ClipRef], plan: EpochPlan, slot: int, batch_size: int, drop_last: bool) -> list[ClipRef]:

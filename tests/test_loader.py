@@ -262,3 +262,45 @@ def test_derived_members_are_used_and_match(tmp_path_factory, demo_build):
         assert len(got) == len(ref) > 0
         for _, f, _, m in got:
             assert (f - ref[(m[0]["key"], m[0]["track_id"])]).abs().mean() < 1.5  # one JPEG re-encode at q95
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_left_over_clips_take_turns_across_epochs(demo_build, shuffle):
+    """12 clips over 5 ranks: 2 sit out each epoch, never the same ones for ever."""
+    all_keys = {c["key"] for c in json.loads((demo_build / "train" / "manifest.json").read_text())["clips"]}
+    seen_over_epochs: set[str] = set()
+    for epoch in range(4):
+        epoch_keys = []
+        counts = set()
+        for rank in range(5):
+            ld = loaders.make_loader(demo_build / "train", rank=rank, world_size=5, shuffle=shuffle, with_meta=True, seed=1)
+            ld.set_epoch(epoch)
+            batches = list(ld)
+            counts.add(len(batches))
+            epoch_keys += [m["key"] for *_, meta in batches for m in meta]
+        assert counts == {2} and len(epoch_keys) == len(set(epoch_keys)) == 10
+        seen_over_epochs |= set(epoch_keys)
+    assert seen_over_epochs == all_keys
+
+
+def test_remainder_pad_reads_every_clip(demo_build):
+    keys, counts = [], set()
+    for rank in range(5):
+        batches = list(loaders.make_loader(demo_build / "train", rank=rank, world_size=5, shuffle=False,
+                                           with_meta=True, remainder="pad"))
+        counts.add(len(batches))
+        keys += [m["key"] for *_, meta in batches for m in meta]
+    assert counts == {3} and len(keys) == 15 and len(set(keys)) == 12  # every clip, 3 of them twice
+
+
+def test_resume_refuses_a_changed_order(demo_build):
+    kw = dict(batch_size=2, num_workers=0, seed=3)
+    state = loaders.make_loader(demo_build / "train", **kw).state_dict()
+    with pytest.raises(ValueError, match="shuffle_buffer"):
+        loaders.make_loader(demo_build / "train", shuffle_buffer=2, **kw).load_state_dict(state)
+    with pytest.raises(ValueError, match="drop_last"):
+        loaders.make_loader(demo_build / "train", drop_last=True, **kw).load_state_dict(state)
+    shards = sorted(str(p) for p in (demo_build / "train").glob("*.tar"))
+    with pytest.raises(ValueError, match="source"):
+        loaders.make_loader(shards[::-1], **kw).load_state_dict(state)  # same clips, another shard order
+    loaders.make_loader(shards, **kw).load_state_dict(state)  # the same shards named one by one: fine
