@@ -181,7 +181,7 @@ def _prepare_split(output: SplitOutput, split: str, params: BuildParams, shards:
             output.remove_shard(name)  # numbered past this plan's end: left by a build of a larger source
     todo, kept = [], []
     for sp in shards:
-        res = output.finished(sp.name) if sp.name in existing else None
+        res = output.finished(sp.name, sp.source_digest) if sp.name in existing else None
         if res is not None and [r.key for r in res.clips] == [c.key for c in sp.clips]:
             kept.append(res)
             continue

@@ -5,7 +5,13 @@ local build that directory is the destination. For ``--out s3://bucket/prefix`` 
 directory: each finished shard is uploaded (multipart when large), then a small index record
 (``<split>/.index/<shard>.json``: size, sha256, clip offsets), then the local copy is deleted.
 The manifest goes up last, after every shard, so a reader that can see a manifest can read every
-shard it names. A re-run finds the uploaded shards through their index records and resumes.
+shard it names.
+
+Local outputs keep the same index records (``<split>/.index/<shard>.json``). Each record also holds
+the fingerprint of the shard's sources (frame sizes and mtimes, wav size and mtime, the videos'
+annotations): a re-run keeps a finished shard only when its record is there, its size matches and
+its sources are unchanged — so editing an annotation file and re-running rebuilds exactly the
+shards whose labels changed, instead of keeping stale ones.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from .writer import ClipRecord, ShardResult, atomic_write_bytes, index_shard, remove_stale_temps
+from .writer import ClipRecord, ShardResult, atomic_write_bytes, remove_stale_temps
 
 INDEX_DIR = ".index"
 
@@ -26,13 +32,13 @@ def is_s3(out: str | os.PathLike) -> bool:
     return str(out).startswith("s3://")
 
 
-def result_to_json(res: ShardResult) -> bytes:
-    return (json.dumps(asdict(res), sort_keys=True) + "\n").encode()
+def result_to_json(res: ShardResult, source_digest: str) -> bytes:
+    return (json.dumps({**asdict(res), "source": source_digest}, sort_keys=True) + "\n").encode()
 
 
-def result_from_json(data: bytes) -> ShardResult:
+def result_from_json(data: bytes) -> tuple[ShardResult, str]:
     d = json.loads(data)
-    return ShardResult(d["name"], d["bytes"], d["sha256"], [ClipRecord(**c) for c in d["clips"]])
+    return ShardResult(d["name"], d["bytes"], d["sha256"], [ClipRecord(**c) for c in d["clips"]]), d.get("source", "")
 
 
 class SplitOutput:
@@ -57,6 +63,7 @@ class SplitOutput:
         """Remove temp files a killed build left in the local directory (only at the start of a build:
         a copy of this object inside a worker must never touch another worker's temp file)."""
         remove_stale_temps(self.local_dir)
+        remove_stale_temps(self.local_dir / INDEX_DIR)
 
     def __reduce__(self):  # shipped to worker processes / Ray tasks: rebuild the store there
         return (_rebuild, (self.out, self.split, str(self.local_dir.parent) if self.store else None,
@@ -74,6 +81,7 @@ class SplitOutput:
 
     def write(self, name: str, data: bytes) -> None:
         if self.store is None:
+            (self.local_dir / name).parent.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(self.local_dir / name, data)
         else:
             self.store.put_bytes(data, self._name(name))
@@ -91,36 +99,33 @@ class SplitOutput:
         prefix = self._name(f"{self.split}-")
         return sorted(n.rsplit("/", 1)[-1] for n in self.store.list(prefix) if n.endswith(".tar"))
 
-    def finished(self, name: str) -> ShardResult | None:
-        """A shard that is already complete at the destination (from an earlier, interrupted run)."""
+    def finished(self, name: str, source_digest: str) -> ShardResult | None:
+        """A shard already complete at the destination, made from the same sources (else None)."""
+        record = self.read(f"{INDEX_DIR}/{name}.json")
+        if record is None:
+            return None
+        try:
+            res, source = result_from_json(record)
+        except (ValueError, KeyError, TypeError):
+            return None
         if self.store is None:
             path = self.local_dir / name
-            if not path.exists():
-                return None
-            try:
-                return index_shard(path)
-            except Exception:
-                return None
-        size = self.store.exists(self._name(name))
-        record = self.read(f"{INDEX_DIR}/{name}.json")
-        if size is None or record is None:
-            return None
-        res = result_from_json(record)
-        return res if res.bytes == size else None
+            size = path.stat().st_size if path.exists() else None
+        else:
+            size = self.store.exists(self._name(name))
+        return res if size == res.bytes and source == source_digest else None
 
-    def publish(self, res: ShardResult) -> None:
-        """After a shard is written locally: upload it and its index record (S3), then drop the local copy."""
-        if self.store is None:
-            return
-        path = self.local_dir / res.name
-        self.store.put_file(path, self._name(res.name))
-        self.write(f"{INDEX_DIR}/{res.name}.json", result_to_json(res))
-        path.unlink(missing_ok=True)
+    def publish(self, res: ShardResult, source_digest: str) -> None:
+        """After a shard is written locally: upload it (S3), then record it; the record marks it finished."""
+        if self.store is not None:
+            path = self.local_dir / res.name
+            self.store.put_file(path, self._name(res.name))
+            path.unlink(missing_ok=True)
+        self.write(f"{INDEX_DIR}/{res.name}.json", result_to_json(res, source_digest))
 
     def remove_shard(self, name: str) -> None:
+        self.remove(f"{INDEX_DIR}/{name}.json")
         self.remove(name)
-        if self.store is not None:
-            self.remove(f"{INDEX_DIR}/{name}.json")
 
     def url(self, name: str) -> str:
         return self.store.url(self._name(name)) if self.store is not None else str(self.local_dir / name)

@@ -11,13 +11,14 @@ and the WAV audio, and an upper estimate for metadata, FLAC and derived members.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 from . import format as fmt
-from .annotations import VideoAnnotations
+from .annotations import VideoAnnotations, annotation_digest
 from .source import SourceError, check_jpeg_file, jpeg_size, scan_frames, wav_path
 
 TAILS = ("keep-short", "drop", "pad")
@@ -124,6 +125,7 @@ class ClipPlan:
     frame_size: tuple[int, int]
     frame_bytes: tuple[int, ...]  # size of each source JPEG, for exact planning and change detection
     planned_bytes: int
+    source_digest: str = ""  # fingerprint of the clip's sources: frames, wav, annotations (for resume)
 
     @property
     def n_frames(self) -> int:
@@ -216,14 +218,18 @@ def probe_video(
 
     frame_size = None
     n_persons = len(ann.persons) if ann else 0
+    wav_st = wav.stat()
+    video_digest = f"{wav_st.st_size}:{wav_st.st_mtime_ns}|{annotation_digest(ann)}|{params.fps}"
     for span in spans:
-        sizes = []
+        sizes, mtimes = [], []
         problem = None
         for f in range(span.start, span.start + span.n_real):
-            size, problem = check_jpeg_file(frames.path(f))
+            check = check_jpeg_file(frames.path(f))
+            problem = check.problem
             if problem:
                 break
-            sizes.append(size)
+            sizes.append(check.size)
+            mtimes.append(check.mtime_ns)
         if problem:
             skip(span, problem)
             continue
@@ -238,6 +244,7 @@ def probe_video(
             key=key, split=split, video_id=video_id, start=span.start, n_real=span.n_real, pad=span.pad,
             frame_size=frame_size, frame_bytes=tuple(sizes),
             planned_bytes=estimate_clip_bytes(params, tuple(sizes), span.n_real + span.pad, n_persons, len(key) + 20),
+            source_digest=hashlib.sha256(f"{span}|{sizes}|{mtimes}|{video_digest}".encode()).hexdigest(),
         ))
     return vp
 
@@ -275,6 +282,11 @@ class ShardPlan:
     @property
     def planned_bytes(self) -> int:
         return sum(c.planned_bytes for c in self.clips) + 2 * TAR_BLOCK
+
+    @property
+    def source_digest(self) -> str:
+        """Fingerprint of every source file and annotation the shard is made from."""
+        return hashlib.sha256("".join(c.source_digest for c in self.clips).encode()).hexdigest()
 
 
 def assign_shards(split: str, clips: list[ClipPlan], shard_bytes: int, shard_clips: int = 0) -> list[ShardPlan]:

@@ -18,6 +18,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from .format import FormatError, validate_video_id
 
@@ -108,30 +109,36 @@ def scan_frames(data_dir: Path, video_id: str) -> VideoFrames | None:
     return VideoFrames(video_id, directory, numbers)
 
 
-def check_jpeg_file(path: Path) -> tuple[int, str | None]:
-    """Cheap structural check of one frame: (size, problem or None).
+class FrameCheck(NamedTuple):
+    size: int
+    mtime_ns: int
+    problem: str | None
+
+
+def check_jpeg_file(path: Path) -> FrameCheck:
+    """Cheap structural check of one frame: its size, mtime and problem (or None).
 
     Reads the first 2 and the last 64 bytes only: a JPEG starts with SOI (FFD8) and ends with
     EOI (FFD9), possibly followed by padding. That catches zero-byte, truncated and non-JPEG
     files without decoding; the original bytes are stored as they are.
     """
     try:
-        size = path.stat().st_size
-        if size == 0:
-            return 0, f"zero-byte frame {path.name}"
+        st = path.stat()
+        if st.st_size == 0:
+            return FrameCheck(0, st.st_mtime_ns, f"zero-byte frame {path.name}")
         with open(path, "rb") as fh:
             head = fh.read(2)
-            fh.seek(max(0, size - 64))
+            fh.seek(max(0, st.st_size - 64))
             tail = fh.read()
     except FileNotFoundError:
-        return 0, f"missing frame {path.name}"
+        return FrameCheck(0, 0, f"missing frame {path.name}")
     except OSError as exc:
-        return 0, f"unreadable frame {path.name} ({exc.strerror})"
+        return FrameCheck(0, 0, f"unreadable frame {path.name} ({exc.strerror})")
     if head != JPEG_SOI:
-        return size, f"not a JPEG: {path.name} does not start with FFD8"
+        return FrameCheck(st.st_size, st.st_mtime_ns, f"not a JPEG: {path.name} does not start with FFD8")
     if not tail.rstrip(b"\x00\r\n ").endswith(JPEG_EOI):
-        return size, f"truncated JPEG: {path.name} does not end with FFD9"
-    return size, None
+        return FrameCheck(st.st_size, st.st_mtime_ns, f"truncated JPEG: {path.name} does not end with FFD9")
+    return FrameCheck(st.st_size, st.st_mtime_ns, None)
 
 
 def jpeg_size(path: Path) -> tuple[int, int]:

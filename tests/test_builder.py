@@ -17,7 +17,7 @@ from scipy.io import wavfile
 from shardgen.build import BuildError, build
 from shardgen.plan import BuildParams
 from shardgen.source import SourceError
-from tests.sources import ego4d_json, npy, read_clips, write_source
+from tests.sources import ego4d_json, npy, read_clips, tiny_jpeg, write_source
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -147,11 +147,14 @@ def test_same_bytes_for_any_worker_count_and_repeat(small_source, tmp_path):
     for name, workers in (("w1", 1), ("w2", 2), ("w2b", 2)):
         build(small_source, tmp_path / name, ["train", "val"], p, workers=workers, progress=False)
         outs.append(tmp_path / name)
+    def files(d):
+        return {p.relative_to(d).as_posix(): p.read_bytes() for p in d.rglob("*") if p.is_file()}
+
     for split in ("train", "val"):
-        ref = {p.name: p.read_bytes() for p in (outs[0] / split).iterdir()}
-        assert len([n for n in ref if n.endswith(".tar")]) >= 1
+        ref = files(outs[0] / split)
+        assert len([n for n in ref if n.endswith(".tar")]) >= 1 and "manifest.json" in ref
         for other in outs[1:]:
-            assert {p.name: p.read_bytes() for p in (other / split).iterdir()} == ref
+            assert files(other / split) == ref
 
 
 def test_audio_resampled_from_44k_stereo_and_short_wav_padded(tmp_path):
@@ -398,3 +401,24 @@ def test_pad_tail_gets_zero_audio_even_when_the_wav_goes_on(tmp_path):
     assert len(audio) == 16000
     np.testing.assert_array_equal(audio[:8000], wav[16000:24000])  # frames 30-44: their own audio
     assert not audio[8000:].any() and wav[24000:32000].any()  # frames 45-59 are padding: zeros
+
+
+def test_rerun_after_the_source_changed_rebuilds_exactly_the_affected_shards(tmp_path):
+    ann = ego4d_json({v: {"1": [(f, 2, 2, 10, 10) for f in range(30)]} for v in ("a", "b")},
+                     {"a": {"1": [(0, 5)]}, "b": {"1": [(0, 5)]}})
+    src = write_source(tmp_path / "s", {"a": 30, "b": 30}, annotations=ann)
+    p = BuildParams(clip_seconds=1.0, shard_clips=1)
+    out = tmp_path / "o"
+    build(src, out, ["train"], p, progress=False)
+    again = build(src, out, ["train"], p, progress=False)
+    assert again.report["timing"]["clips_written_now"] == 0  # nothing changed: everything kept
+    ann["videos"][1]["clips"][0]["persons"][0]["voice_segments"][0]["end_frame"] = 20  # video b's labels change
+    (src / "json" / "av_train.json").write_text(json.dumps(ann))
+    changed = build(src, out, ["train"], p, progress=False)
+    assert changed.report["timing"]["clips_written_now"] == 1
+    clips = read_clips(*all_shards(out, "train"))
+    assert npy(clips["b/clip_f000000"]["voice.npy"]).sum() == 21 and npy(clips["a/clip_f000000"]["voice.npy"]).sum() == 6
+    frame = src / "video_imgs" / "a" / "img_00003.jpg"
+    frame.write_bytes(tiny_jpeg(99))  # a re-extracted frame
+    assert build(src, out, ["train"], p, progress=False).report["timing"]["clips_written_now"] == 1
+    assert read_clips(*all_shards(out, "train"))["a/clip_f000000"]["f000003.jpg"] == frame.read_bytes()

@@ -86,7 +86,7 @@ def local_build(demo_source, tmp_path_factory) -> Path:
 
 def split_files(out: Path) -> dict[str, bytes]:
     """Every file of every split directory (shards, manifest, params), by relative path."""
-    return {str(p.relative_to(out)): p.read_bytes() for s in SPLITS for p in sorted((out / s).iterdir())}
+    return {str(p.relative_to(out)): p.read_bytes() for s in SPLITS for p in sorted((out / s).rglob("*")) if p.is_file()}
 
 
 def temps(out: Path) -> list[Path]:

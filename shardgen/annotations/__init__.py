@@ -46,6 +46,18 @@ class VideoAnnotations:
     dropped: Counter = field(default_factory=Counter)
 
 
+def annotation_digest(ann: VideoAnnotations | None) -> str:
+    """A fingerprint of everything a video's labels are computed from (a resumed build compares it)."""
+    import hashlib
+    import json
+
+    if ann is None:
+        return "none"
+    persons = [[p.person_id, p.camera_wearer, p.normalised_boxes, sorted(p.track_ids),
+                sorted(p.boxes.items()), sorted(p.voice)] for p in ann.persons]
+    return hashlib.sha256(json.dumps([ann.source, persons]).encode()).hexdigest()
+
+
 def load_annotations(paths: list[Path], fps: float, *, ava_time_offset: float = 0.0) -> dict[str, VideoAnnotations]:
     """Parse every annotation file (JSON → Ego4D AV, CSV → AVA) into one id → annotations map."""
     from ..source import SourceError

@@ -25,7 +25,7 @@ def write_one(ctx: BuildContext, shard: ShardPlan, target) -> ShardResult:
     retried task can never duplicate or lose clips.
     """
     res = write_shard(target.local_dir / shard.name, (clip_entry(c, ctx) for c in shard.clips))
-    target.publish(res)
+    target.publish(res, shard.source_digest)
     return res
 
 

@@ -70,7 +70,7 @@ class LocalExecutor:
                 for shard, target in shards:
                     clips = pool.imap(_clip_task, shard.clips, chunksize=1)
                     res = write_shard(target.local_dir / shard.name, _checked(shard, clips))
-                    target.publish(res)
+                    target.publish(res, shard.source_digest)
                     on_done(shard, res)
                     results.append(res)
         return results
