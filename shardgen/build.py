@@ -29,7 +29,7 @@ from .manifest import MANIFEST_NAME, encode_manifest, format_summary, make_manif
 from .plan import BuildParams, ShardPlan, VideoPlan, assign_shards
 from .source import SourceError, read_splits
 from .output import SplitOutput, is_s3
-from .writer import ShardResult, atomic_write_bytes, remove_stale_temps
+from .writer import ShardResult, remove_stale_temps
 
 PARAMS_NAME = ".build-params.json"
 REPORT_NAME = "build-report.json"
@@ -148,11 +148,7 @@ def build(
     report["timing"] = {"seconds": round(time.monotonic() - t0, 3), "write_seconds": round(write_s, 3),
                         "clips_written_now": total_clips, "bytes_written_now": written_bytes,
                         "executor": ex.name, "workers": workers}
-    report_bytes = (json.dumps(report, indent=1) + "\n").encode()
-    if remote:
-        outputs[splits[0]].store.put_bytes(report_bytes, REPORT_NAME)
-    else:
-        atomic_write_bytes(out_dir / REPORT_NAME, report_bytes)
+    outputs[splits[0]].store.put_bytes((json.dumps(report, indent=1) + "\n").encode(), REPORT_NAME)
     summary = format_summary(report, str(out_dir))
     return BuildResult(report, summary, manifests, exit_code=0)
 

@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from .writer import ClipRecord, ShardResult, atomic_write_bytes, remove_stale_temps
+from .writer import ClipRecord, ShardResult, remove_stale_temps
 
 INDEX_DIR = ".index"
 
@@ -42,22 +42,30 @@ def result_from_json(data: bytes) -> tuple[ShardResult, str]:
 
 
 class SplitOutput:
-    """One split's destination. ``local_dir`` is where shard files are written."""
+    """One split's destination: a :class:`~shardgen.storage.Store` plus the local directory
+    (``local_dir``) where shard files are written — the destination itself for a local build,
+    a staging directory for ``s3://``."""
 
     def __init__(self, out: str | os.PathLike, split: str, *, staging: str | os.PathLike | None = None, s3_options=None):
+        from .storage import LocalStore, open_store
+
         self.split = split
         self.out = str(out)
         if is_s3(out):
-            from .storage import open_store
-
             self.store = open_store(self.out, s3_options)
             root = Path(staging) if staging else Path(tempfile.gettempdir()) / (
                 "avshards-staging-" + hashlib.sha1(self.out.encode()).hexdigest()[:12])
             self.local_dir = root / split
+            self.staged = True
         else:
-            self.store = None
-            self.local_dir = Path(out) / split
+            self.store = LocalStore(out)
+            self.local_dir = self.store.root / split
+            self.staged = False
         self.local_dir.mkdir(parents=True, exist_ok=True)
+
+    def __reduce__(self):  # shipped to worker processes / Ray tasks: rebuild the store there
+        return (_rebuild, (self.out, self.split, str(self.local_dir.parent) if self.staged else None,
+                           getattr(self.store, "options", None)))
 
     def clean_temps(self) -> None:
         """Remove temp files a killed build left in the local directory (only at the start of a build:
@@ -65,39 +73,21 @@ class SplitOutput:
         remove_stale_temps(self.local_dir)
         remove_stale_temps(self.local_dir / INDEX_DIR)
 
-    def __reduce__(self):  # shipped to worker processes / Ray tasks: rebuild the store there
-        return (_rebuild, (self.out, self.split, str(self.local_dir.parent) if self.store else None,
-                           getattr(self.store, "options", None)))
-
     def _name(self, name: str) -> str:
         return f"{self.split}/{name}"
 
-    # -------------------------------------------------------------- small files
     def read(self, name: str) -> bytes | None:
-        if self.store is None:
-            p = self.local_dir / name
-            return p.read_bytes() if p.exists() else None
         return self.store.get_bytes(self._name(name)) if self.store.exists(self._name(name)) is not None else None
 
     def write(self, name: str, data: bytes) -> None:
-        if self.store is None:
-            (self.local_dir / name).parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(self.local_dir / name, data)
-        else:
-            self.store.put_bytes(data, self._name(name))
+        self.store.put_bytes(data, self._name(name))
 
     def remove(self, name: str) -> None:
-        if self.store is None:
-            (self.local_dir / name).unlink(missing_ok=True)
-        elif self.store.exists(self._name(name)) is not None:
-            self.store.delete(self._name(name))
+        self.store.delete(self._name(name))
 
-    # -------------------------------------------------------------- shards
     def shard_names(self) -> list[str]:
-        if self.store is None:
-            return sorted(p.name for p in self.local_dir.glob(f"{self.split}-*.tar"))
         prefix = self._name(f"{self.split}-")
-        return sorted(n.rsplit("/", 1)[-1] for n in self.store.list(prefix) if n.endswith(".tar"))
+        return sorted(n.rsplit("/", 1)[-1] for n in self.store.list(prefix) if n.endswith(".tar") and "/" not in n[len(prefix):])
 
     def finished(self, name: str, source_digest: str) -> ShardResult | None:
         """A shard already complete at the destination, made from the same sources (else None)."""
@@ -108,16 +98,11 @@ class SplitOutput:
             res, source = result_from_json(record)
         except (ValueError, KeyError, TypeError):
             return None
-        if self.store is None:
-            path = self.local_dir / name
-            size = path.stat().st_size if path.exists() else None
-        else:
-            size = self.store.exists(self._name(name))
-        return res if size == res.bytes and source == source_digest else None
+        return res if self.store.exists(self._name(name)) == res.bytes and source == source_digest else None
 
     def publish(self, res: ShardResult, source_digest: str) -> None:
-        """After a shard is written locally: upload it (S3), then record it; the record marks it finished."""
-        if self.store is not None:
+        """After a shard is written to ``local_dir``: upload it when staged, then record it; the record marks it finished."""
+        if self.staged:
             path = self.local_dir / res.name
             self.store.put_file(path, self._name(res.name))
             path.unlink(missing_ok=True)
@@ -128,7 +113,7 @@ class SplitOutput:
         self.remove(name)
 
     def url(self, name: str) -> str:
-        return self.store.url(self._name(name)) if self.store is not None else str(self.local_dir / name)
+        return self.store.url(self._name(name))
 
 
 def _rebuild(out, split, staging, s3_options):

@@ -51,7 +51,6 @@ import hashlib
 import os
 import shutil
 import stat
-import tempfile
 import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -301,15 +300,12 @@ class Store(ABC):
 
 
 class LocalStore(Store):
-    """A local directory.  Writes go to a temp file in the target directory,
-    are fsync'ed, then ``os.replace``'d into place."""
+    """A local directory. Every write is atomic (:func:`shardgen.writer.atomic_file`: temp file in
+    the target directory, fsync, rename), so a reader sees the old file or the whole new one."""
 
-    TMP_PREFIX = ".avshards-tmp-"
-
-    def __init__(self, root: str | os.PathLike, *, fsync: bool = True) -> None:
+    def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root).expanduser().absolute()
         self.root.mkdir(parents=True, exist_ok=True)
-        self.fsync = fsync
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
@@ -318,35 +314,11 @@ class LocalStore(Store):
         return self.root.joinpath(*_clean_name(name).split("/"))
 
     def _atomic_write(self, target: Path, write) -> None:
+        from .writer import atomic_file
+
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            dir=target.parent, prefix=self.TMP_PREFIX + target.name + ".", suffix=".tmp"
-        )
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-                f.flush()
-                if self.fsync:
-                    os.fsync(f.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-            os.replace(tmp, target)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-        if self.fsync:
-            try:
-                dfd = os.open(target.parent, os.O_RDONLY)
-                try:
-                    os.fsync(dfd)
-                finally:
-                    os.close(dfd)
-            except OSError:
-                pass
+        with atomic_file(target) as f:
+            write(f)
 
     def put_file(self, local_path, relative_name):
         target = self._path(relative_name)
@@ -376,7 +348,7 @@ class LocalStore(Store):
             dirnames.sort()
             rel_dir = os.path.relpath(dirpath, self.root)
             for fn in filenames:
-                if fn.startswith(self.TMP_PREFIX):
+                if fn.startswith(".") and ".tmp-" in fn:  # an unfinished write (see writer.TMP_MARK)
                     continue
                 rel = fn if rel_dir == "." else f"{rel_dir}/{fn}".replace(os.sep, "/")
                 if rel.startswith(prefix):

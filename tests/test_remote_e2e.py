@@ -122,3 +122,13 @@ def test_cache_serves_the_second_epoch(s3_build, local_build, s3_server, tmp_pat
     ld.set_epoch(0)
     assert [m["key"] for *_, meta in ld for m in meta] == first
     assert cache.misses == misses and cache.hits > 0  # second pass read from disk
+
+
+def test_loader_with_only_the_aws_variables(s3_build, local_build, monkeypatch):
+    """No remote_options at all: endpoint and credentials come from the environment, as for the build."""
+    bucket, env = s3_build
+    for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        monkeypatch.setenv(k, env[k])
+    keys = _epoch_keys(f"s3://{bucket}/ds/v1/train", num_workers=2)
+    assert len(keys) == len(set(keys)) and set(keys) <= set(_clip_keys(local_build, "train"))
+    assert len(keys) == len(_clip_keys(local_build, "train")) - len(_clip_keys(local_build, "train")) % 2
