@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-__all__ = ["round_half_up", "mfcc_geometry", "talknet_mfcc", "talknet_mfcc_torch", "fit_to_frames"]
+__all__ = ["psf_round_half_up", "mfcc_geometry", "talknet_mfcc", "talknet_mfcc_torch", "fit_to_frames"]
 
 NUMCEP = 13
 NFILT = 26
@@ -30,7 +30,7 @@ CEPLIFTER = 22
 _EPS = np.finfo(np.float64).eps  # what python_speech_features substitutes for exact zeros
 
 
-def round_half_up(number: float) -> int:
+def psf_round_half_up(number: float) -> int:
     """Round like python_speech_features' framing does (``decimal`` ROUND_HALF_UP on the float).
 
     Kept as a scalar ``decimal`` computation on purpose: ``Decimal(float)`` sees the exact binary
@@ -51,8 +51,8 @@ def mfcc_geometry(fps: float = 25.0, sample_rate: int = 16000) -> tuple[int, int
     does.) TalkNet was trained with this drift; we reproduce it and do not correct it. See
     ``loaders.timing.audio_feature_times``. At 25 fps (400/160 samples) there is no drift.
     """
-    frame_len = round_half_up(0.025 * 25 / fps * sample_rate)
-    frame_step = round_half_up(0.010 * 25 / fps * sample_rate)
+    frame_len = psf_round_half_up(0.025 * 25 / fps * sample_rate)
+    frame_step = psf_round_half_up(0.010 * 25 / fps * sample_rate)
     return frame_len, frame_step
 
 

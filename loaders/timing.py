@@ -49,7 +49,7 @@ def audio_feature_times(start_frame: int, n_rows: int, fps: float, sample_rate: 
     """Source-video seconds at which each MFCC row's analysis window starts.
 
     Row ``r`` starts at sample ``audio_start_sample(start_frame) + r * step`` of the source audio,
-    with ``step = round_half_up(0.010*25/fps*sr)`` as TalkNet's MFCC uses. At 30 fps the step is
+    with ``step = psf_round_half_up(0.010*25/fps*sr)`` as TalkNet's MFCC uses. At 30 fps the step is
     133 samples instead of 133.33, so row ``4*i``, which TalkNet pairs with frame ``i``, starts
     ``4*i/3`` samples before that frame: the audio features lag the video, by 37.5 ms at frame
     450 (row 1800 starts at 14.9625 s, the frame is at 15 s). These numbers show that drift; they

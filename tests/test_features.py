@@ -88,7 +88,7 @@ def test_matches_reference_any_length(n, amp, fps, seed):
 
 
 def test_window_geometry():
-    # round_half_up(0.025*25/fps*16000), round_half_up(0.010*25/fps*16000)
+    # psf_round_half_up(0.025*25/fps*16000), psf_round_half_up(0.010*25/fps*16000)
     assert mfcc_geometry(25.0) == (400, 160)
     assert mfcc_geometry(30.0) == (333, 133)  # 333.33 and 133.33: the source of the 30 fps drift
     assert mfcc_geometry(29.97) == (334, 133)  # 333.67 rounds up
