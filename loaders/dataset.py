@@ -20,16 +20,13 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from shardgen.format import ClipSample, FormatError
 
 from .modes import ModeOptions, collate_raw, collate_talknet, raw_item, talknet_item, track_item
+from .reader import ClipReader, ShardReadError
 from .sharding import (EpochPlan, Unit, arrange_epoch, batches_to_skip, epoch_sequence, plan_epoch, slot_index,
                        slot_order, slot_run)
-from .sources import SourceIndex, open_range
-from .tario import DEFAULT_MAX_MEMBER, TarError, iter_samples, iter_tar
+from .sources import SourceIndex
+from .tario import DEFAULT_MAX_MEMBER, TarError
 
 ON_ERROR = ("raise", "skip")
-
-
-class ShardReadError(RuntimeError):
-    """A shard or clip could not be read; names the shard (and clip, when known)."""
 
 
 @dataclass
@@ -66,6 +63,7 @@ class ShardStream(IterableDataset):
         self.resume_batches = 0
         self.counters = mp.get_context("fork").Array("q", 3, lock=True)  # yielded, skipped, filled
         self._units = self._units_by_shard()
+        self.reader = ClipReader(index, remote_options, cfg.max_member_bytes)
         self.source_digest = _source_digest(index)
 
     # ------------------------------------------------------------------ planning
@@ -106,7 +104,7 @@ class ShardStream(IterableDataset):
     def _batches(self, run: list[Unit], emit: list[int], n_batches: int, slot: int) -> Iterator:
         B = self.cfg.batch_size
         collate = collate_raw if self.opts.mode == "raw" else collate_talknet
-        reader = self._read(run, sorted(emit))
+        reader = self.reader.read(run, sorted(emit))
         held: dict[int, object] = {}
         batch: list = []
         last_good = None
@@ -160,76 +158,6 @@ class ShardStream(IterableDataset):
         if self.opts.mode == "asd-tracks":
             return track_item(sample, unit.track, self.opts, rng, noise)
         return raw_item(sample, self.opts, rng, noise)
-
-    def _read(self, run: list[Unit], needed: list[int]) -> Iterator[tuple[list[int], object]]:
-        """Read the needed clips in run order, each once, in as few sequential range reads as possible."""
-        groups: list[tuple] = []  # (clip, [run indices])
-        for i in needed:
-            clip = run[i].clip
-            if groups and groups[-1][0] == clip:
-                groups[-1][1].append(i)
-            else:
-                groups.append((clip, [i]))
-        g = 0
-        while g < len(groups):
-            h = g + 1
-            while (h < len(groups) and groups[h][0].shard == groups[h - 1][0].shard
-                   and groups[h][0].offset == groups[h - 1][0].offset + groups[h - 1][0].bytes):
-                h += 1
-            yield from self._read_segment(groups[g:h])
-            g = h
-
-    def _read_segment(self, groups: list[tuple]) -> Iterator[tuple[list[int], object]]:
-        while groups:
-            failed_at, err = yield from self._read_window(groups)
-            if failed_at is None:
-                return
-            if len(groups) > 1:  # a clip ends only at the next clip's first member: re-read it alone to tell whose damage
-                again, err = yield from self._read_window(groups[failed_at:failed_at + 1])
-                if again is None:
-                    groups = groups[failed_at + 1:]
-                    continue
-            yield groups[failed_at][1], err
-            groups = groups[failed_at + 1:]  # only that clip is lost: resume at the next clip's manifest offset
-
-    def _read_window(self, groups: list[tuple]):
-        first = groups[0][0]
-        shard = self.index.shards[first.shard]
-        length = sum(c.bytes for c, _ in groups)
-        done = 0
-        try:
-            stream = open_range(shard.url, first.offset, length, remote_options=self.remote_options,
-                                expected_sha256=shard.sha256, expected_size=shard.bytes)
-        except Exception as exc:
-            err = ShardReadError(f"{shard.url}: cannot open ({exc})")
-            for _, idxs in groups:
-                yield idxs, err
-            return None, None
-        try:
-            members = iter_tar(stream, source=shard.url, length=length, base_offset=first.offset,
-                               max_member_bytes=self.cfg.max_member_bytes)
-            for key, fields, offset in iter_samples(members, source=shard.url):
-                clip, idxs = groups[done]
-                if key != clip.key or offset != clip.offset:
-                    raise TarError(f"{shard.url} at byte {offset}: found clip {key}, the manifest expects {clip.key} "
-                                   f"at byte {clip.offset} (shard and manifest disagree)")
-                try:
-                    sample: object = ClipSample(key, fields)
-                except FormatError as exc:
-                    sample = FormatError(f"{shard.url}: {exc}")
-                done += 1
-                yield idxs, sample
-        except (TarError, OSError, ValueError) as exc:  # ValueError: a FormatError from a member name
-            failed = ShardReadError(f"{shard.url}: {exc}")
-        else:
-            failed = None
-        finally:
-            stream.close()
-        if failed is not None and done < len(groups):
-            return done, failed  # the caller yields the error (or re-reads the clip alone)
-        for clip, idxs in groups[done:]:  # the window ended early without a tar error
-            yield idxs, ShardReadError(f"{shard.url}: clip {clip.key} missing from the shard")
-        return None, None
 
 
 def _source_digest(index: SourceIndex) -> str:

@@ -121,7 +121,7 @@ def run_stream(source: str) -> tuple[int, int]:
     stream = ShardStream(resolve(source, remote_options=opts), ModeOptions(), StreamConfig(shuffle=False), opts)
     run = [u for units in stream._units for u in units]
     n = nbytes = 0
-    for _, sample in stream._read(run, list(range(len(run)))):
+    for _, sample in stream.reader.read(run, list(range(len(run)))):
         if isinstance(sample, Exception):
             raise sample
         n += 1

@@ -247,10 +247,15 @@ def test_stream_ranks_workers_resume(sizes, world, workers, B, drop_last, seed, 
     assume(N // (world * workers) >= (B if drop_last else 1))
     index = SourceIndex([ShardInfo(f"s{i}.tar", f"s{i}.tar", None, None, c) for i, c in enumerate(shards)])
 
-    class KeyStream(ds.ShardStream):
-        def _read(self, run, needed):
+    class KeyReader:
+        def read(self, run, needed):
             for i in needed:
                 yield [i], run[i].clip.key
+
+    class KeyStream(ds.ShardStream):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.reader = KeyReader()
 
         def _transform(self, sample, unit, rng, noise):
             return sample, None
