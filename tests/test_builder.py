@@ -422,3 +422,21 @@ def test_rerun_after_the_source_changed_rebuilds_exactly_the_affected_shards(tmp
     frame.write_bytes(tiny_jpeg(99))  # a re-extracted frame
     assert build(src, out, ["train"], p, progress=False).report["timing"]["clips_written_now"] == 1
     assert read_clips(*all_shards(out, "train"))["a/clip_f000000"]["f000003.jpg"] == frame.read_bytes()
+
+
+def test_demo_corpus_defaults_give_450_frame_clips_that_plain_webdataset_reads(tmp_path):
+    """The README's check on `make shards` output, at the default clip length (15 s at 30 fps)."""
+    import webdataset as wds
+
+    from shardgen.demo import make_demo_corpus
+
+    src = make_demo_corpus(tmp_path / "demo", seconds=15.0, width=160, height=90, n_train=2, n_val=1, n_test=1)
+    res = build(src, tmp_path / "out", ["train", "val"], BuildParams(), workers=2, progress=False)
+    assert [s["split"] for s in res.report["splits"]] == ["train", "val"]  # the test split is not built
+    for split, n in (("train", 2), ("val", 1)):
+        samples = list(wds.WebDataset([str(p) for p in all_shards(tmp_path / "out", split)], shardshuffle=False))
+        assert len(samples) == n
+        for s in samples:
+            assert s["__key__"].endswith("/clip_f000000")
+            assert sum(k.startswith("f") and k.endswith(".jpg") for k in s) == 450
+            assert json.loads(s["json"])["n_frames"] == 450 and len(s["wav"]) == 44 + 2 * 240000
