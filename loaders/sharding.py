@@ -88,8 +88,8 @@ def plan_epoch(n_clips: int, *, slots: int, batch_size: int, drop_last: bool, sa
 def arrange_epoch(sequence: list, plan: EpochPlan, *, seed: int, shuffle: bool) -> list:
     """Rotate (``drop``) or wrap (``pad``) the epoch's sequence so the slots can cut it evenly."""
     n, usable = len(sequence), plan.clips_per_slot * plan.slots
-    if usable >= n:
-        return sequence + sequence[: usable - n]  # pad: wrap around; exact fit: unchanged
+    if usable >= n:  # pad: wrap around as often as needed (fewer clips than readers too); exact fit: unchanged
+        return (sequence * -(-usable // n))[:usable]
     left = n - usable
     offset = int(_rng(seed, plan.epoch, 4).integers(n)) if shuffle else (plan.epoch * left) % n
     return sequence[offset:] + sequence[:offset]

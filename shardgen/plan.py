@@ -219,7 +219,7 @@ def probe_video(
     frame_size = None
     n_persons = len(ann.persons) if ann else 0
     wav_st = wav.stat()
-    video_digest = f"{wav_st.st_size}:{wav_st.st_mtime_ns}|{annotation_digest(ann)}|{params.fps}"
+    video_digest = f"{wav_st.st_size}:{wav_st.st_mtime_ns}|{params.fps}"
     for span in spans:
         sizes, mtimes = [], []
         problem = None
@@ -244,7 +244,9 @@ def probe_video(
             key=key, split=split, video_id=video_id, start=span.start, n_real=span.n_real, pad=span.pad,
             frame_size=frame_size, frame_bytes=tuple(sizes),
             planned_bytes=estimate_clip_bytes(params, tuple(sizes), span.n_real + span.pad, n_persons, len(key) + 20),
-            source_digest=hashlib.sha256(f"{span}|{sizes}|{mtimes}|{video_digest}".encode()).hexdigest(),
+            source_digest=hashlib.sha256(
+                f"{span}|{sizes}|{mtimes}|{video_digest}|{annotation_digest(ann, span.start, span.start + span.n_real)}".encode()
+            ).hexdigest(),
         ))
     return vp
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .format import ClipSample, FormatError
+from .format import ClipSample, FormatError, audio_sample_range
 
 DPI = 100
 FRAME_COLS = 5
@@ -350,11 +350,18 @@ def _draw_wave(ax, samples: np.ndarray, ta: np.ndarray, m: dict, lay: Layout) ->
     if k:
         mn, mx = y[:k].reshape(-1, n).min(1), y[:k].reshape(-1, n).max(1)
         ax.fill_between(ta[:k:n], mn, mx, color="#333333", lw=0)
-    padded = int(m.get("audio_padded_samples", 0))
-    if padded:
-        ax.axvspan(ta[-padded], ta[-1], color="red", alpha=0.15, lw=0)
-        ax.text(ta[-padded], 0.9, " zero-padded", color="red", fontsize=7, va="top")
     lim = max(0.05, float(np.abs(y).max()) if len(y) else 1.0)
+    # zeros where the wav ended early sit at the end of the real frames' audio; padded frames follow them
+    start, real = m["start_frame"], m["n_frames"] - int(m.get("pad_frames", 0))
+    a, b = audio_sample_range(start, start + real, m.get("fps_exact", m["fps"]), m["sample_rate"])
+    real_len = min(b - a, len(ta))
+    padded = min(int(m.get("audio_padded_samples", 0)), real_len)
+    if padded:
+        ax.axvspan(ta[real_len - padded], ta[real_len - 1], color="red", alpha=0.15, lw=0)
+        ax.text(ta[real_len - 1], 0.95 * lim, "wav ended: zeros ", color="red", fontsize=7, va="top", ha="right")
+    if real_len < len(ta):
+        ax.axvspan(ta[real_len], ta[-1], color="gray", alpha=0.2, lw=0)
+        ax.text(ta[-1], -0.95 * lim, "padded frames ", color="gray", fontsize=7, va="bottom", ha="right")
     ax.set_ylim(-lim, lim)
     ax.set_ylabel("audio")
     ax.tick_params(labelbottom=False)

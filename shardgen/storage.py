@@ -343,8 +343,11 @@ class LocalStore(Store):
         return self._path(name).read_bytes()
 
     def list(self, prefix=""):
+        """Files under ``root`` whose relative name starts with ``prefix`` (only the prefix's directory is walked)."""
+        head = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        base = self.root / head if head else self.root
         out = []
-        for dirpath, dirnames, filenames in os.walk(self.root):
+        for dirpath, dirnames, filenames in os.walk(base):
             dirnames.sort()
             rel_dir = os.path.relpath(dirpath, self.root)
             for fn in filenames:

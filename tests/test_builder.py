@@ -422,6 +422,27 @@ def test_rerun_after_the_source_changed_rebuilds_exactly_the_affected_shards(tmp
     frame.write_bytes(tiny_jpeg(99))  # a re-extracted frame
     assert build(src, out, ["train"], p, progress=False).report["timing"]["clips_written_now"] == 1
     assert read_clips(*all_shards(out, "train"))["a/clip_f000000"]["f000003.jpg"] == frame.read_bytes()
+    # what the metadata takes from the annotations counts too: the file's name, the order of track ids
+    ann["videos"][0]["clips"][0]["persons"][0]["tracking_paths"].insert(0, {"track_id": "extra", "track": []})
+    (src / "json" / "av_train.json").write_text(json.dumps(ann))
+    assert build(src, out, ["train"], p, progress=False).report["timing"]["clips_written_now"] == 1  # video a
+    renamed = src / "json" / "renamed.json"
+    renamed.write_text(json.dumps(ann))
+    assert build(src, out, ["train"], p, annotation_files=[renamed], progress=False).report["timing"]["clips_written_now"] == 2
+    fresh = tmp_path / "fresh"
+    build(src, fresh, ["train"], p, annotation_files=[renamed], progress=False)
+    assert [x.read_bytes() for x in all_shards(out, "train")] == [x.read_bytes() for x in all_shards(fresh, "train")]
+
+
+def test_an_edit_inside_one_clip_rebuilds_only_that_clips_shard(tmp_path):
+    ann = ego4d_json({"a": {"1": [(f, 2, 2, 10, 10) for f in range(90)]}}, {"a": {"1": [(0, 5)]}})
+    src = write_source(tmp_path / "s", {"a": 90}, annotations=ann)
+    p = BuildParams(clip_seconds=1.0, shard_clips=1)
+    build(src, tmp_path / "o", ["train"], p, progress=False)
+    ann["videos"][0]["clips"][0]["persons"][0]["tracking_paths"][0]["track"][50]["x"] = 7  # frame 50: clip 2 of 3
+    (src / "json" / "av_train.json").write_text(json.dumps(ann))
+    assert build(src, tmp_path / "o", ["train"], p, progress=False).report["timing"]["clips_written_now"] == 1
+    assert npy(read_clips(*all_shards(tmp_path / "o", "train"))["a/clip_f000030"]["boxes.npy"])[0, 20, 0] == 7
 
 
 def test_demo_corpus_defaults_give_450_frame_clips_that_plain_webdataset_reads(tmp_path):

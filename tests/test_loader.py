@@ -304,3 +304,13 @@ def test_resume_refuses_a_changed_order(demo_build):
     with pytest.raises(ValueError, match="source"):
         loaders.make_loader(shards[::-1], **kw).load_state_dict(state)  # same clips, another shard order
     loaders.make_loader(shards, **kw).load_state_dict(state)  # the same shards named one by one: fine
+
+
+def test_remainder_pad_with_fewer_clips_than_readers():
+    from loaders.sharding import ClipRef, arrange_epoch, plan_epoch, slot_run
+
+    seq = [ClipRef(0, f"v/clip_f{i:06d}", i * 10, 10) for i in range(2)]
+    plan = plan_epoch(2, slots=6, batch_size=1, drop_last=False, samples_per_epoch=None, epoch=0, remainder="pad")
+    arranged = arrange_epoch(seq, plan, seed=0, shuffle=False)
+    runs = [slot_run(arranged, plan, k, 1, False) for k in range(6)]
+    assert all(len(r) == 1 for r in runs) and {r[0].key for r in runs} == {c.key for c in seq}

@@ -46,16 +46,19 @@ class VideoAnnotations:
     dropped: Counter = field(default_factory=Counter)
 
 
-def annotation_digest(ann: VideoAnnotations | None) -> str:
-    """A fingerprint of everything a video's labels are computed from (a resumed build compares it)."""
+def annotation_digest(ann: VideoAnnotations | None, start: int, stop: int) -> str:
+    """Fingerprint of what a clip over frames [start, stop) takes from the annotations: the file's
+    name, every person (id, wearer flag, track ids in order, normalisation) and their boxes and voice
+    segments inside the window. A resumed build compares it: a clip is rebuilt exactly when it changes."""
     import hashlib
     import json
 
     if ann is None:
         return "none"
-    persons = [[p.person_id, p.camera_wearer, p.normalised_boxes, sorted(p.track_ids),
-                sorted(p.boxes.items()), sorted(p.voice)] for p in ann.persons]
-    return hashlib.sha256(json.dumps([ann.source, persons]).encode()).hexdigest()
+    persons = [[p.person_id, p.camera_wearer, p.normalised_boxes, list(p.track_ids),
+                sorted((f, b) for f, b in p.boxes.items() if start <= f < stop),
+                sorted((a, b) for a, b in p.voice if b >= start and a < stop)] for p in ann.persons]
+    return hashlib.sha256(json.dumps([ann.source, ann.file, persons]).encode()).hexdigest()
 
 
 def load_annotations(paths: list[Path], fps: float, *, ava_time_offset: float = 0.0) -> dict[str, VideoAnnotations]:
