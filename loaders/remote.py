@@ -286,15 +286,8 @@ class ResumableReader(io.RawIOBase):
 
     def _drop(self, ok: bool) -> None:
         cur, self._cur = self._cur, None
-        if cur is None:
-            return
-        try:
-            if cur.release is not None:
-                cur.release(ok)
-            else:
-                cur.body.close()
-        except Exception:
-            pass
+        if cur is not None:
+            self._release(cur, ok)
 
     def _open(self) -> None:
         self.requests += 1
@@ -322,10 +315,11 @@ class ResumableReader(io.RawIOBase):
         self._cur_end = op.start + op.length if op.length is not None else self._size
 
     @staticmethod
-    def _release(op: _Opened) -> None:
+    def _release(op: _Opened, ok: bool = False) -> None:
+        """Give a response back: to the pool when fully read (``ok``), else close its connection."""
         try:
             if op.release is not None:
-                op.release(False)
+                op.release(ok)
             else:
                 op.body.close()
         except Exception:
