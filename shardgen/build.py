@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import format as fmt
 from .annotations import find_annotation_files, load_annotations
 from .clip import BuildContext
 from .executors import get_executor
@@ -206,4 +205,4 @@ def _progress_bar(total: int, enabled: bool):
     return tqdm(total=total, unit="clip", desc="writing", dynamic_ncols=True)
 
 
-__all__ = ["build", "BuildParams", "BuildError", "SourceError", "fmt"]
+__all__ = ["build", "BuildParams", "BuildError", "StrictError", "SourceError"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 
 from .format import ClipSample
 from .manifest import load_manifest
@@ -63,4 +62,4 @@ def _member_kind(ext: str) -> str:
     return ext
 
 
-__all__ = ["inspect_path", "np"]
+__all__ = ["inspect_path"]

@@ -113,35 +113,6 @@ def write_shard(path: Path, clips: Iterable[tuple[str, list[tuple[str, bytes]], 
     return ShardResult(path.name, hashing.pos, hashing.sha.hexdigest(), records)
 
 
-def index_shard(path: Path) -> ShardResult:
-    """Re-derive a finished shard's record (size, sha256, clip offsets) from its bytes: used on resume."""
-    path = Path(path)
-    sha = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            sha.update(block)
-    records: list[ClipRecord] = []
-    with tarfile.open(path, mode="r:") as tar:
-        for info in tar:
-            key, ext = fmt.split_member_name(info.name)
-            if not records or records[-1].key != key:
-                if records:
-                    records[-1].bytes = info.offset - records[-1].offset
-                records.append(ClipRecord(key, info.offset, 0, 0))
-            records[-1].members += 1
-            if ext == fmt.BOXES_EXT:
-                boxes = fmt.decode_npy(tar.extractfile(info).read(), name=info.name, dtype="float32", ndim=3)
-                records[-1].info = {"tracks": [list(t) for t in fmt.person_tracks(boxes)]}
-            end = info.offset_data + ((info.size + 511) // 512) * 512
-        if records:
-            records[-1].bytes = end - records[-1].offset
-    with open(path, "rb") as fh:
-        for rec in records:
-            fh.seek(rec.offset)
-            rec.sha256 = hashlib.sha256(fh.read(rec.bytes)).hexdigest()
-    return ShardResult(path.name, path.stat().st_size, sha.hexdigest(), records)
-
-
 def remove_stale_temps(directory: Path) -> list[Path]:
     """Delete temp files a killed build left behind (their final files were never renamed)."""
     removed = []
