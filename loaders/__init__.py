@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .dataset import ASDLoader, ShardReadError, ShardStream, StreamConfig
 from .modes import ModeOptions
-from .sources import resolve
+from shardgen.core.sources import resolve
 from .timing import audio_feature_times, frame_times, mrope_ids, tmrope_ids
 
 __all__ = ["make_loader", "ASDLoader", "ShardReadError", "resolve", "frame_times", "audio_feature_times",

@@ -17,14 +17,14 @@ from typing import Iterator
 import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from shardgen.format import ClipSample, FormatError
+from shardgen.core.format import ClipSample, FormatError
 
 from .modes import ModeOptions, collate_raw, collate_talknet, raw_item, talknet_item, track_item
 from .reader import ClipReader, ShardReadError
 from .sharding import (EpochPlan, Unit, arrange_epoch, batches_to_skip, epoch_sequence, plan_epoch, slot_index,
                        slot_order, slot_run)
-from .sources import SourceIndex
-from .tario import DEFAULT_MAX_MEMBER, TarError
+from shardgen.core.sources import SourceIndex
+from shardgen.core.tario import DEFAULT_MAX_MEMBER, TarError
 
 ON_ERROR = ("raise", "skip")
 

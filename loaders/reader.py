@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from shardgen.format import ClipSample, FormatError
+from shardgen.core.format import ClipSample, FormatError
 
 from .sharding import Unit
-from .sources import SourceIndex, open_range
-from .tario import DEFAULT_MAX_MEMBER, TarError, iter_samples, iter_tar
+from shardgen.core.sources import SourceIndex, open_range
+from shardgen.core.tario import DEFAULT_MAX_MEMBER, TarError, iter_samples, iter_tar
 
 
 class ShardReadError(RuntimeError):

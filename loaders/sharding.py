@@ -29,14 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class ClipRef:
-    shard: int  # index into the source's shard list
-    key: str
-    offset: int
-    bytes: int
-    tracks: tuple = ()  # ((person_row, first_frame, n_frames), ...) from the manifest
+from shardgen.core.sources import ClipRef
 
 
 @dataclass(frozen=True)

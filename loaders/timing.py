@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from shardgen.format import audio_sample_range
+from shardgen.core.format import audio_sample_range
 
-from .features import mfcc_geometry
+from shardgen.core.features import mfcc_geometry
 
 __all__ = [
     "frame_times",

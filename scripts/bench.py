@@ -92,7 +92,7 @@ def _frames_in_memory(split: Path) -> tuple[list[bytes], int]:
 
 
 def run_floor(split: Path, decoder: str = "simplejpeg") -> tuple[int, float]:
-    from loaders.decode import gray_frame, pil_draft_gray
+    from shardgen.core.decode import gray_frame, pil_draft_gray
 
     frames, clips = _frames_in_memory(split)
     fn = gray_frame if decoder == "simplejpeg" else pil_draft_gray
@@ -115,7 +115,7 @@ def run_stream(source: str) -> tuple[int, int]:
     """Read and parse every clip (tar + format checks), no decoding: the transport's own speed."""
     from loaders.dataset import ShardStream, StreamConfig
     from loaders.modes import ModeOptions
-    from loaders.sources import resolve
+    from shardgen.core.sources import resolve
 
     opts = _remote_options()
     stream = ShardStream(resolve(source, remote_options=opts), ModeOptions(), StreamConfig(shuffle=False), opts)
@@ -186,7 +186,7 @@ def mfcc_ratio() -> str:
     import numpy as np
     import python_speech_features
 
-    from loaders.features import talknet_mfcc
+    from shardgen.core.features import talknet_mfcc
 
     x = (np.random.default_rng(0).standard_normal(15 * 16000) * 3000).astype(np.int16)
     def best(fn, k=20):

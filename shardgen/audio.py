@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .format import SAMPLE_RATE, audio_sample_range
+from .core.format import SAMPLE_RATE, audio_sample_range
 from .source import SourceError
 
 

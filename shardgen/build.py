@@ -24,7 +24,8 @@ from pathlib import Path
 from .annotations import find_annotation_files, load_annotations
 from .clip import BuildContext
 from .executors import get_executor
-from .manifest import MANIFEST_NAME, encode_manifest, format_summary, make_manifest, make_report, split_summary
+from .core.manifest import MANIFEST_NAME, encode_manifest
+from .manifest import format_summary, make_manifest, make_report, split_summary
 from .plan import BuildParams, ShardPlan, VideoPlan, assign_shards
 from .source import SourceError, read_splits
 from .output import SplitOutput, is_s3

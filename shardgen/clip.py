@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import format as fmt
+from .core import format as fmt
 from .annotations import VideoAnnotations
 from .audio import cut_clip_audio, load_video_audio
 from .labels import clip_labels

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import format as fmt
+from .core import format as fmt
 
 QUALITY = 95
 
@@ -26,8 +26,8 @@ def _encode_gray(img: np.ndarray) -> bytes:
 
 
 def derived_members(jpegs: list[bytes], boxes: np.ndarray, frame_size: tuple[int, int], derive) -> list[tuple[str, bytes]]:
-    from loaders.crops import crop_scale_for, interpolate_boxes, talknet_crop
-    from loaders.decode import decode_gray, gray_frame
+    from .core.crops import crop_scale_for, interpolate_boxes, talknet_crop
+    from .core.decode import decode_gray, gray_frame
 
     out: list[tuple[str, bytes]] = []
     if "small" in derive:

@@ -6,12 +6,12 @@ from collections import Counter
 from pathlib import Path
 
 
-from .format import ClipSample
-from .manifest import load_manifest
+from .core.format import ClipSample
+from .core.manifest import load_manifest
 
 
 def inspect_path(path: Path, *, max_clips: int | None = None) -> str:
-    from loaders.tario import iter_samples, iter_tar
+    from .core.tario import iter_samples, iter_tar
 
     path = Path(path)
     if path.is_dir():

@@ -1,6 +1,6 @@
-"""Per-split manifests and the build report.
+"""Per-split manifests (assembled from the plan and the written shards) and the build report.
 
-The manifest (``<out>/<split>/manifest.json``) is what a loader and ``shardgen verify`` read:
+The manifest (``<out>/<split>/manifest.json``, schema and reader in :mod:`shardgen.core.manifest`) is what a loader and ``shardgen verify`` read:
 the byte-affecting build parameters, every shard with size and sha256, every clip with its
 shard and byte offset, and totals. It holds nothing that varies between identical builds (no
 time stamps, paths or worker counts), so identical input gives an identical manifest.
@@ -17,13 +17,10 @@ from dataclasses import asdict
 from fractions import Fraction
 from pathlib import Path
 
-from . import format as fmt
+from .core import format as fmt
+from .core.manifest import MANIFEST_SCHEMA
 from .plan import BuildParams, ShardPlan, VideoPlan
 from .writer import ShardResult
-
-MANIFEST_SCHEMA = "avshards/manifest"
-MANIFEST_NAME = "manifest.json"
-
 
 def make_manifest(split: str, params: BuildParams, shards: list[ShardPlan], results: list[ShardResult]) -> dict:
     by_name = {r.name: r for r in results}
@@ -56,24 +53,6 @@ def make_manifest(split: str, params: BuildParams, shards: list[ShardPlan], resu
         "shards": shard_rows,
         "clips": clip_rows,
     }
-
-
-def encode_manifest(manifest: dict) -> bytes:
-    return (json.dumps(manifest, indent=1, sort_keys=False) + "\n").encode()
-
-
-def load_manifest(path: Path | str, data: bytes | None = None) -> dict:
-    """Read and check a manifest (bytes may be given when it came over the network)."""
-    raw = data if data is not None else Path(path).read_bytes()
-    try:
-        m = json.loads(raw)
-    except Exception as exc:
-        raise ValueError(f"{path}: manifest is not JSON ({exc})") from None
-    if not isinstance(m, dict) or m.get("schema") != MANIFEST_SCHEMA:
-        raise ValueError(f"{path}: not an {MANIFEST_SCHEMA} file")
-    if m.get("schema_version") != fmt.SCHEMA_VERSION:
-        raise ValueError(f"{path}: manifest schema_version {m.get('schema_version')!r} is not supported")
-    return m
 
 
 def split_summary(split: str, listed: list[str], videos: list[VideoPlan], manifest: dict | None, params: BuildParams) -> dict:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-from . import format as fmt
+from .core import format as fmt
 from .annotations import VideoAnnotations, annotation_digest
 from .source import SourceError, check_jpeg_file, jpeg_size, scan_frames, wav_path
 

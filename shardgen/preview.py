@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .format import ClipSample, FormatError, audio_sample_range
+from .core.format import ClipSample, FormatError, audio_sample_range
 
 DPI = 100
 FRAME_COLS = 5
@@ -88,8 +88,8 @@ def load_clip(source, key: str | None = None, *, remote_options: dict | None = N
     Only the clip's own byte range is read (from the manifest's offset, or from the shard's tar
     headers when there is no manifest).
     """
-    from loaders.sources import is_remote, open_range, resolve
-    from loaders.tario import iter_samples, iter_tar
+    from .core.sources import is_remote, open_range, resolve
+    from .core.tario import iter_samples, iter_tar
 
     index = resolve(str(source), remote_options=remote_options)
     refs = [(shard, ref) for shard in index.shards for ref in shard.clips]
@@ -252,7 +252,7 @@ def _frame_size(sample: ClipSample) -> tuple[int, int]:
     size = sample.meta.get("frame_size")
     if size:
         return int(size[0]), int(size[1])
-    from loaders.decode import rgb_frame
+    from .core.decode import rgb_frame
 
     h, w = rgb_frame(sample.frame(0), name=f"{sample.key} frame 1").shape[:2]
     return w, h
@@ -260,7 +260,7 @@ def _frame_size(sample: ClipSample) -> tuple[int, int]:
 
 def _thumbnail(sample: ClipSample, i: int, size: tuple[int, int]) -> np.ndarray:
     """Frame i decoded straight to the thumbnail size (gray ``g`` member when originals were left out)."""
-    from loaders.decode import gray_small, rgb_frame
+    from .core.decode import gray_small, rgb_frame
 
     if sample.meta.get("originals", True):
         return rgb_frame(sample.frame(i), (size[1], size[0]), name=f"{sample.key} frame {i + 1}")

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import format as fmt
-from .manifest import MANIFEST_NAME
+from .core import format as fmt
+from .core.manifest import MANIFEST_NAME
 from .preview import DPI, figure_rgb, pyplot, save_image
 
 UPSAMPLE_BELOW = 112 / 0.7  # max(w, h) under which TalkNet's 112-px crop is upsampled (it spans 0.7*max(w, h))
@@ -58,7 +58,7 @@ class SplitStats:
 
 def manifest_paths(paths: list) -> list[str]:
     """Manifests named directly, split directories, or a build root holding several split directories."""
-    from loaders.sources import is_remote
+    from .core.sources import is_remote
 
     out: list[str] = []
     for p in map(str, paths):
@@ -97,8 +97,8 @@ def _labels_local(path: str, offset: int) -> dict[str, bytes]:
 
 def _labels_stream(url: str, offset: int, length: int, remote_options: dict | None) -> dict[str, bytes]:
     """Remote: stream the clip's range and stop as soon as its label members have passed."""
-    from loaders.sources import open_range
-    from loaders.tario import iter_tar
+    from .core.sources import open_range
+    from .core.tario import iter_tar
 
     got: dict[str, bytes] = {}
     with open_range(url, offset, length, remote_options=remote_options) as stream:
@@ -112,7 +112,7 @@ def _labels_stream(url: str, offset: int, length: int, remote_options: dict | No
 
 
 def _build_report(manifest_path: str, remote_options: dict | None) -> dict | None:
-    from loaders.sources import is_remote
+    from .core.sources import is_remote
 
     if is_remote(manifest_path):
         from loaders.remote import read_bytes
@@ -128,7 +128,7 @@ def _build_report(manifest_path: str, remote_options: dict | None) -> dict | Non
 
 def split_stats(manifest_path: str, *, remote_options: dict | None = None) -> SplitStats:
     """Read one manifest, its clips' label arrays and its build report → :class:`SplitStats`."""
-    from loaders.sources import is_remote, resolve
+    from .core.sources import is_remote, resolve
 
     index = resolve(manifest_path, remote_options=remote_options)
     m = index.manifests[0]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from .format import FormatError, validate_video_id
+from .core.format import FormatError, validate_video_id
 
 FRAME_RE = re.compile(r"^img_(\d{5,})\.jpg$")
 JPEG_SOI = b"\xff\xd8"

@@ -10,8 +10,8 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .format import ClipSample, FormatError
-from .manifest import load_manifest
+from .core.format import ClipSample, FormatError
+from .core.manifest import load_manifest
 
 
 @dataclass
@@ -27,7 +27,7 @@ class VerifyResult:
 
 
 def verify_manifest(path: Path, *, decode: bool = True) -> VerifyResult:
-    from loaders.tario import TarError, iter_samples, iter_tar
+    from .core.tario import TarError, iter_samples, iter_tar
 
     path = Path(path)
     if path.is_dir():
@@ -78,7 +78,7 @@ def verify_manifest(path: Path, *, decode: bool = True) -> VerifyResult:
 
 def _decode_frames(sample: ClipSample) -> None:
     """Every JPEG member decodes — originals and derived ``g``/``c`` members — with the loader's decoder."""
-    from loaders.decode import decode_gray
+    from .core.decode import decode_gray
 
     for ext, data in sample.fields.items():
         if ext.endswith(".jpg"):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from . import format as fmt
+from .core import format as fmt
 
 TMP_MARK = ".tmp-"
 

@@ -299,7 +299,7 @@ def test_verify_names_the_damaged_shard_and_clip(real_build, tmp_path):
 def test_long_video_ids_and_offsets_agree_with_index(tmp_path):
     import hashlib
 
-    from loaders.sources import scan_local_shard
+    from shardgen.core.sources import scan_local_shard
 
     vid = "x" * 90 + ".v1"  # member names over 100 bytes need PAX headers; a dot in the id is fine
     src = write_source(tmp_path / "s", {vid: 60})
@@ -354,7 +354,7 @@ def test_strict_cli_exits_1_and_writes_nothing(realdata, tmp_path):
 
 def test_flac_audio_member_decodes_to_the_wav_samples(small_source, tmp_path):
     import loaders
-    from shardgen.format import ClipSample
+    from shardgen.core.format import ClipSample
 
     for fmt_ in ("wav", "flac"):
         build(small_source, tmp_path / fmt_, ["train"], BuildParams(clip_seconds=1.0, audio_format=fmt_), progress=False)

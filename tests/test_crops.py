@@ -16,7 +16,7 @@ import pytest
 import simplejpeg
 from PIL import Image
 
-from loaders.crops import (
+from shardgen.core.crops import (
     PAD_VALUE,
     crop_scale_for,
     interpolate_boxes,

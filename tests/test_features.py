@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loaders.features import fit_to_frames, mfcc_geometry, talknet_mfcc, talknet_mfcc_torch
+from shardgen.core.features import fit_to_frames, mfcc_geometry, talknet_mfcc, talknet_mfcc_torch
 
 psf = pytest.importorskip("python_speech_features")
 wavfile = pytest.importorskip("scipy.io.wavfile")
@@ -101,7 +101,7 @@ def test_rejects_multichannel():
 
 def test_runtime_does_not_import_python_speech_features():
     code = (
-        "import sys, numpy as np; from loaders.features import talknet_mfcc; "
+        "import sys, numpy as np; from shardgen.core.features import talknet_mfcc; "
         "talknet_mfcc(np.ones(1000, np.int16), 30.0); "
         "assert 'python_speech_features' not in sys.modules"
     )

@@ -30,7 +30,7 @@ import pytest
 
 import loaders
 from loaders import ShardReadError
-from loaders.tario import TarError, iter_tar
+from shardgen.core.tario import TarError, iter_tar
 from shardgen.build import build
 from shardgen.plan import BuildParams
 from tests.sources import ego4d_json, write_source
@@ -305,8 +305,8 @@ def test_memory_stays_bounded_on_hostile_sizes(tmp_path):
 import io, json, resource, sys
 sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[2])
 import numpy as np
-from shardgen.format import FormatError, decode_metadata, decode_npy
-from loaders.tario import TarError, iter_tar
+from shardgen.core.format import FormatError, decode_metadata, decode_npy
+from shardgen.core.tario import TarError, iter_tar
 from tests.test_hostile import _Zeros, header, npy_header_only
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 refused = 0
@@ -584,7 +584,7 @@ def test_verify_names_the_shard_and_clip_of_any_flipped_byte(tmp_path):
 def test_pax_header_with_a_non_numeric_size_is_a_tar_error():
     import io
 
-    from loaders.tario import TarError, iter_tar
+    from shardgen.core.tario import TarError, iter_tar
 
     def block(name: bytes, size: int, kind: bytes) -> bytes:
         h = bytearray(512)

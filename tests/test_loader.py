@@ -307,7 +307,8 @@ def test_resume_refuses_a_changed_order(demo_build):
 
 
 def test_remainder_pad_with_fewer_clips_than_readers():
-    from loaders.sharding import ClipRef, arrange_epoch, plan_epoch, slot_run
+    from shardgen.core.sources import ClipRef
+    from loaders.sharding import arrange_epoch, plan_epoch, slot_run
 
     seq = [ClipRef(0, f"v/clip_f{i:06d}", i * 10, 10) for i in range(2)]
     plan = plan_epoch(2, slots=6, batch_size=1, drop_last=False, samples_per_epoch=None, epoch=0, remainder="pad")

@@ -22,11 +22,12 @@ import numpy as np
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from shardgen import format as fmt
+from shardgen.core import format as fmt
 from shardgen.annotations import Person, VideoAnnotations
 from shardgen.labels import clip_labels
 from shardgen.plan import TAILS, BuildParams, plan_spans
-from loaders.sharding import ClipRef, batches_to_skip, buffered_order, epoch_sequence, plan_epoch, slot_order, slot_run
+from shardgen.core.sources import ClipRef
+from loaders.sharding import batches_to_skip, buffered_order, epoch_sequence, plan_epoch, slot_order, slot_run
 
 FAST = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -240,7 +241,7 @@ def test_stream_ranks_workers_resume(sizes, world, workers, B, drop_last, seed, 
     them, and a resume after k batches of a rank yields exactly that rank's batches k, k+1, ..."""
     import loaders.dataset as ds
     from loaders.modes import ModeOptions
-    from loaders.sources import ShardInfo, SourceIndex
+    from shardgen.core.sources import ShardInfo, SourceIndex
 
     shards = make_shards(sizes)
     N = sum(sizes)

@@ -115,7 +115,7 @@ def test_cache_serves_the_second_epoch(s3_build, local_build, s3_server, tmp_pat
     first = [m["key"] for *_, meta in ld for m in meta]
     cached = sorted(p.name for p in (tmp_path / "cache").iterdir() if p.suffix == ".tar" or "tar" in p.name)
     assert len(cached) >= len(list((local_build / "train").glob("*.tar")))
-    from loaders import sources
+    from shardgen.core import sources
 
     cache = next(c for k, c in sources._caches.items() if k[0] == str(tmp_path / "cache"))
     misses = cache.misses

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from loaders.features import talknet_mfcc
+from shardgen.core.features import talknet_mfcc
 from loaders.timing import (
     audio_feature_times,
     audio_start_sample,

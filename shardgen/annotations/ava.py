@@ -22,7 +22,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from ..format import round_half_up
+from ..core.format import round_half_up
 from . import Person, VideoAnnotations
 
 LABELS = {"SPEAKING_AUDIBLE": 1, "SPEAKING_NOT_AUDIBLE": 0, "NOT_SPEAKING": 0}

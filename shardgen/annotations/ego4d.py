@@ -19,7 +19,7 @@ import math
 from collections import Counter
 from pathlib import Path
 
-from ..format import round_half_up
+from ..core.format import round_half_up
 from . import Person, VideoAnnotations
 
 

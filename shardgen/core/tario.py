@@ -153,7 +153,7 @@ def iter_samples(members: Iterator[TarMember], *, source: str = "<stream>", max_
     whose members are not consecutive, or a repeated extension, is an error rather than a
     silently merged or split sample.
     """
-    from shardgen.format import FormatError, split_member_name
+    from .format import FormatError, split_member_name
 
     key: str | None = None
     fields: dict[str, bytes] = {}

@@ -13,7 +13,7 @@ import numpy as np
 import simplejpeg
 from PIL import Image
 
-from shardgen.format import FormatError
+from .format import FormatError
 
 FACE = 112
 

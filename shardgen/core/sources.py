@@ -23,10 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Sequence
 
-from shardgen.format import BOXES_EXT, decode_npy, person_tracks, split_member_name
-from shardgen.manifest import MANIFEST_NAME, load_manifest
-
-from .sharding import ClipRef
+from .format import BOXES_EXT, decode_npy, person_tracks, split_member_name
+from .manifest import MANIFEST_NAME, load_manifest
 
 REMOTE_SCHEMES = ("http://", "https://", "s3://")
 
@@ -41,6 +39,17 @@ def _join(base: str, name: str) -> str:
 
 def _parent(url: str) -> str:
     return url.rsplit("/", 1)[0] if is_remote(url) else str(Path(url).parent)
+
+
+@dataclass(frozen=True)
+class ClipRef:
+    """One clip as the manifest places it: which shard, its key and its byte range."""
+
+    shard: int  # index into the source's shard list
+    key: str
+    offset: int
+    bytes: int
+    tracks: tuple = ()  # ((person_row, first_frame, n_frames), ...) from the manifest
 
 
 @dataclass
@@ -102,7 +111,7 @@ def _expand(spec: str) -> list[str]:
 
 def _read_manifest(url: str, remote_options: dict | None) -> dict:
     if is_remote(url):
-        from .remote import read_bytes
+        from loaders.remote import read_bytes
 
         return load_manifest(url, read_bytes(url, **transport_options(remote_options)))
     if not Path(url).is_file():
@@ -206,7 +215,7 @@ def transport_options(remote_options: dict | None) -> dict:
 
 
 def _cache(remote_options: dict):
-    from .remote import ShardCache
+    from loaders.remote import ShardCache
 
     key = (str(remote_options["cache_dir"]), int(remote_options.get("cache_bytes") or 10 << 30), os.getpid())
     if key not in _caches:
@@ -228,7 +237,7 @@ def open_range(url: str, offset: int, length: int, *, remote_options: dict | Non
             fh = _cache(remote_options).open(url, expected_sha256=expected_sha256, expected_size=expected_size)
             fh.seek(offset)
             return _Window(fh, length)
-        from .remote import open_shard
+        from loaders.remote import open_shard
 
         raw = open_shard(url, start=offset, end=offset + length, **transport_options(remote_options))
         return _Window(raw, length)

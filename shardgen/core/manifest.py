@@ -1,0 +1,36 @@
+"""The manifest: one split's index, written by the builder and read by everyone else.
+
+``<out>/<split>/manifest.json`` holds the byte-affecting build parameters, every shard with size
+and sha256, every clip with its shard, byte offset, byte count, sha256 and face tracks, and totals.
+It holds nothing that varies between identical builds (no time stamps, paths or worker counts),
+so identical input gives an identical manifest. The loader plans epochs from it, ``shardgen
+verify`` checks shards against it; the builder assembles it (:mod:`shardgen.manifest`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import format as fmt
+
+MANIFEST_SCHEMA = "avshards/manifest"
+MANIFEST_NAME = "manifest.json"
+
+
+def encode_manifest(manifest: dict) -> bytes:
+    return (json.dumps(manifest, indent=1, sort_keys=False) + "\n").encode()
+
+
+def load_manifest(path: Path | str, data: bytes | None = None) -> dict:
+    """Read and check a manifest (bytes may be given when it came over the network)."""
+    raw = data if data is not None else Path(path).read_bytes()
+    try:
+        m = json.loads(raw)
+    except Exception as exc:
+        raise ValueError(f"{path}: manifest is not JSON ({exc})") from None
+    if not isinstance(m, dict) or m.get("schema") != MANIFEST_SCHEMA:
+        raise ValueError(f"{path}: not an {MANIFEST_SCHEMA} file")
+    if m.get("schema_version") != fmt.SCHEMA_VERSION:
+        raise ValueError(f"{path}: manifest schema_version {m.get('schema_version')!r} is not supported")
+    return m
