@@ -6,9 +6,11 @@ features, crops, timing, sharding) are importable on their own.
 
 from __future__ import annotations
 
+from shardgen.core.sources import resolve
+from shardgen.core.storage import TransportOptions
+
 from .dataset import ASDLoader, ShardReadError, ShardStream, StreamConfig
 from .modes import ModeOptions
-from shardgen.core.sources import resolve
 from .timing import audio_feature_times, frame_times, mrope_ids, tmrope_ids
 
 __all__ = ["make_loader", "ASDLoader", "ShardReadError", "resolve", "frame_times", "audio_feature_times",
@@ -83,19 +85,21 @@ def make_loader(
         augment: TalkNet's flip/crop/rotate and noise-mix augmentation.
         on_error: ``"raise"`` (default) or ``"skip"`` damaged clips, counted in ``loader.stats``.
         use_derived: use stored 112x112 ``g``/``c`` members when the shards have them.
-        remote_options: passed to the HTTP/S3 transport (``loaders.remote.open_shard``): ``timeout``,
-            ``retries``, ``backoff``, ``s3_options`` (a ``shardgen.storage.S3Options``: endpoint,
-            region, addressing style, credentials; default from the AWS environment variables).
+        remote_options: how HTTP/S3 shards are read: a ``shardgen.core.storage.TransportOptions``
+            or a dict of its fields — ``timeout``, ``retries``, ``backoff``, ``s3_options`` (a
+            ``shardgen.core.storage.S3Options``: endpoint, region, addressing style, credentials;
+            default from the AWS environment variables). An unknown key is a TypeError naming it.
         cache_dir, cache_bytes: keep remote shards in a local LRU cache of at most ``cache_bytes``
             (verified by the manifest's sha256), so later epochs read from disk.
     """
     rank, world_size = _dist_defaults(rank, world_size)
+    transport = TransportOptions.coerce(remote_options)
     if cache_dir:
-        remote_options = {**(remote_options or {}), "cache_dir": str(cache_dir), "cache_bytes": int(cache_bytes)}
+        transport = transport.replace(cache_dir=str(cache_dir), cache_bytes=int(cache_bytes))
     opts = ModeOptions(mode=mode, labels=labels, person=person, with_meta=with_meta, use_derived=use_derived,
                        smooth_boxes=smooth_boxes, raw_size=raw_size, augment=augment, allow_unlabelled=allow_unlabelled)
     cfg = StreamConfig(batch_size=batch_size, shuffle=shuffle, seed=seed, shuffle_buffer=shuffle_buffer, rank=rank,
                        world_size=world_size, drop_last=drop_last, samples_per_epoch=samples_per_epoch, remainder=remainder,
                        on_error=on_error)
-    stream = ShardStream(resolve(source, remote_options=remote_options), opts, cfg, remote_options)
+    stream = ShardStream(resolve(source, remote_options=transport), opts, cfg, transport)
     return ASDLoader(stream, num_workers=num_workers, pin_memory=pin_memory, prefetch_factor=prefetch_factor, timeout=timeout)

@@ -24,6 +24,7 @@ from .reader import ClipReader, ShardReadError
 from .sharding import (EpochPlan, Unit, arrange_epoch, batches_to_skip, epoch_sequence, plan_epoch, slot_index,
                        slot_order, slot_run)
 from shardgen.core.sources import SourceIndex
+from shardgen.core.storage import TransportOptions
 from shardgen.core.tario import DEFAULT_MAX_MEMBER, TarError
 
 ON_ERROR = ("raise", "skip")
@@ -53,7 +54,7 @@ class StreamConfig:
 
 
 class ShardStream(IterableDataset):
-    def __init__(self, index: SourceIndex, opts: ModeOptions, cfg: StreamConfig, remote_options: dict | None = None):
+    def __init__(self, index: SourceIndex, opts: ModeOptions, cfg: StreamConfig, remote_options: TransportOptions | None = None):
         super().__init__()
         self.index = index
         self.opts = opts

@@ -15,7 +15,8 @@ from typing import Iterator
 from shardgen.core.format import ClipSample, FormatError
 
 from .sharding import Unit
-from shardgen.core.sources import SourceIndex, open_range
+from shardgen.core.sources import SourceIndex, open_clips
+from shardgen.core.storage import TransportOptions
 from shardgen.core.tario import DEFAULT_MAX_MEMBER, TarError, iter_samples, iter_tar
 
 
@@ -26,7 +27,7 @@ class ShardReadError(RuntimeError):
 class ClipReader:
     """Reads the clips of a run: ``read(run, needed)`` yields ``(run indices, ClipSample | error)``."""
 
-    def __init__(self, index: SourceIndex, remote_options: dict | None = None, max_member_bytes: int = DEFAULT_MAX_MEMBER):
+    def __init__(self, index: SourceIndex, remote_options: TransportOptions | None = None, max_member_bytes: int = DEFAULT_MAX_MEMBER):
         self.index = index
         self.remote_options = remote_options
         self.max_member_bytes = max_member_bytes
@@ -68,8 +69,7 @@ class ClipReader:
         length = sum(c.bytes for c, _ in groups)
         done = 0
         try:
-            stream = open_range(shard.url, first.offset, length, remote_options=self.remote_options,
-                                expected_sha256=shard.sha256, expected_size=shard.bytes)
+            stream = open_clips(shard, first.offset, length, self.remote_options)
         except Exception as exc:
             err = ShardReadError(f"{shard.url}: cannot open ({exc})")
             for _, idxs in groups:

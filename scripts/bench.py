@@ -131,7 +131,7 @@ def run_stream(source: str) -> tuple[int, int]:
 
 def _remote_options() -> dict | None:
     if os.environ.get("BENCH_S3_ENDPOINT"):
-        from shardgen.storage import S3Options
+        from shardgen.core.storage import S3Options
 
         return {"s3_options": S3Options(endpoint_url=os.environ["BENCH_S3_ENDPOINT"], access_key="test:tester",
                                         secret_key="testing", region="us-east-1", addressing_style="path")}
@@ -252,7 +252,7 @@ def remote_table(split: Path, repeat: int) -> None:
         s3 = servers._start_swift(work / "swift", procs)
         http = servers._start_nginx(split.parent.resolve(), work / "nginx")
         procs.append(http.proc)
-        from shardgen.storage import open_store
+        from shardgen.core.storage import open_store
 
         store = open_store("s3://bench/ds", s3.options())
         s3.client().create_bucket(Bucket="bench")

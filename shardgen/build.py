@@ -29,7 +29,8 @@ from .manifest import format_summary, make_manifest, make_report, split_summary
 from .plan import BuildParams, ShardPlan, VideoPlan, assign_shards
 from .source import SourceError, read_splits
 from .output import SplitOutput, is_s3
-from .writer import ShardResult, remove_stale_temps
+from .core.storage.atomic import remove_stale_temps
+from .writer import ShardResult
 
 PARAMS_NAME = ".build-params.json"
 REPORT_NAME = "build-report.json"

@@ -7,7 +7,14 @@ import os
 import sys
 from pathlib import Path
 
+from .build import StrictError, build
+from .core.storage import S3Options
+from .demo import make_demo_corpus
+from .inspection import inspect_path
 from .plan import TAILS, BuildParams
+from .preview import preview
+from .report import write_report
+from .verify import verify_manifest
 
 
 def _size(text: str) -> int:
@@ -67,14 +74,14 @@ def _parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("inspect", help="list clips, members and label balance of a shard or split",
                        description="Print what a shard (.tar) or a split (manifest.json or its directory) holds.")
-    i.add_argument("path", type=Path, help="a shard .tar, a manifest.json, or a split directory")
+    i.add_argument("path", help="a shard .tar, a manifest.json, or a split directory; local or an http(s)/s3 URL of one")
     i.add_argument("--max-clips", type=int, default=20, help="clips listed one per line (default 20)")
 
     v = sub.add_parser("verify", help="check sizes, sha256 and that every clip decodes",
                        description="Exit 0 when every shard of the manifest has the recorded size and sha256 and every "
                                    "clip decodes (metadata, arrays, audio, every JPEG); otherwise print each problem, naming "
                                    "the shard and the clip, and exit 1.")
-    v.add_argument("manifest", type=Path, help="<out>/<split>/manifest.json (or the split directory)")
+    v.add_argument("manifest", help="<out>/<split>/manifest.json (or the split directory); local or an http(s)/s3 URL")
     v.add_argument("--no-decode", action="store_true", help="check sizes and hashes only")
 
     d = sub.add_parser("demo", help="generate the embedded demo corpus in the source layout",
@@ -116,8 +123,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _build(args) -> int:
-    from .build import StrictError, build
-
     params = BuildParams(
         clip_seconds=args.clip_seconds, stride_seconds=args.stride_seconds, fps=args.fps, tail=args.tail,
         min_clip_seconds=args.min_clip_seconds, audio_format=args.audio_format, shard_bytes=args.shard_bytes,
@@ -148,23 +153,17 @@ def _build(args) -> int:
 def _s3_options(args):
     if not str(args.out).startswith("s3://"):
         return None
-    from .storage import S3Options
-
     overrides = {k: v for k, v in (("endpoint_url", args.s3_endpoint), ("region", args.s3_region),
                                    ("profile", args.s3_profile), ("addressing_style", args.s3_addressing)) if v}
     return S3Options.from_env(**overrides)
 
 
 def _inspect(args) -> int:
-    from .inspection import inspect_path
-
     print(inspect_path(args.path, max_clips=args.max_clips))
     return 0
 
 
 def _verify(args) -> int:
-    from .verify import verify_manifest
-
     res = verify_manifest(args.manifest, decode=not args.no_decode)
     for p in res.problems:
         print(f"FAIL {p}")
@@ -174,16 +173,12 @@ def _verify(args) -> int:
 
 
 def _demo(args) -> int:
-    from .demo import make_demo_corpus
-
     root = make_demo_corpus(args.out, seconds=args.seconds, width=args.width, height=args.height)
     print(f"demo corpus in {root}")
     return 0
 
 
 def _preview(args) -> int:
-    from .preview import preview
-
     sheet = preview(args.source, args.out, key=args.clip, n_frames=args.frames, width=args.width)
     h, w = sheet.rgb.shape[:2]
     print(f"{sheet.key}: {len(sheet.layout.frame_indices)} frames, {sheet.layout.t0:.2f}-{sheet.layout.t1:.2f} s "
@@ -192,8 +187,6 @@ def _preview(args) -> int:
 
 
 def _report(args) -> int:
-    from .report import write_report
-
     stats = write_report(args.manifests, args.out)
     print(f"{len(stats)} split(s): {', '.join(s.name for s in stats)} → {args.out}")
     return 0

@@ -2,37 +2,43 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
 
-
 from .core.format import ClipSample
-from .core.manifest import load_manifest
+from .core.manifest import MANIFEST_NAME, read_manifest
+from .core.storage import TransportOptions, is_remote, join, object_size, open_range, parent
+from .core.tario import iter_samples, iter_tar
 
 
-def inspect_path(path: Path, *, max_clips: int | None = None) -> str:
-    from .core.tario import iter_samples, iter_tar
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / "manifest.json"
-    if path.suffix == ".json":
-        manifest = load_manifest(path)
-        shards = [path.parent / s["name"] for s in manifest["shards"]]
+def inspect_path(source: str | os.PathLike, *, max_clips: int | None = None,
+                 remote_options: TransportOptions | dict | None = None) -> str:
+    """Describe a shard (``.tar``), a manifest, or a split directory / prefix — local or ``http(s)://`` / ``s3://``."""
+    options = TransportOptions.coerce(remote_options)
+    path = os.fspath(source)
+    if (is_remote(path) and not path.endswith((".json", ".tar"))) or (not is_remote(path) and Path(path).is_dir()):
+        path = join(path, MANIFEST_NAME)
+    if path.endswith(".json"):
+        manifest = read_manifest(path, options)
+        shards = [(join(parent(path), s["name"]), s["name"]) for s in manifest["shards"]]
         t = manifest["totals"]
         head = [f"{path}: split {manifest['split']}, {t['shards']} shards, {t['clips']} clips, "
                 f"{t['frames']} frames, {t['hours']:.3f} h, {t['bytes'] / 1e6:.1f} MB",
                 f"params: {manifest['params']}"]
     else:
-        shards = [path]
-        head = [f"{path}: {path.stat().st_size / 1e6:.1f} MB"]
+        size = object_size(path, options)
+        if size is None:
+            raise FileNotFoundError(f"{path}: no such shard")
+        shards = [(path, path.rstrip("/").rsplit("/", 1)[-1])]
+        head = [f"{path}: {size / 1e6:.1f} MB"]
     n = frames = 0
     members = Counter()
     sums = Counter()
     lines = []
-    for shard in shards:
-        with open(shard, "rb") as fh:
-            for key, fields, offset in iter_samples(iter_tar(fh, source=shard.name), source=shard.name):
+    for url, name in shards:
+        with open_range(url, options) as fh:
+            for key, fields, offset in iter_samples(iter_tar(fh, source=name), source=name):
                 s = ClipSample(key, fields)
                 n += 1
                 frames += s.n_frames

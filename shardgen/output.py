@@ -23,13 +23,14 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from .writer import ClipRecord, ShardResult, remove_stale_temps
+from .core.storage import LocalStore, S3Options, open_writable, parse_location, remove_stale_temps
+from .writer import ClipRecord, ShardResult
 
 INDEX_DIR = ".index"
 
 
 def is_s3(out: str | os.PathLike) -> bool:
-    return str(out).startswith("s3://")
+    return parse_location(out).kind == "s3"
 
 
 def result_to_json(res: ShardResult, source_digest: str) -> bytes:
@@ -46,13 +47,12 @@ class SplitOutput:
     (``local_dir``) where shard files are written — the destination itself for a local build,
     a staging directory for ``s3://``."""
 
-    def __init__(self, out: str | os.PathLike, split: str, *, staging: str | os.PathLike | None = None, s3_options=None):
-        from .storage import LocalStore, open_store
-
+    def __init__(self, out: str | os.PathLike, split: str, *, staging: str | os.PathLike | None = None,
+                 s3_options: S3Options | None = None):
         self.split = split
         self.out = str(out)
         if is_s3(out):
-            self.store = open_store(self.out, s3_options)
+            self.store = open_writable(self.out, s3_options)
             root = Path(staging) if staging else Path(tempfile.gettempdir()) / (
                 "avshards-staging-" + hashlib.sha1(self.out.encode()).hexdigest()[:12])
             self.local_dir = root / split
@@ -65,7 +65,7 @@ class SplitOutput:
 
     def __reduce__(self):  # shipped to worker processes / Ray tasks: rebuild the store there
         return (_rebuild, (self.out, self.split, str(self.local_dir.parent) if self.staged else None,
-                           getattr(self.store, "options", None)))
+                           getattr(self.store, "s3_options", None)))
 
     def clean_temps(self) -> None:
         """Remove temp files a killed build left in the local directory (only at the start of a build:
@@ -77,7 +77,7 @@ class SplitOutput:
         return f"{self.split}/{name}"
 
     def read(self, name: str) -> bytes | None:
-        return self.store.get_bytes(self._name(name)) if self.store.exists(self._name(name)) is not None else None
+        return self.store.read_bytes(self._name(name)) if self.store.size(self._name(name)) is not None else None
 
     def write(self, name: str, data: bytes) -> None:
         self.store.put_bytes(data, self._name(name))
@@ -98,7 +98,7 @@ class SplitOutput:
             res, source = result_from_json(record)
         except (ValueError, KeyError, TypeError):
             return None
-        return res if self.store.exists(self._name(name)) == res.bytes and source == source_digest else None
+        return res if self.store.size(self._name(name)) == res.bytes and source == source_digest else None
 
     def publish(self, res: ShardResult, source_digest: str) -> None:
         """After a shard is written to ``local_dir``: upload it when staged, then record it; the record marks it finished."""

@@ -7,7 +7,7 @@ with every person's face box and id, then the waveform, a spectrogram and the la
 (frame i at ``(start_frame + i) / fps``, audio sample j at ``(audio_start_sample + j) / sr``,
 as :mod:`shardgen.format` defines them), so a shift between streams is visible at a glance.
 
-The clip is read like the loader reads it: :func:`loaders.sources.resolve` finds its byte
+The clip is read like the loader reads it: :func:`shardgen.core.sources.resolve` finds its byte
 range (manifest, split directory, shard, URL) and only that range is read and checked by
 :class:`~shardgen.format.ClipSample`. The layout is computed here in pixels
 (:class:`Layout`), not by matplotlib's auto-layout, so tests can map seconds to pixel columns.
@@ -23,7 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .core.decode import gray_small, rgb_frame
 from .core.format import ClipSample, FormatError, audio_sample_range
+from .core.sources import open_clips, resolve
+from .core.storage import TransportOptions
+from .core.tario import iter_samples, iter_tar
 
 DPI = 100
 FRAME_COLS = 5
@@ -82,15 +86,12 @@ def person_color(row: int) -> tuple[float, float, float]:
 # --------------------------------------------------------------------------- reading one clip
 
 
-def load_clip(source, key: str | None = None, *, remote_options: dict | None = None) -> ClipSample:
+def load_clip(source, key: str | None = None, *, remote_options: TransportOptions | dict | None = None) -> ClipSample:
     """One checked clip from a shard, manifest, split directory or URL; the first clip unless ``key``.
 
     Only the clip's own byte range is read (from the manifest's offset, or from the shard's tar
     headers when there is no manifest).
     """
-    from .core.sources import is_remote, open_range, resolve
-    from .core.tario import iter_samples, iter_tar
-
     index = resolve(str(source), remote_options=remote_options)
     refs = [(shard, ref) for shard in index.shards for ref in shard.clips]
     if not refs:
@@ -104,14 +105,7 @@ def load_clip(source, key: str | None = None, *, remote_options: dict | None = N
             raise ValueError(f"clip {key!r} is not in {source}; it has {len(refs)} clips, e.g. "
                              f"{', '.join(near[:5])}{', ...' if len(near) > 5 else ''}")
         shard, ref = found[0]
-    try:
-        stream = open_range(shard.url, ref.offset, ref.bytes, remote_options=remote_options)
-    except TypeError as exc:  # an older loaders.remote without ranged reads
-        if is_remote(shard.url):
-            raise RuntimeError(f"{shard.url}: this loaders.remote cannot read byte ranges yet ({exc}); "
-                               "preview a local copy") from None
-        raise
-    with stream:
+    with open_clips(shard, ref.offset, ref.bytes, remote_options) as stream:
         members = iter_tar(stream, source=shard.name, length=ref.bytes, base_offset=ref.offset)
         for k, fields, _ in iter_samples(members, source=shard.name):
             if k == ref.key:
@@ -252,16 +246,12 @@ def _frame_size(sample: ClipSample) -> tuple[int, int]:
     size = sample.meta.get("frame_size")
     if size:
         return int(size[0]), int(size[1])
-    from .core.decode import rgb_frame
-
     h, w = rgb_frame(sample.frame(0), name=f"{sample.key} frame 1").shape[:2]
     return w, h
 
 
 def _thumbnail(sample: ClipSample, i: int, size: tuple[int, int]) -> np.ndarray:
     """Frame i decoded straight to the thumbnail size (gray ``g`` member when originals were left out)."""
-    from .core.decode import gray_small, rgb_frame
-
     if sample.meta.get("originals", True):
         return rgb_frame(sample.frame(i), (size[1], size[0]), name=f"{sample.key} frame {i + 1}")
     g = gray_small(sample.gray(i), name=f"{sample.key} gray {i + 1}")
@@ -370,7 +360,7 @@ def _draw_wave(ax, samples: np.ndarray, ta: np.ndarray, m: dict, lay: Layout) ->
 
 
 def preview(source, out: Path | str, *, key: str | None = None, n_frames: int = 10, width: int = 1400,
-            remote_options: dict | None = None) -> Preview:
+            remote_options: TransportOptions | dict | None = None) -> Preview:
     """``shardgen preview``: read one clip from ``source`` and write its contact sheet to ``out``."""
     sample = load_clip(source, key, remote_options=remote_options)
     sheet = render_preview(sample, n_frames=n_frames, width=width)

@@ -23,6 +23,9 @@ import numpy as np
 
 from .core import format as fmt
 from .core.manifest import MANIFEST_NAME
+from .core.sources import ShardInfo, open_clips, resolve
+from .core.storage import TransportOptions, is_remote, read_bytes
+from .core.tario import iter_tar
 from .preview import DPI, figure_rgb, pyplot, save_image
 
 UPSAMPLE_BELOW = 112 / 0.7  # max(w, h) under which TalkNet's 112-px crop is upsampled (it spans 0.7*max(w, h))
@@ -58,8 +61,6 @@ class SplitStats:
 
 def manifest_paths(paths: list) -> list[str]:
     """Manifests named directly, split directories, or a build root holding several split directories."""
-    from .core.sources import is_remote
-
     out: list[str] = []
     for p in map(str, paths):
         if is_remote(p) or p.endswith(".json"):
@@ -95,14 +96,11 @@ def _labels_local(path: str, offset: int) -> dict[str, bytes]:
     return got
 
 
-def _labels_stream(url: str, offset: int, length: int, remote_options: dict | None) -> dict[str, bytes]:
+def _labels_stream(shard: ShardInfo, offset: int, length: int, options: TransportOptions) -> dict[str, bytes]:
     """Remote: stream the clip's range and stop as soon as its label members have passed."""
-    from .core.sources import open_range
-    from .core.tario import iter_tar
-
     got: dict[str, bytes] = {}
-    with open_range(url, offset, length, remote_options=remote_options) as stream:
-        for m in iter_tar(stream, source=url, length=length, base_offset=offset):
+    with open_clips(shard, offset, length, options) as stream:
+        for m in iter_tar(stream, source=shard.url, length=length, base_offset=offset):
             ext = fmt.split_member_name(m.name)[1]
             if ext in fmt.LABEL_EXTS:
                 got[ext] = m.data
@@ -111,25 +109,21 @@ def _labels_stream(url: str, offset: int, length: int, remote_options: dict | No
     return got
 
 
-def _build_report(manifest_path: str, remote_options: dict | None) -> dict | None:
-    from .core.sources import is_remote
-
+def _build_report(manifest_path: str, options: TransportOptions) -> dict | None:
+    """``<out>/build-report.json`` beside the split directory, or None when there is none."""
     if is_remote(manifest_path):
-        from loaders.remote import read_bytes
-
         url = manifest_path.rsplit("/", 2)[0] + "/build-report.json"
         try:
-            return json.loads(read_bytes(url, **(remote_options or {})))
-        except Exception:
+            return json.loads(read_bytes(url, options))
+        except FileNotFoundError:  # also a remote 404 (RemoteNotFoundError)
             return None
     path = Path(manifest_path).resolve().parent.parent / "build-report.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def split_stats(manifest_path: str, *, remote_options: dict | None = None) -> SplitStats:
+def split_stats(manifest_path: str, *, remote_options: TransportOptions | dict | None = None) -> SplitStats:
     """Read one manifest, its clips' label arrays and its build report → :class:`SplitStats`."""
-    from .core.sources import is_remote, resolve
-
+    remote_options = TransportOptions.coerce(remote_options)
     index = resolve(manifest_path, remote_options=remote_options)
     m = index.manifests[0]
     n_frames = n_visible = n_voice = person_frames = n_speaking = face_frames = speaking_face = 0
@@ -137,7 +131,7 @@ def split_stats(manifest_path: str, *, remote_options: dict | None = None) -> Sp
     for shard in index.shards:
         for ref in shard.clips:
             if is_remote(shard.url):
-                fields = _labels_stream(shard.url, ref.offset, ref.bytes, remote_options)
+                fields = _labels_stream(shard, ref.offset, ref.bytes, remote_options)
             else:
                 fields = _labels_local(shard.url, ref.offset)
             name = f"{shard.name}:{ref.key}"
@@ -172,7 +166,7 @@ def split_stats(manifest_path: str, *, remote_options: dict | None = None) -> Sp
     )
 
 
-def collect(paths: list, *, remote_options: dict | None = None) -> list[SplitStats]:
+def collect(paths: list, *, remote_options: TransportOptions | dict | None = None) -> list[SplitStats]:
     """Stats for every manifest named (see :func:`manifest_paths`); duplicate split names get their path."""
     stats = [split_stats(p, remote_options=remote_options) for p in manifest_paths(paths)]
     counts = Counter(s.name for s in stats)
@@ -347,7 +341,7 @@ def render_png(stats: list[SplitStats], *, width: int = 1600) -> np.ndarray:
         plt.close(fig)
 
 
-def write_report(paths: list, out: Path | str, *, remote_options: dict | None = None) -> list[SplitStats]:
+def write_report(paths: list, out: Path | str, *, remote_options: TransportOptions | dict | None = None) -> list[SplitStats]:
     """``shardgen report``: ``.html`` (self-contained) or an image (``.png``...) by the suffix of ``out``."""
     out = Path(out)
     stats = collect(paths, remote_options=remote_options)

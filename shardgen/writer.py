@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import tarfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
 from .core import format as fmt
-
-TMP_MARK = ".tmp-"
-
+from .core.storage.atomic import atomic_file
 
 @dataclass
 class ClipRecord:
@@ -75,28 +71,6 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-@contextmanager
-def atomic_file(path: Path):
-    """Open ``.<name>.tmp-<pid>`` beside ``path`` for writing; on success fsync and rename it to ``path``.
-
-    On any failure the temp file is removed and nothing appears under ``path``; a write error
-    (disk full, file-size limit) is re-raised naming the file.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        _raise_naming(exc, path)
-        raise
-    _fsync_dir(path.parent)
-
-
 def write_shard(path: Path, clips: Iterable[tuple[str, list[tuple[str, bytes]], dict]]) -> ShardResult:
     """Write ``(key, members, info)`` clips to ``path`` atomically; returns its size, sha256 and clip offsets."""
     path = Path(path)
@@ -111,39 +85,3 @@ def write_shard(path: Path, clips: Iterable[tuple[str, list[tuple[str, bytes]], 
                     tar.addfile(_tarinfo(name, len(data)), io.BytesIO(data))
                 records.append(ClipRecord(key, start, tar.offset - start, len(members), hashing.clip_sha.hexdigest(), info))
     return ShardResult(path.name, hashing.pos, hashing.sha.hexdigest(), records)
-
-
-def remove_stale_temps(directory: Path) -> list[Path]:
-    """Delete temp files a killed build left behind (their final files were never renamed)."""
-    removed = []
-    if directory.is_dir():
-        for p in directory.iterdir():
-            if p.name.startswith(".") and TMP_MARK in p.name:
-                p.unlink(missing_ok=True)
-                removed.append(p)
-    return removed
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with atomic_file(path) as fh:
-        fh.write(data)
-
-
-def _raise_naming(exc: BaseException, path: Path) -> None:
-    """A write error (disk full: ENOSPC, file size limit: EFBIG) names the file it hit; nothing was left under it."""
-    if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
-        raise OSError(exc.errno, f"{exc.strerror} while writing {path} (the temp file was removed; "
-                                 "free space and re-run the same command to resume)") from exc
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -217,7 +217,7 @@ class S3Server:
 
     def options(self, **overrides):
         """An ``S3Options`` pointing at this server (path-style addressing)."""
-        from shardgen.storage import S3Options
+        from shardgen.core.storage import S3Options
 
         kw = dict(endpoint_url=self.endpoint_url, region=self.region, addressing_style="path",
                   access_key=self.access_key, secret_key=self.secret_key,

@@ -22,7 +22,7 @@ from shardgen.clip import BuildContext
 from shardgen.output import SplitOutput
 from shardgen.plan import BuildParams, assign_shards
 from shardgen.source import SourceError
-from shardgen.writer import TMP_MARK
+from shardgen.core.storage.atomic import TMP_MARK
 from tests.sources import write_source
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,5 +1,5 @@
-"""Transport layer: shardgen.storage (LocalStore / S3Store) and loaders.remote
-(open_shard / read_bytes / ShardCache) against real servers on 127.0.0.1.
+"""The storage layer (shardgen.core.storage): stores (LocalStore / S3Store / HttpStore), ranged
+resumable reads (open_range / read_bytes) and the ShardCache, against real servers on 127.0.0.1.
 
 Servers come from tests.servers (Swift+s3api or moto, nginx, a cutting TCP
 proxy); install them with scripts/install_test_services.sh.
@@ -16,19 +16,31 @@ import time
 
 import pytest
 
-from loaders.remote import (
+from shardgen.core import storage
+from shardgen.core.storage import (
     CacheVerificationError,
+    LocalStore,
     RemoteNotFoundError,
     RemoteReadError,
     ResumableReader,
+    S3Options,
+    S3Store,
     ShardCache,
-    open_shard,
-    read_bytes,
+    TransportOptions,
+    open_store,
 )
-from shardgen.storage import LocalStore, S3Options, S3Store, open_store
 
 MiB = 1 << 20
 FAST = dict(retries=3, backoff=0.01, max_backoff=0.05, timeout=(3, 5))
+
+
+def open_shard(url, *, start=0, end=None, **options):
+    """``storage.open_range`` with the transport options given as keyword fields (keeps the calls below short)."""
+    return storage.open_range(url, TransportOptions(**options), start=start, end=end)
+
+
+def read_bytes(url, **options):
+    return storage.read_bytes(url, TransportOptions(**options))
 
 
 # --------------------------------------------------------------------------
@@ -122,9 +134,9 @@ def test_local_store_atomic_put(tmp_path, data_dir):
     src = data_dir / "shard-000000.bin"
     store.put_file(src, "train/shard-000000.bin")
     store.put_bytes(b'{"n": 1}', "manifest.json")
-    assert store.get_bytes("train/shard-000000.bin") == src.read_bytes()
-    assert store.exists("train/shard-000000.bin") == src.stat().st_size
-    assert store.exists("missing") is None and store.exists("train") is None
+    assert store.read_bytes("train/shard-000000.bin") == src.read_bytes()
+    assert store.size("train/shard-000000.bin") == src.stat().st_size
+    assert store.size("missing") is None and store.size("train") is None
     assert store.list() == ["manifest.json", "train/shard-000000.bin"]
     assert store.list("train/") == ["train/shard-000000.bin"]
     with open_shard(store.url("manifest.json")) as f:
@@ -142,7 +154,7 @@ def test_local_store_atomic_put(tmp_path, data_dir):
 
     with pytest.raises(Boom):
         store.put_file(BadSrc(), "train/shard-000001.bin")
-    assert store.exists("train/shard-000001.bin") is None
+    assert store.size("train/shard-000001.bin") is None
     assert sorted(os.listdir(tmp_path / "out" / "train")) == ["shard-000000.bin"]
 
     # a concurrent reader only ever sees the old or the new complete content
@@ -178,10 +190,10 @@ def test_s3_store_roundtrip_multipart(s3_server, cutting_proxy, tmp_path):
     store.put_file(tmp_path / "big.bin", "shards/big-000001.bin")
     store.put_bytes(b'{"shards": 2}', "manifest.json")  # manifest last
 
-    assert store.exists("shards/big-000000.bin") == len(big)
-    assert store.exists("shards/nope.bin") is None
-    assert store.get_bytes("shards/big-000001.bin") == big
-    assert store.get_bytes("manifest.json") == b'{"shards": 2}'
+    assert store.size("shards/big-000000.bin") == len(big)
+    assert store.size("shards/nope.bin") is None
+    assert store.read_bytes("shards/big-000001.bin") == big
+    assert store.read_bytes("manifest.json") == b'{"shards": 2}'
     assert store.list() == ["manifest.json", "shards/big-000000.bin", "shards/big-000001.bin"]
     assert store.list("shards/") == ["shards/big-000000.bin", "shards/big-000001.bin"]
     # multipart objects have an ETag of the form "<md5 of part md5s>-<parts>"
@@ -199,11 +211,11 @@ def test_s3_store_roundtrip_multipart(s3_server, cutting_proxy, tmp_path):
     store.delete_many(["manifest.json"])  # DeleteObjects needs Content-MD5 on Swift
     assert store.list() == ["shards/big-000000.bin"]
     with pytest.raises(FileNotFoundError):
-        store.get_bytes("manifest.json")
+        store.read_bytes("manifest.json")
 
 
 # --------------------------------------------------------------------------
-# open_shard: plain reads
+# open_range: plain reads
 # --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["shard-000000.bin", "small.bin", "empty.bin", "real-000000.tar"])
@@ -348,7 +360,7 @@ def test_cache_lru_eviction(nginx, data_dir, tmp_path):
     sizes = {n: (data_dir / n).stat().st_size for n in names}
     urls = {n: nginx.url_for(n) for n in names}
     limit = sizes["shard-000001.bin"] + sizes["real-000000.tar"] + 500  # not room for all 3
-    cache = ShardCache(tmp_path / "cache", limit, **FAST)
+    cache = ShardCache(tmp_path / "cache", limit, TransportOptions(**FAST))
 
     def get(n):
         with cache.open(urls[n]) as f:
@@ -368,10 +380,10 @@ def test_cache_lru_eviction(nginx, data_dir, tmp_path):
     assert urls["shard-000001.bin"] not in cache
     assert urls["real-000000.tar"] in cache and urls["small.bin"] in cache
     assert cache.evictions == 2
-    assert not [p for p in os.listdir(tmp_path / "cache") if p.startswith(".tmp-")]
+    assert not [p for p in os.listdir(tmp_path / "cache") if storage.TMP_MARK in p]  # atomic_file temp names: .<name>.tmp-<pid>
 
     # a file larger than the whole cache is served but not kept
-    tiny = ShardCache(tmp_path / "tiny", 1000, **FAST)
+    tiny = ShardCache(tmp_path / "tiny", 1000, TransportOptions(**FAST))
     n = "shard-000001.bin"
     with tiny.open(urls[n], expected_size=sizes[n]) as f:
         assert f.read() == (data_dir / n).read_bytes()
@@ -382,7 +394,7 @@ def test_cache_sha256_verification(nginx, data_dir, tmp_path):
     name = "shard-000001.bin"
     data = (data_dir / name).read_bytes()
     good = hashlib.sha256(data).hexdigest()
-    cache = ShardCache(tmp_path / "c", 100 * MiB, **FAST)
+    cache = ShardCache(tmp_path / "c", 100 * MiB, TransportOptions(**FAST))
     url = nginx.url_for(name)
     with pytest.raises(CacheVerificationError, match="sha256 mismatch.*" + name):
         cache.open(url, expected_sha256="0" * 64)
@@ -404,7 +416,7 @@ def test_cache_sha256_verification(nginx, data_dir, tmp_path):
     # same-size corruption is caught with verify_on_hit
     path = cache.path_for(url)
     path.write_bytes(b"x" * len(data))
-    strict = ShardCache(tmp_path / "c", 100 * MiB, verify_on_hit=True, **FAST)
+    strict = ShardCache(tmp_path / "c", 100 * MiB, TransportOptions(**FAST), verify_on_hit=True)
     with strict.open(url, expected_sha256=good) as f:
         assert f.read() == data
     assert (strict.hits, strict.misses) == (0, 1)
@@ -415,14 +427,14 @@ def test_cache_over_s3_with_resume(s3_server, s3_data, cutting_proxy, data_dir, 
     data = (data_dir / name).read_bytes()
     proxy = cutting_proxy(s3_server.port, cut_every=400_000)
     opts = s3_server.options(endpoint_url=proxy.url, max_retries=0)
-    cache = ShardCache(tmp_path / "s3c", 50 * MiB, s3_options=opts, chunk_size=128 * 1024, **FAST)
+    cache = ShardCache(tmp_path / "s3c", 50 * MiB, TransportOptions(s3_options=opts, chunk_size=128 * 1024, **FAST))
     with cache.open(s3_data.url(name), expected_sha256=hashlib.sha256(data).hexdigest()) as f:
         assert f.read() == data
     assert proxy.cuts >= 3
 
 
 # --------------------------------------------------------------------------
-# byte windows (open_shard(start=, end=)), as loaders.sources.open_range uses
+# byte windows (open_range(start=, end=)), as shardgen.core.sources.open_clips uses
 # --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("backend", ["http", "s3"])

@@ -10,9 +10,11 @@ verify`` checks shards against it; the builder assembles it (:mod:`shardgen.mani
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from . import format as fmt
+from .storage import TransportOptions, is_remote, join, read_bytes
 
 MANIFEST_SCHEMA = "avshards/manifest"
 MANIFEST_NAME = "manifest.json"
@@ -34,3 +36,18 @@ def load_manifest(path: Path | str, data: bytes | None = None) -> dict:
     if m.get("schema_version") != fmt.SCHEMA_VERSION:
         raise ValueError(f"{path}: manifest schema_version {m.get('schema_version')!r} is not supported")
     return m
+
+
+def manifest_url(source: str | os.PathLike) -> str:
+    """The manifest a source names: itself when it ends in ``.json``, else the one in the split
+    directory or prefix it names (local or ``http(s)://`` / ``s3://``)."""
+    s = os.fspath(source)
+    return s if s.endswith(".json") else join(s, MANIFEST_NAME)
+
+
+def read_manifest(url: str | os.PathLike, options: TransportOptions | None = None) -> dict:
+    """Fetch and check a manifest from anywhere; a missing one is a FileNotFoundError saying what to do."""
+    url = os.fspath(url)
+    if not is_remote(url) and not Path(url).is_file():
+        raise FileNotFoundError(f"{url}: no manifest there (build with shardgen, or name the .tar shards)")
+    return load_manifest(url, read_bytes(url, options))

@@ -10,35 +10,23 @@ Clip byte ranges come from the manifest (the builder writes one per split). Shar
 without a manifest use the ``manifest.json`` beside them when there is one; otherwise local
 shards are indexed by reading their tar headers, and remote ones need a manifest.
 
-Opening bytes is separate from deciding what to read: :func:`open_range` is the one place a
-transport is chosen, so a new one (``gs://``, say) plugs in there.
+Opening bytes is separate from deciding what to read: :func:`open_clips` hands the byte range
+to :mod:`shardgen.core.storage`, where the one address parser chooses the backend.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Sequence
 
+import braceexpand
+
 from .format import BOXES_EXT, decode_npy, person_tracks, split_member_name
-from .manifest import MANIFEST_NAME, load_manifest
-
-REMOTE_SCHEMES = ("http://", "https://", "s3://")
-
-
-def is_remote(url: str) -> bool:
-    return str(url).startswith(REMOTE_SCHEMES)
-
-
-def _join(base: str, name: str) -> str:
-    return f"{base.rstrip('/')}/{name}" if is_remote(base) else str(Path(base) / name)
-
-
-def _parent(url: str) -> str:
-    return url.rsplit("/", 1)[0] if is_remote(url) else str(Path(url).parent)
+from .manifest import MANIFEST_NAME, read_manifest
+from .storage import ShardCache, TransportOptions, Window, is_remote, join, open_range, parent
 
 
 @dataclass(frozen=True)
@@ -66,16 +54,13 @@ class SourceIndex:
     shards: list[ShardInfo]
     manifests: list[dict] = field(default_factory=list)
 
-    @property
-    def n_clips(self) -> int:
-        return sum(len(s.clips) for s in self.shards)
-
     def shard_clips(self) -> list[list[ClipRef]]:
         return [s.clips for s in self.shards]
 
 
-def resolve(source, *, remote_options: dict | None = None) -> SourceIndex:
+def resolve(source, *, remote_options: TransportOptions | dict | None = None) -> SourceIndex:
     """Turn any accepted source spec into a :class:`SourceIndex`."""
+    remote_options = TransportOptions.coerce(remote_options)
     specs: Sequence = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     shards: list[ShardInfo] = []
     manifests: list[dict] = []
@@ -84,16 +69,16 @@ def resolve(source, *, remote_options: dict | None = None) -> SourceIndex:
         spec = str(spec)
         for url in _expand(spec):
             if url.endswith(".json"):
-                m = _read_manifest(url, remote_options)
+                m = read_manifest(url, remote_options)
                 manifests.append(m)
-                shards += _from_manifest(m, _parent(url), len(shards))
+                shards += _from_manifest(m, parent(url), len(shards))
             elif url.endswith(".tar"):
-                parent = _parent(url)
-                if parent not in manifest_cache:
-                    manifest_cache[parent] = _try_manifest(_join(parent, MANIFEST_NAME), remote_options)
-                shards.append(_single_shard(url, manifest_cache[parent], len(shards), remote_options))
+                folder = parent(url)
+                if folder not in manifest_cache:
+                    manifest_cache[folder] = _try_manifest(join(folder, MANIFEST_NAME), remote_options)
+                shards.append(_single_shard(url, manifest_cache[folder], len(shards), remote_options))
             else:  # a split directory or prefix
-                m = _read_manifest(_join(url, MANIFEST_NAME), remote_options)
+                m = read_manifest(join(url, MANIFEST_NAME), remote_options)
                 manifests.append(m)
                 shards += _from_manifest(m, url, len(shards))
     if not shards:
@@ -103,38 +88,26 @@ def resolve(source, *, remote_options: dict | None = None) -> SourceIndex:
 
 def _expand(spec: str) -> list[str]:
     if "{" in spec:
-        import braceexpand
-
         return list(braceexpand.braceexpand(spec))
     return [spec]
 
 
-def _read_manifest(url: str, remote_options: dict | None) -> dict:
-    if is_remote(url):
-        from loaders.remote import read_bytes
-
-        return load_manifest(url, read_bytes(url, **transport_options(remote_options)))
-    if not Path(url).is_file():
-        raise FileNotFoundError(f"{url}: no manifest there (build with shardgen, or name the .tar shards)")
-    return load_manifest(url)
-
-
-def _try_manifest(url: str, remote_options: dict | None) -> dict | None:
+def _try_manifest(url: str, remote_options: TransportOptions) -> dict | None:
     try:
-        return _read_manifest(url, remote_options)
+        return read_manifest(url, remote_options)
     except (FileNotFoundError, OSError, ValueError):
         return None
 
 
 def _from_manifest(m: dict, base: str, first_index: int) -> list[ShardInfo]:
-    out = [ShardInfo(_join(base, s["name"]), s["name"], s["bytes"], s["sha256"]) for s in m["shards"]]
+    out = [ShardInfo(join(base, s["name"]), s["name"], s["bytes"], s["sha256"]) for s in m["shards"]]
     for c in m["clips"]:
         i = c["shard"]
         out[i].clips.append(ClipRef(first_index + i, c["key"], c["offset"], c["bytes"], _tracks(c)))
     return out
 
 
-def _single_shard(url: str, manifest: dict | None, index: int, remote_options: dict | None) -> ShardInfo:
+def _single_shard(url: str, manifest: dict | None, index: int, remote_options: TransportOptions) -> ShardInfo:
     name = url.rsplit("/", 1)[-1]
     if manifest is not None:
         for i, s in enumerate(manifest["shards"]):
@@ -181,66 +154,29 @@ def scan_local_shard(path: str, index: int = 0) -> ShardInfo:
     return ShardInfo(str(path), Path(path).name, os.path.getsize(path), None, clips)
 
 
-class _Window(io.RawIOBase):
-    """Read at most ``length`` bytes of an underlying stream."""
-
-    def __init__(self, raw: BinaryIO, length: int):
-        self._raw, self._left = raw, length
-
-    def readable(self):
-        return True
-
-    def read(self, n=-1):
-        if self._left <= 0:
-            return b""
-        n = self._left if n is None or n < 0 else min(n, self._left)
-        b = self._raw.read(n)
-        self._left -= len(b)
-        return b
-
-    def close(self):
-        try:
-            self._raw.close()
-        finally:
-            super().close()
+_caches: dict[tuple, ShardCache] = {}
 
 
-CACHE_KEYS = ("cache_dir", "cache_bytes")
-_caches: dict = {}
-
-
-def transport_options(remote_options: dict | None) -> dict:
-    """The options that go to the HTTP/S3 transport (``cache_*`` keys are the loader's own)."""
-    return {k: v for k, v in (remote_options or {}).items() if k not in CACHE_KEYS}
-
-
-def _cache(remote_options: dict):
-    from loaders.remote import ShardCache
-
-    key = (str(remote_options["cache_dir"]), int(remote_options.get("cache_bytes") or 10 << 30), os.getpid())
+def shard_cache(options: TransportOptions) -> ShardCache:
+    """The process's cache for ``options.cache_dir`` (one per directory, size and process)."""
+    key = (str(options.cache_dir), int(options.cache_bytes), os.getpid())
     if key not in _caches:
-        _caches[key] = ShardCache(key[0], key[1], **transport_options(remote_options))
+        _caches[key] = ShardCache(key[0], key[1], options)
     return _caches[key]
 
 
-def open_range(url: str, offset: int, length: int, *, remote_options: dict | None = None,
-               expected_sha256: str | None = None, expected_size: int | None = None) -> BinaryIO:
+def open_clips(shard: ShardInfo, offset: int, length: int, options: TransportOptions | None = None) -> BinaryIO:
     """A stream of bytes ``[offset, offset+length)`` of a shard, local or remote.
 
     Remote shards stream through a Range request (resumed from the byte reached if the
-    connection drops); with ``cache_dir`` in ``remote_options`` the whole shard is fetched into
-    a size-bounded LRU cache first, verified against the manifest's sha256, and read from disk
-    (so later epochs read locally).
+    connection drops); with ``options.cache_dir`` the whole shard is fetched into a size-bounded
+    LRU cache first, verified against the manifest's sha256 and size, and read from disk (so
+    later epochs read locally).
     """
-    if is_remote(url):
-        if remote_options and remote_options.get("cache_dir"):
-            fh = _cache(remote_options).open(url, expected_sha256=expected_sha256, expected_size=expected_size)
-            fh.seek(offset)
-            return _Window(fh, length)
-        from loaders.remote import open_shard
-
-        raw = open_shard(url, start=offset, end=offset + length, **transport_options(remote_options))
-        return _Window(raw, length)
-    fh = open(url[7:] if url.startswith("file://") else url, "rb", buffering=1 << 20)
-    fh.seek(offset)
-    return _Window(fh, length)
+    options = TransportOptions.coerce(options)
+    if is_remote(shard.url) and options.cache_dir:
+        fh = shard_cache(options).open(shard.url, expected_sha256=shard.sha256, expected_size=shard.bytes)
+        fh.seek(offset)
+    else:
+        fh = open_range(shard.url, options, start=offset, end=offset + length)
+    return Window(fh, length)

@@ -33,7 +33,8 @@ from typing import Callable
 
 from ..clip import BuildContext
 from ..plan import ShardPlan, VideoPlan
-from ..writer import TMP_MARK, ShardResult
+from ..core.storage.atomic import TMP_MARK
+from ..writer import ShardResult
 
 #: Fault injection for the tests: when set in a worker's environment to a directory holding a
 #: file named after a shard (``train-000001.tar``), the first attempt to write that shard claims
