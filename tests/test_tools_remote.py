@@ -1,0 +1,119 @@
+"""`shardgen verify` / `inspect` / `report` on a build in S3 (Swift s3api) and behind nginx, as on disk.
+
+A build is made locally, copied to a bucket and served by nginx; then one byte inside a clip is
+flipped in a second copy (uploaded / served the same way). Over every transport the clean build
+verifies (exit 0) and the damaged one fails (exit 1) naming the shard and the clip — with exactly
+the lines a local verify of the same bytes prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shardgen.core.storage import S3Store
+from tests.sources import ego4d_json, write_source
+
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = ["--split", "train", "--clip-seconds", "1", "--shard-clips", "2", "--no-progress", "--workers", "1"]
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory):
+    """``clean`` and ``damaged`` copies of one local build; in ``damaged`` one byte of a clip in shard 1 is flipped."""
+    root = tmp_path_factory.mktemp("tools_remote")
+    vids = {"v0": 75, "v1": 60}
+    ann = ego4d_json({v: {"1": [(f, 4, 4, 30, 30) for f in range(5, 50)]} for v in vids}, {v: {"1": [(10, 40)]} for v in vids})
+    src = write_source(root / "src", vids, splits={"train": list(vids)}, annotations=ann, size=(160, 90))
+    clean = root / "clean"
+    subprocess.run([sys.executable, "-m", "shardgen", "build", "--data", str(src), "--out", str(clean), *ARGS],
+                   check=True, cwd=ROOT, capture_output=True)
+    damaged = root / "damaged"
+    shutil.copytree(clean, damaged)
+    m = json.loads((clean / "train" / "manifest.json").read_text())
+    assert len(m["shards"]) >= 2
+    clip = next(c for c in m["clips"] if c["shard"] == 1)
+    shard = damaged / "train" / m["shards"][1]["name"]
+    data = bytearray(shard.read_bytes())
+    data[clip["offset"] + clip["bytes"] // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    return {"clean": clean, "damaged": damaged, "clip": clip["key"], "shard": shard.name}
+
+
+def _upload(store: S3Store, out: Path) -> None:
+    files = sorted(p for p in out.rglob("*") if p.is_file())
+    for p in sorted(files, key=lambda p: p.name == "manifest.json"):  # manifests last, as the builder does
+        store.put_file(p, p.relative_to(out).as_posix())
+
+
+@pytest.fixture(scope="module")
+def remote(builds, s3_server, http_server):
+    """Base URLs of both copies over S3 and HTTP, and the environment that reaches the S3 server."""
+    bucket = s3_server.new_bucket("tools")
+    opts = s3_server.options()
+    for name in ("clean", "damaged"):
+        _upload(S3Store(f"s3://{bucket}/{name}", opts), builds[name])
+    http = http_server(builds["clean"].parent)
+    env = {**os.environ, "AWS_ENDPOINT_URL": s3_server.endpoint_url, "AWS_ACCESS_KEY_ID": s3_server.access_key,
+           "AWS_SECRET_ACCESS_KEY": s3_server.secret_key, "AWS_DEFAULT_REGION": s3_server.region}
+    return {"s3": f"s3://{bucket}", "http": http.url, "env": env}
+
+
+def _shardgen(*args, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "shardgen", *args], capture_output=True, text=True, cwd=ROOT, env=env)
+
+
+def _problems(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.startswith(("FAIL", "OK", "FAILED"))]
+
+
+@pytest.mark.parametrize("transport", ["s3", "http"])
+def test_verify_a_remote_build_clean_and_damaged_as_locally(builds, remote, transport):
+    base = remote[transport]
+    clean = _shardgen("verify", f"{base}/clean/train/manifest.json", env=remote["env"])
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    local_clean = _shardgen("verify", str(builds["clean"] / "train" / "manifest.json"))
+    assert _problems(clean.stdout) == _problems(local_clean.stdout) and clean.stdout.startswith("OK")
+
+    damaged = _shardgen("verify", f"{base}/damaged/train", env=remote["env"])  # the split prefix works too
+    assert damaged.returncode == 1, damaged.stdout + damaged.stderr
+    fails = [line for line in damaged.stdout.splitlines() if line.startswith("FAIL ")]
+    assert fails and all(builds["shard"] in line for line in fails), damaged.stdout
+    assert any(builds["clip"] in line and "sha256 mismatch" in line for line in fails), damaged.stdout
+    local = _shardgen("verify", str(builds["damaged"] / "train" / "manifest.json"))
+    assert local.returncode == 1 and _problems(damaged.stdout) == _problems(local.stdout)
+
+
+@pytest.mark.parametrize("transport", ["s3", "http"])
+def test_inspect_a_remote_split_and_shard_as_locally(builds, remote, transport):
+    base = remote[transport]
+    local_dir = builds["clean"] / "train"
+    for remote_arg, local_arg in ((f"{base}/clean/train", local_dir), (f"{base}/clean/train/{builds['shard']}", local_dir / builds["shard"])):
+        got = _shardgen("inspect", remote_arg, env=remote["env"])
+        want = _shardgen("inspect", str(local_arg))
+        assert got.returncode == 0 and want.returncode == 0, got.stderr
+        # everything after the first line (which names the location) is the same
+        assert got.stdout.splitlines()[1:] == want.stdout.splitlines()[1:] and "clips:" in got.stdout
+        assert got.stdout.splitlines()[0].startswith(remote_arg)
+
+
+def test_a_missing_remote_shard_is_named_and_exits_1(builds, remote, s3_server):
+    store = S3Store(f"{remote['s3']}/gone", s3_server.options())
+    _upload(store, builds["clean"])
+    store.delete(f"train/{builds['shard']}")
+    res = _shardgen("verify", f"{remote['s3']}/gone/train/manifest.json", env=remote["env"])
+    assert res.returncode == 1 and f"FAIL {builds['shard']}: missing" in res.stdout, res.stdout + res.stderr
+
+
+def test_report_reads_a_remote_build_and_its_build_report(builds, remote, tmp_path):
+    pytest.importorskip("matplotlib")
+    res = _shardgen("report", f"{remote['http']}/clean/train/manifest.json", "-o", str(tmp_path / "r.html"), env=remote["env"])
+    assert res.returncode == 0, res.stderr
+    page = (tmp_path / "r.html").read_text()
+    assert "train" in page and "clips skipped" in page
