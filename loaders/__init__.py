@@ -6,6 +6,8 @@ features, crops, timing, sharding) are importable on their own.
 
 from __future__ import annotations
 
+import torch.distributed as dist
+
 from shardgen.core.sources import resolve
 from shardgen.core.storage import TransportOptions
 
@@ -21,8 +23,6 @@ def _dist_defaults(rank, world_size):
     if rank is not None and world_size is not None:
         return int(rank), int(world_size)
     try:
-        import torch.distributed as dist
-
         if dist.is_available() and dist.is_initialized():
             return (dist.get_rank() if rank is None else int(rank),
                     dist.get_world_size() if world_size is None else int(world_size))

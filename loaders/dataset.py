@@ -9,6 +9,7 @@ the sample format, turns it into the chosen mode's item and yields whole batches
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing as mp
 import warnings
 from dataclasses import dataclass
@@ -163,8 +164,6 @@ class ShardStream(IterableDataset):
 
 def _source_digest(index: SourceIndex) -> str:
     """Identifies the shards (names, sizes, hashes and clips, in order): a resume must read the same ones."""
-    import hashlib
-
     h = hashlib.sha256()
     for s in index.shards:
         h.update(f"{s.name}|{s.bytes}|{s.sha256}|{len(s.clips)}|{s.clips[0].key if s.clips else ''}\n".encode())

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
+import soxr
 
 from .core.format import SAMPLE_RATE, audio_sample_range
 from .source import SourceError
@@ -32,8 +34,6 @@ def load_video_audio(path: Path) -> VideoAudio:
 
 @functools.lru_cache(maxsize=2)
 def _load_cached(path: str, _size: int, _mtime: int) -> VideoAudio:
-    import soundfile as sf
-
     try:
         info = sf.info(path)
         if info.samplerate == SAMPLE_RATE and info.channels == 1 and info.subtype == "PCM_16":
@@ -43,8 +43,6 @@ def _load_cached(path: str, _size: int, _mtime: int) -> VideoAudio:
             data, sr = sf.read(path, dtype="float32", always_2d=True)
             mono = data.mean(axis=1)
             if sr != SAMPLE_RATE:
-                import soxr
-
                 mono = soxr.resample(mono, sr, SAMPLE_RATE, quality="HQ")
             samples = np.clip(np.round(mono * 32768.0), -32768, 32767).astype(np.int16)
     except SourceError:

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
 from .annotations import find_annotation_files, load_annotations
 from .clip import BuildContext
 from .executors import get_executor
@@ -202,8 +204,6 @@ def _check_space(out_dir: Path, planned: int) -> None:
 def _progress_bar(total: int, enabled: bool):
     if not enabled or total == 0:
         return None
-    from tqdm import tqdm
-
     return tqdm(total=total, unit="clip", desc="writing", dynamic_ncols=True)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from .core import format as fmt
 from .annotations import VideoAnnotations
 from .audio import cut_clip_audio, load_video_audio
+from .derive import derived_members
 from .labels import clip_labels
 from .plan import BuildParams, ClipPlan
 from .source import SourceError, frame_filename, wav_path
@@ -54,8 +55,6 @@ def _members_and_labels(clip: ClipPlan, ctx: BuildContext):
 
     derived: list[tuple[str, bytes]] = []
     if params.derive:
-        from .derive import derived_members
-
         derived = derived_members(jpegs, labels.boxes, clip.frame_size, params.derive)
 
     meta = fmt.make_metadata(

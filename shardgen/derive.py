@@ -5,7 +5,7 @@ costs tens of microseconds. Building them once, at build time, is the path to >1
 throughput. They are computed by the loader's own functions, so a derived member is what the
 loader would have computed on the fly (up to one JPEG re-encode at quality 95):
 
-* ``g000001.jpg`` — the whole frame as 112x112 gray (:func:`loaders.decode.gray_frame`);
+* ``g000001.jpg`` — the whole frame as 112x112 gray (:func:`shardgen.core.decode.gray_frame`);
 * ``c00.000001.jpg`` — person 0's TalkNet crop at that frame, for every frame of each face
   track (:func:`shardgen.format.person_tracks`, gaps interpolated as the loader does).
 """
@@ -13,22 +13,20 @@ loader would have computed on the fly (up to one JPEG re-encode at quality 95):
 from __future__ import annotations
 
 import numpy as np
+import simplejpeg
 
 from .core import format as fmt
+from .core.crops import crop_scale_for, interpolate_boxes, talknet_crop
+from .core.decode import decode_gray, gray_frame
 
 QUALITY = 95
 
 
 def _encode_gray(img: np.ndarray) -> bytes:
-    import simplejpeg
-
     return simplejpeg.encode_jpeg(np.ascontiguousarray(img)[..., None], quality=QUALITY, colorspace="GRAY")
 
 
 def derived_members(jpegs: list[bytes], boxes: np.ndarray, frame_size: tuple[int, int], derive) -> list[tuple[str, bytes]]:
-    from .core.crops import crop_scale_for, interpolate_boxes, talknet_crop
-    from .core.decode import decode_gray, gray_frame
-
     out: list[tuple[str, bytes]] = []
     if "small" in derive:
         out += [(fmt.gray_ext(i + 1), _encode_gray(gray_frame(data))) for i, data in enumerate(jpegs)]

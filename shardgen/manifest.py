@@ -11,11 +11,9 @@ listed video: written, or skipped with a reason.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import asdict
 from fractions import Fraction
-from pathlib import Path
 
 from .core import format as fmt
 from .core.manifest import MANIFEST_SCHEMA

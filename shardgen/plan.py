@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+import soundfile as sf
+
 from .core import format as fmt
 from .annotations import VideoAnnotations, annotation_digest
 from .source import SourceError, check_jpeg_file, jpeg_size, scan_frames, wav_path
@@ -252,8 +254,6 @@ def probe_video(
 
 
 def _check_wav(path: Path, n_frames: int, fps: float, warnings: list[str]) -> str | None:
-    import soundfile as sf
-
     try:
         info = sf.info(str(path))
     except Exception as exc:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from .core.decode import gray_small, rgb_frame
 from .core.format import ClipSample, FormatError, audio_sample_range
@@ -61,8 +62,6 @@ def figure_rgb(fig) -> np.ndarray:
 
 def save_image(rgb: np.ndarray, path: Path | str, *, palette: bool = True) -> Path:
     """Write an RGB array; PNGs get a 256-colour adaptive palette (photos stay readable, files small)."""
-    from PIL import Image
-
     path = Path(path)
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

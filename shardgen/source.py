@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from PIL import Image
+
 from .core.format import FormatError, validate_video_id
 
 FRAME_RE = re.compile(r"^img_(\d{5,})\.jpg$")
@@ -143,8 +145,6 @@ def check_jpeg_file(path: Path) -> FrameCheck:
 
 def jpeg_size(path: Path) -> tuple[int, int]:
     """(width, height) from a JPEG header, without decoding the image."""
-    from PIL import Image
-
     try:
         with Image.open(path) as im:
             return im.size

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shardgen.core.features import fit_to_frames, mfcc_geometry, talknet_mfcc, talknet_mfcc_torch
+from loaders.mfcc_torch import talknet_mfcc_torch
+from shardgen.core.features import fit_to_frames, mfcc_geometry, talknet_mfcc
 
 psf = pytest.importorskip("python_speech_features")
 wavfile = pytest.importorskip("scipy.io.wavfile")

@@ -16,43 +16,20 @@ raises :class:`~shardgen.source.SourceError` naming the file.
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
+import hashlib
+import json
 from pathlib import Path
 
-Box = tuple[float, float, float, float]  # x, y (top-left), width, height
+from ..source import SourceError
+from . import ava, ego4d
+from .model import Box, Person, VideoAnnotations
 
-
-@dataclass
-class Person:
-    """One person of a video: face boxes by 0-based frame, and inclusive voice ranges."""
-
-    person_id: str
-    camera_wearer: bool = False
-    track_ids: list[str] = field(default_factory=list)
-    boxes: dict[int, Box] = field(default_factory=dict)
-    voice: list[tuple[int, int]] = field(default_factory=list)
-    normalised_boxes: bool = False  # AVA: boxes in 0-1 units of the frame size
-
-
-@dataclass
-class VideoAnnotations:
-    """Everything the labels of one video's clips are computed from."""
-
-    video_id: str
-    source: str  # "ego4d-av" | "ava-csv"
-    file: str  # the annotation file's name, for provenance
-    persons: list[Person] = field(default_factory=list)
-    dropped: Counter = field(default_factory=Counter)
-
+__all__ = ["Box", "Person", "VideoAnnotations", "annotation_digest", "load_annotations", "find_annotation_files"]
 
 def annotation_digest(ann: VideoAnnotations | None, start: int, stop: int) -> str:
     """Fingerprint of what a clip over frames [start, stop) takes from the annotations: the file's
     name, every person (id, wearer flag, track ids in order, normalisation) and their boxes and voice
     segments inside the window. A resumed build compares it: a clip is rebuilt exactly when it changes."""
-    import hashlib
-    import json
-
     if ann is None:
         return "none"
     persons = [[p.person_id, p.camera_wearer, p.normalised_boxes, list(p.track_ids),
@@ -63,9 +40,6 @@ def annotation_digest(ann: VideoAnnotations | None, start: int, stop: int) -> st
 
 def load_annotations(paths: list[Path], fps: float, *, ava_time_offset: float = 0.0) -> dict[str, VideoAnnotations]:
     """Parse every annotation file (JSON → Ego4D AV, CSV → AVA) into one id → annotations map."""
-    from ..source import SourceError
-    from . import ava, ego4d
-
     merged: dict[str, VideoAnnotations] = {}
     for path in paths:
         if path.suffix.lower() == ".json":

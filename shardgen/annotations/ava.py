@@ -23,14 +23,13 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..core.format import round_half_up
-from . import Person, VideoAnnotations
+from ..source import SourceError
+from .model import Person, VideoAnnotations
 
 LABELS = {"SPEAKING_AUDIBLE": 1, "SPEAKING_NOT_AUDIBLE": 0, "NOT_SPEAKING": 0}
 
 
 def parse_file(path: Path, fps: float, *, time_offset: float = 0.0, max_gap: int = 3) -> dict[str, VideoAnnotations]:
-    from ..source import SourceError
-
     rows: dict[str, dict[str, list[tuple[int, tuple, int]]]] = defaultdict(lambda: defaultdict(list))
     dropped_by_video: dict[str, dict] = defaultdict(lambda: defaultdict(int))
     try:

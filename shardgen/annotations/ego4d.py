@@ -20,12 +20,11 @@ from collections import Counter
 from pathlib import Path
 
 from ..core.format import round_half_up
-from . import Person, VideoAnnotations
+from ..source import SourceError
+from .model import Person, VideoAnnotations
 
 
 def parse_file(path: Path, fps: float) -> dict[str, VideoAnnotations]:
-    from ..source import SourceError
-
     try:
         data = json.loads(Path(path).read_bytes())
     except json.JSONDecodeError as exc:
@@ -38,8 +37,6 @@ def parse_file(path: Path, fps: float) -> dict[str, VideoAnnotations]:
 
 
 def parse(data: dict, fps: float, *, file: str, where: str) -> dict[str, VideoAnnotations]:
-    from ..source import SourceError
-
     out: dict[str, VideoAnnotations] = {}
     for vi, video in enumerate(data["videos"]):
         if not isinstance(video, dict):

@@ -9,6 +9,8 @@ colour conversion. Pillow's ``draft("L", size)`` does the same; ``make bench`` c
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import simplejpeg
 from PIL import Image
@@ -31,7 +33,7 @@ def gray_frame(data: bytes, size: int = FACE, *, name: str = "frame") -> np.ndar
     """A whole frame as ``uint8 [size, size]`` gray: DCT-scaled decode, then one bilinear resize.
 
     The frame is stretched to a square (every pixel kept), as ``cv2.resize(frame, (112, 112))``
-    would; crop-based modes use :func:`loaders.crops.talknet_crop` instead.
+    would; crop-based modes use :func:`shardgen.core.crops.talknet_crop` instead.
     """
     small = decode_gray(data, size, size, name=name)
     if small.shape == (size, size):
@@ -58,8 +60,6 @@ def rgb_frame(data: bytes, size: tuple[int, int] | None = None, *, name: str = "
 
 def pil_draft_gray(data: bytes, size: int = FACE) -> np.ndarray:
     """Pillow's DCT-scaled path (``draft``), kept for the benchmark's comparison."""
-    import io
-
     im = Image.open(io.BytesIO(data))
     im.draft("L", (size, size))
     return np.asarray(im.convert("L").resize((size, size), Image.Resampling.BILINEAR))

@@ -39,6 +39,7 @@ from fractions import Fraction
 from typing import Any, Mapping
 
 import numpy as np
+import soundfile as sf
 
 SCHEMA = "avshards/clip"
 SCHEMA_VERSION = 1
@@ -226,8 +227,6 @@ def wav_size(n_samples: int) -> int:
 
 
 def encode_flac(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
-    import soundfile as sf
-
     buf = io.BytesIO()
     sf.write(buf, np.ascontiguousarray(samples, dtype=np.int16), sample_rate, format="FLAC", subtype="PCM_16")
     return buf.getvalue()
@@ -256,8 +255,6 @@ def decode_audio(data: bytes, ext: str, *, name: str = "audio") -> tuple[np.ndar
             return np.frombuffer(data, dtype="<i2", count=n // 2, offset=44), sr
     if ext not in AUDIO_EXTS:
         raise FormatError(f"{name}: unknown audio format {ext!r}")
-    import soundfile as sf
-
     try:
         samples, sr = sf.read(io.BytesIO(data), dtype="int16", always_2d=True)
     except Exception as exc:

@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
+from .format import FormatError, split_member_name
+
 BLOCK = 512
 DEFAULT_MAX_MEMBER = 256 << 20
 
@@ -153,8 +155,6 @@ def iter_samples(members: Iterator[TarMember], *, source: str = "<stream>", max_
     whose members are not consecutive, or a repeated extension, is an error rather than a
     silently merged or split sample.
     """
-    from .format import FormatError, split_member_name
-
     key: str | None = None
     fields: dict[str, bytes] = {}
     offset = 0

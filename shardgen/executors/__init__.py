@@ -8,34 +8,17 @@ local processes, a Ray cluster — produces the same files.
 
 from __future__ import annotations
 
-from ..clip import BuildContext, clip_entry
-from ..plan import ShardPlan, VideoPlan, probe_video
-from ..writer import ShardResult, write_shard
+from .local import LocalExecutor
+from .ray import RayExecutor
+from .tasks import probe_one, write_one
 
-
-def probe_one(ctx: BuildContext, split: str, video_id: str) -> VideoPlan:
-    return probe_video(ctx.data_dir, split, video_id, ctx.params, ctx.annotations)
-
-
-def write_one(ctx: BuildContext, shard: ShardPlan, target) -> ShardResult:
-    """Write one planned shard for ``target`` (a :class:`~shardgen.output.SplitOutput`).
-
-    The file is written atomically into ``target.local_dir``, then published (uploaded, for
-    an ``s3://`` output). Running this twice for the same shard gives the same bytes, so a
-    retried task can never duplicate or lose clips.
-    """
-    res = write_shard(target.local_dir / shard.name, (clip_entry(c, ctx) for c in shard.clips))
-    target.publish(res, shard.source_digest)
-    return res
+__all__ = ["get_executor", "probe_one", "write_one", "LocalExecutor", "RayExecutor"]
 
 
 def get_executor(name: str, workers: int, **options):
+    """``local`` (processes on this machine) or ``ray`` (Ray is imported only when this one runs)."""
     if name == "local":
-        from .local import LocalExecutor
-
         return LocalExecutor(workers)
     if name == "ray":
-        from .ray import RayExecutor
-
         return RayExecutor(workers, **options)
     raise ValueError(f"unknown executor {name!r}: choose local or ray")

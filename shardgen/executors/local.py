@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 from ..clip import BuildContext, clip_entry
 from ..plan import ShardPlan, VideoPlan
 from ..writer import ShardResult, write_shard
-from . import probe_one, write_one
+from .tasks import probe_one, write_one
 
 _CONTEXTS: dict[str, BuildContext] = {}  # inherited by forked workers
 

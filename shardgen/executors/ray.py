@@ -35,6 +35,7 @@ from ..clip import BuildContext
 from ..plan import ShardPlan, VideoPlan
 from ..core.storage.atomic import TMP_MARK
 from ..writer import ShardResult
+from .tasks import probe_one, write_one
 
 #: Fault injection for the tests: when set in a worker's environment to a directory holding a
 #: file named after a shard (``train-000001.tar``), the first attempt to write that shard claims
@@ -50,6 +51,7 @@ class RayExecutorError(RuntimeError):
 
 
 def _import_ray():
+    """Ray, imported only when a Ray build runs: it is an optional extra and slow to import."""
     try:
         import ray
     except ImportError as exc:  # pragma: no cover - depends on the installation
@@ -70,8 +72,7 @@ def _contexts(boxed: list) -> dict[str, BuildContext]:
     The reference arrives boxed in a list so Ray does not resolve (and deserialise) it for
     every task.
     """
-    import ray
-
+    ray = _import_ray()
     ref = boxed[0]
     key = ref.hex()
     ctx = _CTX_CACHE.get(key)
@@ -82,14 +83,10 @@ def _contexts(boxed: list) -> dict[str, BuildContext]:
 
 
 def _probe_task(boxed: list, split: str, video_id: str) -> VideoPlan:
-    from . import probe_one
-
     return probe_one(_contexts(boxed)[split], split, video_id)
 
 
 def _write_task(boxed: list, shard: ShardPlan, target) -> ShardResult:
-    from . import write_one
-
     shard = _maybe_crash_midway(shard, target)
     return write_one(_contexts(boxed)[shard.split], shard, target)
 
