@@ -55,6 +55,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .core.storage.atomic import atomic_file
+
 __all__ = [
     "DEMO_VERSION",
     "MARKER_NAME",
@@ -89,10 +91,8 @@ def video_ids(split: str, n: int) -> list[str]:
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
+    with atomic_file(path, durable=False) as f:  # the one atomic write (no fsync: the demo can be regenerated)
         f.write(data)
-    os.replace(tmp, path)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

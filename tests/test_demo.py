@@ -13,6 +13,7 @@ import soundfile as sf
 from PIL import Image
 
 from shardgen import demo
+from shardgen.core.storage.atomic import TMP_MARK
 from shardgen.demo import SKIN_COLOURS, demo_truth, main, make_demo_corpus
 
 SECONDS, FPS, W, H = 3.0, 30, 320, 180
@@ -59,7 +60,7 @@ def test_layout_and_split_lists(corpus):
     assert sorted(p.name for p in (corpus / "video_imgs").iterdir()) == sorted(ALL_IDS)
     assert sorted(p.name for p in (corpus / "wav").iterdir()) == sorted(f"{v}.wav" for v in ALL_IDS)
     # no leftover temp or progress files
-    assert not [p for p in corpus.rglob("*.tmp")]
+    assert not [p for p in corpus.rglob(f"*{TMP_MARK}*")]
     assert not (corpus / ".demo_inprogress.json").exists()
     assert (corpus / demo.MARKER_NAME).is_file()
 

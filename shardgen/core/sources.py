@@ -54,9 +54,6 @@ class SourceIndex:
     shards: list[ShardInfo]
     manifests: list[dict] = field(default_factory=list)
 
-    def shard_clips(self) -> list[list[ClipRef]]:
-        return [s.clips for s in self.shards]
-
 
 def resolve(source, *, remote_options: TransportOptions | dict | None = None) -> SourceIndex:
     """Turn any accepted source spec into a :class:`SourceIndex`."""

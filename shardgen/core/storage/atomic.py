@@ -21,11 +21,13 @@ def is_temp_name(name: str) -> bool:
 
 
 @contextmanager
-def atomic_file(path: Path):
+def atomic_file(path: Path, *, durable: bool = True):
     """Open ``.<name>.tmp-<pid>`` beside ``path`` for writing; on success fsync and rename it to ``path``.
 
     On any failure the temp file is removed and nothing appears under ``path``; a write error
-    (disk full, file-size limit) is re-raised naming the file.
+    (disk full, file-size limit) is re-raised naming the file. ``durable=False`` skips the fsyncs
+    (still atomic for readers, not across a power cut): for regenerable files such as the demo
+    corpus's thousands of frames.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
@@ -33,13 +35,15 @@ def atomic_file(path: Path):
         with open(tmp, "wb") as fh:
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
         _raise_naming(exc, path)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 def remove_stale_temps(directory: Path) -> list[Path]:
