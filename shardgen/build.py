@@ -27,7 +27,8 @@ from .annotations import find_annotation_files, load_annotations
 from .clip import BuildContext
 from .executors import get_executor
 from .core.manifest import MANIFEST_NAME, encode_manifest
-from .manifest import format_summary, make_manifest, make_report, split_summary
+from .build_report import format_summary, make_report, split_summary
+from .manifest import make_manifest
 from .plan import BuildParams, ShardPlan, VideoPlan, assign_shards
 from .source import SourceError, read_splits
 from .output import SplitOutput, is_s3
@@ -97,7 +98,7 @@ def build(
     videos: list[VideoPlan] = ex.probe(contexts, tasks)
     skips = [s for v in videos for s in v.skips]
     if strict and skips:
-        lines = "\n".join(f"  {s.split}/{s.key or s.video_id}: {s.reason}" for s in skips[:50])
+        lines = "\n".join(f"  {s.split}/{s.key or s.video_id}: {s.reason.message}" for s in skips[:50])
         raise StrictError(f"--strict: {len(skips)} clip(s)/video(s) would be skipped:\n{lines}")
 
     plans: dict[str, list[ShardPlan]] = {}

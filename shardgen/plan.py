@@ -21,6 +21,7 @@ import soundfile as sf
 
 from .core import format as fmt
 from .annotations import VideoAnnotations, annotation_digest
+from .skips import Reason, Skip, SkipCode
 from .source import SourceError, check_jpeg_file, jpeg_size, scan_frames, wav_path
 
 TAILS = ("keep-short", "drop", "pad")
@@ -86,14 +87,14 @@ class Span:
     pad: int = 0  # frames added at the end (tail policy 'pad')
 
 
-def plan_spans(n_frames: int, clip: int, stride: int, tail: str, min_tail: int) -> tuple[list[Span], list[tuple[Span, str]]]:
+def plan_spans(n_frames: int, clip: int, stride: int, tail: str, min_tail: int) -> tuple[list[Span], list[tuple[Span, Reason]]]:
     """Cut ``n_frames`` into clips: full clips every ``stride`` frames, then the tail by policy.
 
     Returns (clips, skipped) where skipped tails carry the reason. With stride == clip every
     frame belongs to exactly one clip (or to a skipped tail); with stride < clip clips overlap.
     """
     spans: list[Span] = []
-    skipped: list[tuple[Span, str]] = []
+    skipped: list[tuple[Span, Reason]] = []
     start = 0
     while start + clip <= n_frames:
         spans.append(Span(start, clip))
@@ -106,9 +107,9 @@ def plan_spans(n_frames: int, clip: int, stride: int, tail: str, min_tail: int) 
         if rest > 0:
             span = Span(tail_start, rest)
             if tail == "drop":
-                skipped.append((span, f"tail of {rest} frames shorter than a clip (tail policy 'drop')"))
+                skipped.append((span, Reason(SkipCode.SHORT_TAIL, f"tail of {rest} frames shorter than a clip (tail policy 'drop')")))
             elif rest < min_tail:
-                skipped.append((span, f"tail of {rest} frames shorter than --min-clip-seconds ({min_tail} frames)"))
+                skipped.append((span, Reason(SkipCode.SHORT_TAIL, f"tail of {rest} frames shorter than --min-clip-seconds ({min_tail} frames)")))
             elif tail == "pad":
                 spans.append(Span(tail_start, rest, clip - rest))
             else:
@@ -132,16 +133,6 @@ class ClipPlan:
     @property
     def n_frames(self) -> int:
         return self.n_real + self.pad
-
-
-@dataclass
-class Skip:
-    split: str
-    video_id: str
-    reason: str
-    key: str | None = None  # None: the whole video (no clips could be planned)
-    start_frame: int | None = None
-    n_frames: int | None = None
 
 
 @dataclass
@@ -185,14 +176,14 @@ def probe_video(
     frames = scan_frames(data_dir, video_id)
     if frames is None:
         return VideoPlan(split, video_id, found=False,
-                         skips=[Skip(split, video_id, f"frames directory video_imgs/{video_id} is missing")])
+                         skips=[Skip(split, video_id, Reason(SkipCode.NO_FRAMES_DIRECTORY, f"frames directory video_imgs/{video_id} is missing"))])
     vp = VideoPlan(split, video_id, found=True, n_frames=frames.n_frames)
     if frames.n_frames == 0:
-        vp.skips.append(Skip(split, video_id, f"no img_NNNNN.jpg frames in video_imgs/{video_id}"))
+        vp.skips.append(Skip(split, video_id, Reason(SkipCode.NO_FRAMES, f"no img_NNNNN.jpg frames in video_imgs/{video_id}")))
         return vp
     spans, tails = plan_spans(frames.n_frames, params.clip_frames, params.stride_frames, params.tail, params.min_tail_frames)
 
-    def skip(span: Span, reason: str) -> None:
+    def skip(span: Span, reason: Reason) -> None:
         vp.skips.append(Skip(split, video_id, reason, fmt.clip_key(video_id, span.start), span.start, span.n_real))
 
     for span, reason in tails:
@@ -201,7 +192,7 @@ def probe_video(
     video_reason = None
     wav = wav_path(data_dir, video_id)
     if not wav.is_file():
-        video_reason = f"missing wav: wav/{video_id}.wav"
+        video_reason = Reason(SkipCode.MISSING_WAV, f"missing wav: wav/{video_id}.wav")
     else:
         video_reason = _check_wav(wav, frames.n_frames, params.fps, vp.warnings)
     ann = annotations.get(video_id) if annotations is not None else None
@@ -212,7 +203,8 @@ def probe_video(
                            f"(0-based): {len(past)} box(es)/voice segment end(s) past the last image are unused "
                            "(wrong --fps, or frames missing at the end?)")
     if video_reason is None and annotations is not None and ann is None and not params.allow_unannotated:
-        video_reason = "no annotations for this video in the split's annotation file (--allow-unannotated builds it unlabelled)"
+        video_reason = Reason(SkipCode.NO_ANNOTATIONS, "no annotations for this video in the split's annotation file "
+                                                       "(--allow-unannotated builds it unlabelled)")
     if video_reason:
         for span in spans:
             skip(span, video_reason)
@@ -239,7 +231,7 @@ def probe_video(
             try:
                 frame_size = jpeg_size(frames.path(span.start))
             except SourceError as exc:
-                skip(span, str(exc).split(": ", 1)[-1] + f" ({frames.path(span.start).name})")
+                skip(span, Reason(SkipCode.UNREADABLE_JPEG_HEADER, str(exc).split(": ", 1)[-1] + f" ({frames.path(span.start).name})"))
                 continue
         key = fmt.clip_key(video_id, span.start)
         vp.clips.append(ClipPlan(
@@ -253,13 +245,13 @@ def probe_video(
     return vp
 
 
-def _check_wav(path: Path, n_frames: int, fps: float, warnings: list[str]) -> str | None:
+def _check_wav(path: Path, n_frames: int, fps: float, warnings: list[str]) -> Reason | None:
     try:
         info = sf.info(str(path))
     except Exception as exc:
-        return f"unreadable wav wav/{path.name} ({exc})"
+        return Reason(SkipCode.UNREADABLE_WAV, f"unreadable wav wav/{path.name} ({exc})")
     if info.frames == 0:
-        return f"empty wav wav/{path.name}"
+        return Reason(SkipCode.EMPTY_WAV, f"empty wav wav/{path.name}")
     video_s = n_frames / float(fps)
     audio_s = info.frames / info.samplerate
     if abs(audio_s - video_s) > 1.0 / float(fps):

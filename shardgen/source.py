@@ -23,6 +23,7 @@ from typing import NamedTuple
 from PIL import Image
 
 from .core.format import FormatError, validate_video_id
+from .skips import Reason, SkipCode
 
 FRAME_RE = re.compile(r"^img_(\d{5,})\.jpg$")
 JPEG_SOI = b"\xff\xd8"
@@ -114,7 +115,7 @@ def scan_frames(data_dir: Path, video_id: str) -> VideoFrames | None:
 class FrameCheck(NamedTuple):
     size: int
     mtime_ns: int
-    problem: str | None
+    problem: Reason | None  # why the frame cannot be used (None: it looks like a whole JPEG)
 
 
 def check_jpeg_file(path: Path) -> FrameCheck:
@@ -127,19 +128,19 @@ def check_jpeg_file(path: Path) -> FrameCheck:
     try:
         st = path.stat()
         if st.st_size == 0:
-            return FrameCheck(0, st.st_mtime_ns, f"zero-byte frame {path.name}")
+            return FrameCheck(0, st.st_mtime_ns, Reason(SkipCode.ZERO_BYTE_FRAME, f"zero-byte frame {path.name}"))
         with open(path, "rb") as fh:
             head = fh.read(2)
             fh.seek(max(0, st.st_size - 64))
             tail = fh.read()
     except FileNotFoundError:
-        return FrameCheck(0, 0, f"missing frame {path.name}")
+        return FrameCheck(0, 0, Reason(SkipCode.MISSING_FRAME, f"missing frame {path.name}"))
     except OSError as exc:
-        return FrameCheck(0, 0, f"unreadable frame {path.name} ({exc.strerror})")
+        return FrameCheck(0, 0, Reason(SkipCode.UNREADABLE_FRAME, f"unreadable frame {path.name} ({exc.strerror})"))
     if head != JPEG_SOI:
-        return FrameCheck(st.st_size, st.st_mtime_ns, f"not a JPEG: {path.name} does not start with FFD8")
+        return FrameCheck(st.st_size, st.st_mtime_ns, Reason(SkipCode.NOT_A_JPEG, f"not a JPEG: {path.name} does not start with FFD8"))
     if not tail.rstrip(b"\x00\r\n ").endswith(JPEG_EOI):
-        return FrameCheck(st.st_size, st.st_mtime_ns, f"truncated JPEG: {path.name} does not end with FFD9")
+        return FrameCheck(st.st_size, st.st_mtime_ns, Reason(SkipCode.TRUNCATED_JPEG, f"truncated JPEG: {path.name} does not end with FFD9"))
     return FrameCheck(st.st_size, st.st_mtime_ns, None)
 
 
