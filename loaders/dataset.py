@@ -13,22 +13,30 @@ import hashlib
 import multiprocessing as mp
 import warnings
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Iterator
 
-import numpy as np
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from shardgen.core.format import ClipSample, FormatError
 
 from .modes import ModeOptions, collate_raw, collate_talknet, raw_item, talknet_item, track_item
 from .reader import ClipReader, ShardReadError
-from .sharding import (EpochPlan, Unit, arrange_epoch, batches_to_skip, epoch_sequence, plan_epoch, slot_index,
-                       slot_order, slot_run)
+from .sharding import (Draw, EpochPlan, Unit, arrange_epoch, batches_to_skip, epoch_sequence, plan_epoch, slot_index,
+                       rng, slot_order, slot_run)
 from shardgen.core.sources import SourceIndex
 from shardgen.core.storage import TransportOptions
 from shardgen.core.tario import DEFAULT_MAX_MEMBER, TarError
 
 ON_ERROR = ("raise", "skip")
+
+
+class Count(IntEnum):
+    """The epoch's counters, shared by the DataLoader workers (one slot each in ``ShardStream.counters``)."""
+
+    ITEMS = 0  # items yielded
+    SKIPPED = 1  # clips skipped on error (on_error="skip")
+    FILLER_BATCHES = 2  # batches repeated to keep every rank's step count equal after skips
 
 
 @dataclass
@@ -63,7 +71,7 @@ class ShardStream(IterableDataset):
         self.remote_options = remote_options
         self.epoch = 0
         self.resume_batches = 0
-        self.counters = mp.get_context("fork").Array("q", 3, lock=True)  # yielded, skipped, filled
+        self.counters = mp.get_context("fork").Array("q", len(Count), lock=True)
         self._units = self._units_by_shard()
         self.reader = ClipReader(index, remote_options, cfg.max_member_bytes)
         self.source_digest = _source_digest(index)
@@ -122,17 +130,17 @@ class ShardStream(IterableDataset):
             try:
                 if isinstance(sample, Exception):
                     raise sample
-                rng = np.random.default_rng([self.cfg.seed, self.epoch, 3, slot, t]) if self.opts.augment else None
-                item, noise = self._transform(sample, run[t], rng, noise)
+                draws = rng(Draw.AUGMENT, self.cfg.seed, self.epoch, slot, t) if self.opts.augment else None
+                item, noise = self._transform(sample, run[t], draws, noise)
             except Exception as exc:  # a hostile clip can fail anywhere in decoding: always named, or counted
                 named = _named(exc, run[t], self.index.shards[run[t].clip.shard].url)
                 if self.cfg.on_error == "raise":
                     ours = isinstance(exc, (FormatError, TarError, ShardReadError, ValueError))
                     raise named from (None if ours else exc)
                 first_error = first_error or named
-                self._count(1, 1)
+                self._count(Count.SKIPPED)
                 continue
-            self._count(0, 1)
+            self._count(Count.ITEMS)
             batch.append(item)
             last_good = item
             if len(batch) == B:
@@ -146,11 +154,11 @@ class ShardStream(IterableDataset):
             if last_good is None:
                 raise ShardReadError(f"every clip of this reader's run failed; nothing to fill its batches with "
                                      f"(first: {first_error})")
-            self._count(2, 1)
+            self._count(Count.FILLER_BATCHES)
             yield collate([last_good])
             made += 1
 
-    def _count(self, which: int, n: int) -> None:
+    def _count(self, which: Count, n: int = 1) -> None:
         with self.counters.get_lock():
             self.counters[which] += n
 
@@ -208,7 +216,7 @@ class ASDLoader:
         self.stream.epoch = self.epoch
         self.stream.resume_batches = self._done
         with self.stream.counters.get_lock():  # stats are per epoch
-            self.stream.counters[:] = [0, 0, 0]
+            self.stream.counters[:] = [0] * len(Count)
         kwargs = {}
         if self.num_workers:
             kwargs = {"multiprocessing_context": "fork", "prefetch_factor": self.prefetch_factor or 2}
@@ -230,7 +238,7 @@ class ASDLoader:
     @property
     def stats(self) -> dict:
         c = self.stream.counters
-        return {"items": c[0], "skipped": c[1], "filler_batches": c[2]}
+        return {which.name.lower(): c[which] for which in Count}
 
     _MUST_MATCH = ("source", "units", "mode", "seed", "shuffle", "shuffle_buffer", "batch_size", "drop_last",
                    "samples_per_epoch", "remainder", "world_size", "num_workers")

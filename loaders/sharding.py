@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import IntEnum
 
 import numpy as np
 
@@ -49,12 +50,23 @@ class EpochPlan:
     dropped: int  # clips sitting out this epoch (N mod slots, or past samples_per_epoch)
 
 
-def _rng(seed: int, *parts: int) -> np.random.Generator:
-    return np.random.default_rng([int(seed) & 0xFFFFFFFF, *[int(p) & 0xFFFFFFFF for p in parts]])
+class Draw(IntEnum):
+    """Which random stream a draw comes from. Each purpose has its own stream (seeded by seed, epoch,
+    this number and its own indices), so changing how one is used never shifts another."""
+
+    SHARD_ORDER = 1  # the epoch's shard permutation
+    SHUFFLE_BUFFER = 2  # a slot's shuffle-buffer emission order
+    AUGMENT = 3  # per item: flip / crop / rotate / noise (loaders.dataset)
+    EPOCH_OFFSET = 4  # where the epoch's sequence is rotated before it is cut into slots
+
+
+def rng(draw: Draw, seed: int, epoch: int, *parts: int) -> np.random.Generator:
+    """The generator for ``draw`` in ``epoch`` (``parts``: e.g. the slot and the item), identical on every rank."""
+    return np.random.default_rng([int(p) & 0xFFFFFFFF for p in (seed, epoch, draw, *parts)])
 
 
 def epoch_sequence(shard_clips: list[list[ClipRef]], *, seed: int, epoch: int, shuffle: bool) -> list[ClipRef]:
-    order = _rng(seed, epoch, 1).permutation(len(shard_clips)) if shuffle else range(len(shard_clips))
+    order = rng(Draw.SHARD_ORDER, seed, epoch).permutation(len(shard_clips)) if shuffle else range(len(shard_clips))
     return [c for i in order for c in shard_clips[i]]
 
 
@@ -84,7 +96,7 @@ def arrange_epoch(sequence: list, plan: EpochPlan, *, seed: int, shuffle: bool) 
     if usable >= n:  # pad: wrap around as often as needed (fewer clips than readers too); exact fit: unchanged
         return (sequence * -(-usable // n))[:usable]
     left = n - usable
-    offset = int(_rng(seed, plan.epoch, 4).integers(n)) if shuffle else (plan.epoch * left) % n
+    offset = int(rng(Draw.EPOCH_OFFSET, seed, plan.epoch).integers(n)) if shuffle else (plan.epoch * left) % n
     return sequence[offset:] + sequence[:offset]
 
 
@@ -123,7 +135,7 @@ def buffered_order(n: int, buffer: int, rng: np.random.Generator) -> list[int]:
 def slot_order(run_length: int, *, seed: int, epoch: int, slot: int, buffer: int, shuffle: bool) -> list[int]:
     if not shuffle:
         return list(range(run_length))
-    return buffered_order(run_length, buffer, _rng(seed, epoch, 2, slot))
+    return buffered_order(run_length, buffer, rng(Draw.SHUFFLE_BUFFER, seed, epoch, slot))
 
 
 def batches_to_skip(batches_done_on_rank: int, worker: int, num_workers: int) -> int:

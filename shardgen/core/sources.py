@@ -54,6 +54,10 @@ class SourceIndex:
     shards: list[ShardInfo]
     manifests: list[dict] = field(default_factory=list)
 
+    def shard_clips(self) -> list[list[ClipRef]]:
+        """Each shard's clips, in shard order."""
+        return [s.clips for s in self.shards]
+
 
 def resolve(source, *, remote_options: TransportOptions | dict | None = None) -> SourceIndex:
     """Turn any accepted source spec into a :class:`SourceIndex`."""
