@@ -329,21 +329,28 @@ _REQUIRED_META = {
 }
 
 
+def load_versioned_json(data: bytes, *, name: str, schema: str, what: str, record: str) -> dict:
+    """JSON bytes of one of our records (a clip's metadata, a manifest) → dict; another schema or
+    ``SCHEMA_VERSION`` is refused saying to rebuild or upgrade. ``what`` / ``record`` word the errors."""
+    try:
+        obj = json.loads(data)
+    except Exception as exc:
+        raise FormatError(f"{name}: {what} is not JSON ({exc})") from None
+    if not isinstance(obj, dict) or obj.get("schema") != schema:
+        raise FormatError(f"{name}: not an {schema} {record}")
+    if obj.get("schema_version") != SCHEMA_VERSION:
+        raise FormatError(
+            f"{name}: {'' if what == 'metadata' else what + ' '}schema_version {obj.get('schema_version')!r} is not "
+            f"supported (this avshards reads version {SCHEMA_VERSION}); rebuild the shards or upgrade avshards"
+        )
+    return obj
+
+
 def decode_metadata(data: bytes, *, name: str = "json", max_bytes: int = 16 << 20) -> dict:
     """Parse and check a ``.json`` member: schema, version and the fields the loader relies on."""
     if len(data) > max_bytes:
         raise FormatError(f"{name}: metadata of {len(data)} bytes exceeds {max_bytes}")
-    try:
-        meta = json.loads(data)
-    except Exception as exc:
-        raise FormatError(f"{name}: metadata is not JSON ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
-        raise FormatError(f"{name}: not an {SCHEMA} metadata record")
-    if meta.get("schema_version") != SCHEMA_VERSION:
-        raise FormatError(
-            f"{name}: schema_version {meta.get('schema_version')!r} is not supported "
-            f"(this avshards reads version {SCHEMA_VERSION}); rebuild the shards or upgrade avshards"
-        )
+    meta = load_versioned_json(data, name=name, schema=SCHEMA, what="metadata", record="metadata record")
     for field, typ in _REQUIRED_META.items():
         if not isinstance(meta.get(field), typ) or isinstance(meta.get(field), bool):
             raise FormatError(f"{name}: metadata field {field!r} missing or not {typ}")

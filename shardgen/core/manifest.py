@@ -27,15 +27,7 @@ def encode_manifest(manifest: dict) -> bytes:
 def load_manifest(path: Path | str, data: bytes | None = None) -> dict:
     """Read and check a manifest (bytes may be given when it came over the network)."""
     raw = data if data is not None else Path(path).read_bytes()
-    try:
-        m = json.loads(raw)
-    except Exception as exc:
-        raise ValueError(f"{path}: manifest is not JSON ({exc})") from None
-    if not isinstance(m, dict) or m.get("schema") != MANIFEST_SCHEMA:
-        raise ValueError(f"{path}: not an {MANIFEST_SCHEMA} file")
-    if m.get("schema_version") != fmt.SCHEMA_VERSION:
-        raise ValueError(f"{path}: manifest schema_version {m.get('schema_version')!r} is not supported")
-    return m
+    return fmt.load_versioned_json(raw, name=str(path), schema=MANIFEST_SCHEMA, what="manifest", record="file")
 
 
 def manifest_url(source: str | os.PathLike) -> str:
