@@ -18,7 +18,8 @@ from typing import Iterator
 
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from shardgen.core.format import ClipSample, FormatError
+from shardgen.core.format import FormatError
+from shardgen.core.sample import ClipSample
 
 from .modes import ModeOptions, collate_raw, collate_talknet, raw_item, talknet_item, track_item
 from .reader import ClipReader, ShardReadError

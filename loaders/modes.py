@@ -1,4 +1,4 @@
-"""Output modes: a checked clip (:class:`~shardgen.format.ClipSample`) → what a model takes.
+"""Output modes: a checked clip (:class:`~shardgen.core.sample.ClipSample`) → what a model takes.
 
 * ``talknet``: ``(audio [4T,13], faces [T,112,112], labels [T])`` — the whole frame as 112x112
   gray (or the stored ``g`` member), TalkNet's MFCC of the clip's audio, a label array.
@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from shardgen.core.format import ClipSample, FormatError, audio_sample_range
+from shardgen.core.format import FormatError, audio_sample_range
+from shardgen.core.sample import ClipSample
 
 from . import augment
 from shardgen.core.crops import crop_scale_for, interpolate_boxes, smooth_boxes, talknet_crop

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from shardgen.core.format import ClipSample, FormatError
+from shardgen.core.format import FormatError
+from shardgen.core.sample import ClipSample
 
 from .sharding import Unit
 from shardgen.core.sources import SourceIndex, open_clips

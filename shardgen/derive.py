@@ -7,7 +7,7 @@ loader would have computed on the fly (up to one JPEG re-encode at quality 95):
 
 * ``g000001.jpg`` — the whole frame as 112x112 gray (:func:`shardgen.core.decode.gray_frame`);
 * ``c00.000001.jpg`` — person 0's TalkNet crop at that frame, for every frame of each face
-  track (:func:`shardgen.format.person_tracks`, gaps interpolated as the loader does).
+  track (:func:`shardgen.core.format.person_tracks`, gaps interpolated as the loader does).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from .core.format import ClipSample
+from .core.sample import ClipSample
 from .core.manifest import MANIFEST_NAME, read_manifest
 from .core.storage import TransportOptions, is_remote, join, object_size, open_range, parent
 from .core.tario import iter_samples, iter_tar

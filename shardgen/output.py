@@ -43,7 +43,7 @@ def result_from_json(data: bytes) -> tuple[ShardResult, str]:
 
 
 class SplitOutput:
-    """One split's destination: a :class:`~shardgen.storage.Store` plus the local directory
+    """One split's destination: a :class:`~shardgen.core.storage.WritableStore` plus the local directory
     (``local_dir``) where shard files are written — the destination itself for a local build,
     a staging directory for ``s3://``."""
 

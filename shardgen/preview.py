@@ -5,11 +5,11 @@ label half a second late; a picture does. The sheet shows ~10 frames spread over
 with every person's face box and id, then the waveform, a spectrogram and the label tracks
 (``visible``, ``voice``, each person's ``speaking``) on ONE time axis in source-video seconds
 (frame i at ``(start_frame + i) / fps``, audio sample j at ``(audio_start_sample + j) / sr``,
-as :mod:`shardgen.format` defines them), so a shift between streams is visible at a glance.
+as :mod:`shardgen.core.format` defines them), so a shift between streams is visible at a glance.
 
 The clip is read like the loader reads it: :func:`shardgen.core.sources.resolve` finds its byte
 range (manifest, split directory, shard, URL) and only that range is read and checked by
-:class:`~shardgen.format.ClipSample`. The layout is computed here in pixels
+:class:`~shardgen.core.sample.ClipSample`. The layout is computed here in pixels
 (:class:`Layout`), not by matplotlib's auto-layout, so tests can map seconds to pixel columns.
 
 matplotlib is the optional ``[viz]`` extra; it is imported lazily (Agg backend).
@@ -25,7 +25,8 @@ import numpy as np
 from PIL import Image
 
 from .core.decode import gray_small, rgb_frame
-from .core.format import ClipSample, FormatError, audio_sample_range
+from .core.format import FormatError, audio_sample_range
+from .core.sample import ClipSample
 from .core.sources import open_clips, resolve
 from .core.storage import TransportOptions
 from .core.tario import iter_samples, iter_tar

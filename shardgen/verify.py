@@ -14,7 +14,8 @@ import os
 from dataclasses import dataclass, field
 
 from .core.decode import decode_gray
-from .core.format import ClipSample, FormatError
+from .core.format import FormatError
+from .core.sample import ClipSample
 from .core.manifest import manifest_url, read_manifest
 from .core.storage import TransportOptions, join, object_size, open_range, parent
 from .core.tario import TarError, iter_samples, iter_tar

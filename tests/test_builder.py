@@ -354,7 +354,7 @@ def test_strict_cli_exits_1_and_writes_nothing(realdata, tmp_path):
 
 def test_flac_audio_member_decodes_to_the_wav_samples(small_source, tmp_path):
     import loaders
-    from shardgen.core.format import ClipSample
+    from shardgen.core.sample import ClipSample
 
     for fmt_ in ("wav", "flac"):
         build(small_source, tmp_path / fmt_, ["train"], BuildParams(clip_seconds=1.0, audio_format=fmt_), progress=False)

@@ -1,4 +1,4 @@
-"""loaders.crops against a literal reimplementation of TalkNet's crop on the real hamilton frames.
+"""shardgen.core.crops against a literal reimplementation of TalkNet's crop on the real hamilton frames.
 
 Tolerances. With the same gray frame as input, our crop and the literal recipe differ only by
 rounding (Pillow's fixed-point bilinear vs float bilinear + rint): at most 1 gray level anywhere.

@@ -1,4 +1,4 @@
-"""loaders.features against python_speech_features (TalkNet's own MFCC) and TalkNet's load_audio."""
+"""shardgen.core.features (and loaders.mfcc_torch) against python_speech_features (TalkNet's own MFCC) and TalkNet's load_audio."""
 
 import subprocess
 import sys

@@ -16,7 +16,7 @@ pytest.importorskip("matplotlib")
 from shardgen.build import build  # noqa: E402
 from shardgen.cli import main  # noqa: E402
 from shardgen.demo import make_demo_corpus  # noqa: E402
-from shardgen.core.format import ClipSample  # noqa: E402
+from shardgen.core.sample import ClipSample  # noqa: E402
 from shardgen.plan import BuildParams  # noqa: E402
 from shardgen import preview as pv  # noqa: E402
 from shardgen import report as rp  # noqa: E402

@@ -9,7 +9,7 @@ to back, with hard limits, and to fail loudly on damage. This reader:
   unbounded allocation from a hostile size field);
 * raises :class:`TruncatedTarError` (with the shard name and byte offset) when the stream ends
   inside a member or before the end-of-archive marker — a short shard is never a short epoch;
-* leaves name checking to :func:`shardgen.format.split_member_name` (absolute paths, ``..``).
+* leaves name checking to :func:`shardgen.core.format.split_member_name` (absolute paths, ``..``).
 """
 
 from __future__ import annotations
