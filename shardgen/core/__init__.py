@@ -7,5 +7,5 @@ decoding (:mod:`.decode`), TalkNet crops (:mod:`.crops`) and MFCC (:mod:`.featur
 
 Layering: ``loaders`` imports only this package of ``shardgen``; the builder and the tools
 (``build``, ``verify``, ``inspect``, ``preview``, ``report``, ``derive``) import it and never
-``loaders``. Nothing here imports torch (``tests/test_layers.py`` checks all three rules).
+``loaders``. Nothing here imports torch (``tests/test_import_layers.py`` checks all three rules).
 """

@@ -1,4 +1,4 @@
-"""Property-based tests (hypothesis) of the pure planning code (issue #6).
+"""Property-based tests (hypothesis) of the pure planning code.
 
 * ``shardgen.plan.plan_spans``: for random lengths, clip/stride lengths, tail policies and
   minimum tails, every source frame belongs to exactly the clips a brute-force reading of the

@@ -1,15 +1,17 @@
-"""`shardgen verify` / `inspect` / `report` on a build in S3 (Swift s3api) and behind nginx, as on disk.
+"""`shardgen verify` / `inspect` / `report`: damage is named down to the clip, on disk and remote alike.
 
-A build is made locally, copied to a bucket and served by nginx; then one byte inside a clip is
-flipped in a second copy (uploaded / served the same way). Over every transport the clean build
-verifies (exit 0) and the damaged one fails (exit 1) naming the shard and the clip — with exactly
-the lines a local verify of the same bytes prints.
+Locally: a flipped bit anywhere in a shard is traced to the clip whose byte range holds it.
+Remotely: a build is made locally, copied to a bucket (Swift s3api) and served by nginx; then one
+byte inside a clip is flipped in a second copy (uploaded / served the same way). Over every
+transport the clean build verifies (exit 0) and the damaged one fails (exit 1) naming the shard
+and the clip — with exactly the lines a local verify of the same bytes prints.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -17,7 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from shardgen.build import build
 from shardgen.core.storage import S3Store
+from shardgen.plan import BuildParams
+from shardgen.verify import verify_manifest
 from tests.sources import ego4d_json, write_source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +49,71 @@ def builds(tmp_path_factory):
     data[clip["offset"] + clip["bytes"] // 2] ^= 0x01
     shard.write_bytes(bytes(data))
     return {"clean": clean, "damaged": damaged, "clip": clip["key"], "shard": shard.name}
+
+
+def test_verify_names_the_damaged_shard_and_clip(real_build, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(real_build, copy)
+    manifest = copy / "train" / "manifest.json"
+    assert verify_manifest(manifest).ok
+    m = json.loads(manifest.read_text())
+    clip = m["clips"][1]
+    shard = copy / "train" / m["shards"][clip["shard"]]["name"]
+    data = bytearray(shard.read_bytes())
+    data[clip["offset"] + 5000] ^= 0x01
+    shard.write_bytes(bytes(data))
+    res = verify_manifest(manifest)
+    assert not res.ok
+    assert any(shard.name in p and clip["key"] in p for p in res.problems), res.problems
+    cli = subprocess.run([sys.executable, "-m", "shardgen", "verify", str(manifest)], capture_output=True, text=True, cwd=ROOT)
+    assert cli.returncode == 1 and clip["key"] in cli.stdout and shard.name in cli.stdout
+
+
+def test_verify_names_the_shard_and_clip_of_any_flipped_byte(tmp_path):
+    """One flipped bit anywhere — member data, a tar header (name, size, checksum fields), the padding,
+    the end-of-archive blocks — is reported by ``shardgen verify`` naming the shard and the clip whose
+    byte range holds it, or saying it lies outside every clip."""
+    src = write_source(tmp_path / "s", {"a": 45, "b": 45}, annotations=ego4d_json({"a": {"1": [(3, 1, 1, 9, 9)]}}, {}))
+    out = tmp_path / "o"
+    build(src, out, ["train"], BuildParams(clip_seconds=0.5, shard_clips=2, allow_unannotated=True), progress=False)
+    mpath = out / "train" / "manifest.json"
+    m = json.loads(mpath.read_text())
+    assert len(m["shards"]) == 3 and verify_manifest(mpath).ok
+    rng = random.Random(6)
+    checked = 0
+    for index, shard in enumerate(m["shards"]):
+        path = out / "train" / shard["name"]
+        original = path.read_bytes()
+        clips = [c for c in m["clips"] if c["shard"] == index]
+        end = clips[-1]["offset"] + clips[-1]["bytes"]
+        second = clips[-1]["offset"]
+        positions = {0, 100, 124 + 5, 148 + 2,  # first header: name, size field, checksum field
+                     second, second + 130, second + 512 + 7,  # the last clip's first header and data
+                     end - 1, end + 3, len(original) - 1,  # its last byte, the end-of-archive blocks, the tail padding
+                     *(rng.randrange(len(original)) for _ in range(4))}
+        for pos in sorted(positions):
+            damaged = bytearray(original)
+            damaged[pos] ^= 1 << rng.randrange(8)
+            path.write_bytes(bytes(damaged))
+            res = verify_manifest(mpath)
+            owner = [c["key"] for c in clips if c["offset"] <= pos < c["offset"] + c["bytes"]]
+            sha = [p for p in res.problems if "sha256 mismatch" in p]
+            assert len(sha) == 1 and sha[0].startswith(shard["name"]), (pos, res.problems)
+            if owner:
+                assert f"damaged: clip {owner[0]} (bytes " in sha[0] and sha[0].count("clip ") == 1, (pos, sha)
+            else:
+                assert "outside every clip" in sha[0], (pos, sha)
+            checked += 1
+        path.write_bytes(original)
+    assert checked >= 30 and verify_manifest(mpath).ok
+    # and from the command line: exit 1, the shard and clip named
+    path = out / "train" / m["shards"][1]["name"]
+    clip = [c for c in m["clips"] if c["shard"] == 1][0]
+    damaged = bytearray(path.read_bytes())
+    damaged[clip["offset"] + 700] ^= 0x10
+    path.write_bytes(bytes(damaged))
+    cli = subprocess.run([sys.executable, "-m", "shardgen", "verify", str(mpath)], capture_output=True, text=True, cwd=ROOT)
+    assert cli.returncode == 1 and f"FAIL {path.name}: sha256 mismatch; damaged: clip {clip['key']}" in cli.stdout
 
 
 def _upload(store: S3Store, out: Path) -> None:

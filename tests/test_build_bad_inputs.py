@@ -1,4 +1,4 @@
-"""Builder fault suite (issue #6): every damaged or odd input has a documented outcome.
+"""Bad inputs to a build: every damaged or odd input has a documented outcome.
 
 Each case ends in one of two ways, and the test pins which:
 
@@ -7,11 +7,11 @@ Each case ends in one of two ways, and the test pins which:
 * a **clear error naming the file** (``SourceError`` / ``BuildError`` / ``OSError``; exit code 2
   from the CLI), and nothing half-written left under a final name.
 
-Cases already pinned in ``test_builder.py`` are not repeated here: truncated / non-JPEG /
+Cases already pinned in ``test_build.py`` are not repeated here: truncated / non-JPEG /
 zero-byte frames and a frame gap in the middle (``test_bad_inputs_are_skipped_with_reasons``),
 a short 44.1 kHz stereo wav (``test_audio_resampled_from_44k_stereo_and_short_wav_padded``),
 malformed JSON, a video in two split lists, an AVA CSV with an unknown label
-(``test_ava_csv_labels_and_frame_mapping``), resume after SIGKILL (also ``test_kill.py``).
+(``test_ava_csv_labels_and_frame_mapping``), resume after SIGKILL (also ``test_build_resume_after_kill.py``).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from shardgen.build import BuildError, _check_space, build
 from shardgen.plan import BuildParams
 from shardgen.source import SourceError
 from tests.sources import ego4d_json, write_source
-from tests.test_builder import all_shards, npy, read_clips
+from tests.test_build import all_shards, npy, read_clips
 
 ROOT = Path(__file__).resolve().parents[1]
 P1 = BuildParams(clip_seconds=1.0)  # 30 frames a clip
@@ -232,7 +232,7 @@ def test_boxes_outside_the_frame_and_negative_sizes(tmp_path):
 
 
 def test_ava_csv_malformed_rows(tmp_path):
-    """Beyond the unknown label (test_builder): short rows and non-numbers are errors naming file:line;
+    """Beyond the unknown label (test_build): short rows and non-numbers are errors naming file:line;
     non-finite values and inverted boxes are dropped and counted."""
     path = tmp_path / "a.csv"
     good = "mov,0.5,0.1,0.1,0.5,0.5,SPEAKING_AUDIBLE,A"
@@ -252,7 +252,7 @@ def test_ava_csv_malformed_rows(tmp_path):
 
 def test_duplicate_ids(tmp_path):
     """Within one split list: the first occurrence wins. The same clip in two annotation files: error.
-    (A video listed in two splits is refused: test_builder.test_video_in_two_splits_is_refused.)"""
+    (A video listed in two splits is refused: test_build.test_video_in_two_splits_is_refused.)"""
     src = write_source(tmp_path / "s", {"v": 30}, splits={"train": ["v", "v", "v"]},
                        annotations=ego4d_json({"v": {"1": [(0, 1, 1, 5, 5)]}}, {}))
     out = tmp_path / "o"

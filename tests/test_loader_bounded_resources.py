@@ -1,4 +1,4 @@
-"""Load test (issue #6): 2 simulated ranks × 4 DataLoader workers streaming 3 epochs.
+"""Bounded resources: 2 simulated ranks × 4 DataLoader workers streaming 3 epochs.
 
 Both ranks' loaders run in this process in lockstep (as two DDP ranks would step together). While
 they run, every DataLoader worker process is sampled through ``/proc/<pid>/status`` after each

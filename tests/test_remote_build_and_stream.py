@@ -1,4 +1,4 @@
-"""Issue #5 end to end: build to S3 with only the AWS variables, stream back over S3 and HTTP, through cuts."""
+"""Remote end to end: build to S3 with only the AWS variables, stream back over S3 and HTTP, through cuts."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""kill -9 at random points of a build (issue #6): every resumed build is byte-identical to a clean one.
+"""kill -9 at random points of a build: every resumed build is byte-identical to a clean one.
 
 A corpus of many tiny clips with ``--shard-clips 1 --workers 2`` gives a build of a few tenths of a
 second with dozens of shard writes, so seeded random delays land in every phase: start-up, probing,
