@@ -104,6 +104,7 @@ def test_label_tracks_are_drawn_from_the_right_arrays(small_build, tmp_path):
     # the voice=1 and voice=0 columns really differ, and a one-frame shift would be caught
     assert np.abs(voice[sample.voice == 1].mean(0) - voice[sample.voice == 0].mean(0)).max() > 50
     assert not np.array_equal(np.roll(sample.voice, 1) == 1, is_on)
+    assert sample.meta["persons"] and sample.speaking.any()  # the per-person check below has something to see
     for p, person in enumerate(sample.meta["persons"]):
         name = f"speaking {person['person_id']}" + (" (wearer)" if person.get("camera_wearer") else "")
         c = colours(name)

@@ -113,8 +113,10 @@ def test_cache_serves_the_second_epoch(s3_build, local_build, s3_server, tmp_pat
     ld = loaders.make_loader(f"s3://{bucket}/ds/v1/train", batch_size=2, seed=5, with_meta=True, remote_options=opts,
                              cache_dir=tmp_path / "cache", cache_bytes=1 << 30)
     first = [m["key"] for *_, meta in ld for m in meta]
-    cached = sorted(p.name for p in (tmp_path / "cache").iterdir() if p.suffix == ".tar" or "tar" in p.name)
-    assert len(cached) >= len(list((local_build / "train").glob("*.tar")))
+    shards = sorted(p.name for p in (local_build / "train").glob("*.tar"))
+    cached = sorted(p.name for p in (tmp_path / "cache").iterdir() if p.name.endswith(".tar"))  # not the .tar.sha256 side files
+    assert len(shards) > 1 and len(cached) == len(shards) and all(c.endswith(tuple(shards)) for c in cached)
+    assert all((tmp_path / "cache" / f"{c}.sha256").is_file() for c in cached)
     from shardgen.core import sources
 
     cache = next(c for k, c in sources._caches.items() if k[0] == str(tmp_path / "cache"))
