@@ -82,6 +82,26 @@ def build(
     if not remote:
         remove_stale_temps(out_dir)  # a build killed while writing its report leaves .build-report.json.tmp-<pid> here
     lists = read_splits(data_dir, splits)
+    contexts, dropped = _contexts(data_dir, splits, lists, params, annotation_files)
+    ex = get_executor(executor, workers, **(executor_options or {}))
+    videos, plans = _plan(ex, contexts, splits, lists, params, strict)
+    outputs = {split: SplitOutput(out_dir, split, staging=staging, s3_options=s3_options) for split in splits}
+    todo, done = _resume(outputs, splits, plans, params, overwrite)
+    if check_space and todo:
+        _preflight(todo, out_dir, remote, workers)
+    written = _write(ex, contexts, todo, done, progress)
+    manifests, summaries = _publish_manifests(outputs, splits, lists, videos, plans, done, params)
+    report = make_report(summaries, videos, dropped, params)
+    report["timing"] = {"seconds": round(time.monotonic() - t0, 3), "write_seconds": round(written.seconds, 3),
+                        "clips_written_now": written.clips, "bytes_written_now": written.bytes,
+                        "executor": ex.name, "workers": workers}
+    outputs[splits[0]].store.put_bytes((json.dumps(report, indent=1) + "\n").encode(), REPORT_NAME)
+    return BuildResult(report, format_summary(report, str(out_dir)), manifests, exit_code=0)
+
+
+def _contexts(data_dir: Path, splits: list[str], lists: dict[str, list[str]], params: BuildParams,
+              annotation_files: list[Path] | None) -> tuple[dict[str, BuildContext], dict[str, dict]]:
+    """Each split's build context (its annotations loaded), and the annotation entries dropped per video."""
     contexts: dict[str, BuildContext] = {}
     dropped: dict[str, dict] = {}
     for split in splits:
@@ -92,44 +112,60 @@ def build(
                 if vid in anns and anns[vid].dropped:
                     dropped[f"{split}/{vid}"] = dict(sorted(anns[vid].dropped.items()))
         contexts[split] = BuildContext(data_dir, params, anns)
+    return contexts, dropped
 
-    ex = get_executor(executor, workers, **(executor_options or {}))
-    tasks = [(split, vid) for split in splits for vid in sorted(lists[split])]
-    videos: list[VideoPlan] = ex.probe(contexts, tasks)
+
+def _plan(ex, contexts: dict[str, BuildContext], splits: list[str], lists: dict[str, list[str]], params: BuildParams,
+          strict: bool) -> tuple[list[VideoPlan], dict[str, list[ShardPlan]]]:
+    """Probe every video (in parallel), refuse a ``--strict`` build with skips, cut each split into shards."""
+    videos: list[VideoPlan] = ex.probe(contexts, [(split, vid) for split in splits for vid in sorted(lists[split])])
     skips = [s for v in videos for s in v.skips]
     if strict and skips:
         lines = "\n".join(f"  {s.split}/{s.key or s.video_id}: {s.reason.message}" for s in skips[:50])
         raise StrictError(f"--strict: {len(skips)} clip(s)/video(s) would be skipped:\n{lines}")
+    plans = {split: assign_shards(split, [c for v in videos if v.split == split for c in v.clips],
+                                  params.shard_bytes, params.shard_clips) for split in splits}
+    return videos, plans
 
-    plans: dict[str, list[ShardPlan]] = {}
-    for split in splits:
-        clips = [c for v in videos if v.split == split for c in v.clips]
-        plans[split] = assign_shards(split, clips, params.shard_bytes, params.shard_clips)
 
+def _resume(outputs: dict[str, SplitOutput], splits: list[str], plans: dict[str, list[ShardPlan]], params: BuildParams,
+            overwrite: bool) -> tuple[list[tuple[ShardPlan, SplitOutput]], dict[str, list[ShardResult]]]:
+    """What still needs writing, and the finished shards an earlier run left that match the plan."""
     todo: list[tuple[ShardPlan, SplitOutput]] = []
-    done: dict[str, list[ShardResult]] = {s: [] for s in splits}
-    outputs = {split: SplitOutput(out_dir, split, staging=staging, s3_options=s3_options) for split in splits}
+    done: dict[str, list[ShardResult]] = {}
     for split in splits:
-        todo_split, kept = _prepare_split(outputs[split], split, params, plans[split], overwrite)
+        todo_split, done[split] = _prepare_split(outputs[split], split, params, plans[split], overwrite)
         todo += [(sp, outputs[split]) for sp in todo_split]
-        done[split] += kept
-    if check_space and todo:
-        if remote:  # staging holds at most one shard per worker at a time
-            _check_space(todo[0][1].local_dir, max(sp.planned_bytes for sp, _ in todo) * max(1, workers))
-        else:
-            _check_space(out_dir, sum(sp.planned_bytes for sp, _ in todo))
+    return todo, done
 
-    total_clips = sum(len(sp.clips) for sp, _ in todo)
-    bar = _progress_bar(total_clips, progress)
-    written_bytes = 0
+
+def _preflight(todo: list[tuple[ShardPlan, SplitOutput]], out_dir, remote: bool, workers: int) -> None:
+    """Refuse before writing anything when the planned shards will not fit."""
+    if remote:  # staging holds at most one shard per worker at a time
+        _check_space(todo[0][1].local_dir, max(sp.planned_bytes for sp, _ in todo) * max(1, workers))
+    else:
+        _check_space(out_dir, sum(sp.planned_bytes for sp, _ in todo))
+
+
+@dataclass
+class _Written:
+    clips: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+
+def _write(ex, contexts: dict[str, BuildContext], todo: list[tuple[ShardPlan, SplitOutput]],
+           done: dict[str, list[ShardResult]], progress: bool) -> _Written:
+    """Write the missing shards (with a clips/s and MB/s bar), adding each result to ``done``."""
+    written = _Written(clips=sum(len(sp.clips) for sp, _ in todo))
+    bar = _progress_bar(written.clips, progress)
 
     def on_done(shard: ShardPlan, res: ShardResult) -> None:
-        nonlocal written_bytes
-        written_bytes += res.bytes
+        written.bytes += res.bytes
         if bar is not None:
             bar.update(len(shard.clips))
             elapsed = max(bar.format_dict.get("elapsed", 0) or 1e-9, 1e-9)
-            bar.set_postfix_str(f"{written_bytes / 1e6 / elapsed:.1f} MB/s", refresh=False)
+            bar.set_postfix_str(f"{written.bytes / 1e6 / elapsed:.1f} MB/s", refresh=False)
 
     t_write = time.monotonic()
     try:
@@ -138,23 +174,22 @@ def build(
     finally:
         if bar is not None:
             bar.close()
-    write_s = time.monotonic() - t_write
+    written.seconds = time.monotonic() - t_write
+    return written
 
+
+def _publish_manifests(outputs: dict[str, SplitOutput], splits: list[str], lists: dict[str, list[str]],
+                       videos: list[VideoPlan], plans: dict[str, list[ShardPlan]], done: dict[str, list[ShardResult]],
+                       params: BuildParams) -> tuple[dict[str, str | Path], list[dict]]:
+    """Each split's manifest, written last (it makes the split visible), and its summary for the report."""
     manifests: dict[str, str | Path] = {}
     summaries = []
     for split in splits:
         manifest = make_manifest(split, params, plans[split], done[split])
-        outputs[split].write(MANIFEST_NAME, encode_manifest(manifest))  # last: it makes the split visible
+        outputs[split].write(MANIFEST_NAME, encode_manifest(manifest))
         manifests[split] = outputs[split].url(MANIFEST_NAME)
         summaries.append(split_summary(split, lists[split], [v for v in videos if v.split == split], manifest, params))
-
-    report = make_report(summaries, videos, dropped, params)
-    report["timing"] = {"seconds": round(time.monotonic() - t0, 3), "write_seconds": round(write_s, 3),
-                        "clips_written_now": total_clips, "bytes_written_now": written_bytes,
-                        "executor": ex.name, "workers": workers}
-    outputs[splits[0]].store.put_bytes((json.dumps(report, indent=1) + "\n").encode(), REPORT_NAME)
-    summary = format_summary(report, str(out_dir))
-    return BuildResult(report, summary, manifests, exit_code=0)
+    return manifests, summaries
 
 
 def _prepare_split(output: SplitOutput, split: str, params: BuildParams, shards: list[ShardPlan], overwrite: bool):

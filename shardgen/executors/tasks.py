@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..clip import BuildContext, clip_entry
-from ..plan import ShardPlan, VideoPlan, probe_video
+from ..plan import ShardPlan, VideoPlan
+from ..probe import probe_video
 from ..writer import ShardResult, write_shard
 
 
