@@ -469,3 +469,49 @@ def test_byte_window_local(data_dir):
     p = data_dir / "small.bin"
     with open_shard(str(p), start=10, end=20) as f:
         assert f.read(10) == p.read_bytes()[10:20]
+
+
+# --------------------------------------------------------------------------
+# one parser, typed options, sizes everywhere, read-only HTTP
+# --------------------------------------------------------------------------
+
+def test_one_parser_for_every_address(tmp_path):
+    loc = storage.parse_location
+    assert (loc("/a/b.tar").kind, loc("/a/b.tar").path) == ("local", "/a/b.tar")
+    assert (loc("file:///a/b%20c.tar").kind, loc("file:///a/b%20c.tar").path) == ("local", "/a/b c.tar")
+    assert (loc("HTTPS://h/x").kind, loc("s3://bkt/p/x.tar").bucket, loc("s3://bkt/p/x.tar").key) == ("http", "bkt", "p/x.tar")
+    for bad in ("file://otherhost/a", "s3:///no-bucket", "gs://bucket/x"):
+        with pytest.raises(ValueError, match="URL"):
+            loc(bad)
+    assert storage.join("s3://b/p/", "m.json") == "s3://b/p/m.json" and storage.parent("http://h/a/b.tar") == "http://h/a"
+    assert storage.join(tmp_path, "m.json") == str(tmp_path / "m.json") and not storage.is_remote(tmp_path)
+
+
+def test_transport_options_are_typed_and_unknown_keys_are_named():
+    o = TransportOptions.coerce({"retries": 2, "timeout": (1, 2)})
+    assert isinstance(o, TransportOptions) and o.retry.retries == 2 and o.timeouts((9, 9)) == (1.0, 2.0)
+    assert TransportOptions.coerce(S3Options(region="x")).s3_options.region == "x"
+    with pytest.raises(TypeError, match="cache_dri"):
+        TransportOptions.coerce({"cache_dri": "/tmp/x"})
+    import loaders
+
+    with pytest.raises(TypeError, match="bogus"):
+        loaders.make_loader("/nonexistent", remote_options={"bogus": 1})
+
+
+def test_object_size_local_http_s3(nginx, s3_server, s3_data, data_dir):
+    n = len((data_dir / "small.bin").read_bytes())
+    opts = TransportOptions(s3_options=s3_server.options(), **FAST)
+    for url in (str(data_dir / "small.bin"), (data_dir / "small.bin").as_uri(), nginx.url_for("small.bin"),
+                s3_data.url("small.bin")):
+        assert storage.object_size(url, opts) == n, url
+    for url in (str(data_dir / "missing.bin"), nginx.url_for("missing.bin"), s3_data.url("missing.bin")):
+        assert storage.object_size(url, opts) is None, url
+
+
+def test_http_is_read_only(nginx):
+    store = open_store(nginx.url)
+    assert isinstance(store, storage.HttpStore) and not store.writable and not hasattr(store, "put_bytes")
+    with pytest.raises(ValueError, match="read-only"):
+        storage.open_writable(nginx.url)
+    assert store.read_bytes("small.bin") == storage.read_bytes(nginx.url_for("small.bin"))
