@@ -20,14 +20,14 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from shardgen.core.format import FormatError
 from shardgen.core.sample import ClipSample
+from shardgen.core.sources import SourceIndex
+from shardgen.core.storage import TransportOptions
+from shardgen.core.tario import DEFAULT_MAX_MEMBER, TarError
 
 from .modes import ModeOptions, collate_raw, collate_talknet, raw_item, talknet_item, track_item
 from .reader import ClipReader, ShardReadError
 from .sharding import (Draw, EpochPlan, Unit, arrange_epoch, batches_to_skip, epoch_sequence, plan_epoch, slot_index,
                        rng, slot_order, slot_run)
-from shardgen.core.sources import SourceIndex
-from shardgen.core.storage import TransportOptions
-from shardgen.core.tario import DEFAULT_MAX_MEMBER, TarError
 
 ON_ERROR = ("raise", "skip")
 

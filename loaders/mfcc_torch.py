@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from shardgen.core.features import NFFT, NFILT, PREEMPH, _EPS, _mfcc_plan, _num_frames
+from shardgen.core.features import NFFT, NFILT, PREEMPH, PSF_EPS, mfcc_frame_count, mfcc_plan
 
 
 def talknet_mfcc_torch(samples: np.ndarray, fps: float = 25.0, sample_rate: int = 16000) -> np.ndarray:
@@ -21,8 +21,8 @@ def talknet_mfcc_torch(samples: np.ndarray, fps: float = 25.0, sample_rate: int 
     x = np.asarray(samples)
     if x.ndim != 1 or x.size == 0:
         raise ValueError(f"talknet_mfcc_torch expects non-empty 1-D mono samples, got shape {x.shape}")
-    frame_len, frame_step, fb, dct = _mfcc_plan(float(fps), int(sample_rate))
-    n_frames = _num_frames(x.size, frame_len, frame_step)
+    frame_len, frame_step, fb, dct = mfcc_plan(float(fps), int(sample_rate))
+    n_frames = mfcc_frame_count(x.size, frame_len, frame_step)
 
     padded = torch.zeros((n_frames - 1) * frame_step + frame_len, dtype=torch.float32)
     padded.numpy()[: x.size] = x  # numpy does the cast; works for read-only int16 buffers too
@@ -30,7 +30,7 @@ def talknet_mfcc_torch(samples: np.ndarray, fps: float = 25.0, sample_rate: int 
     spec = torch.fft.rfft(padded.unfold(0, frame_len, frame_step), n=NFFT, dim=1)
     pairs = torch.view_as_real(spec).reshape(n_frames, -1).square_()
     bands = pairs @ torch.from_numpy(fb.astype(np.float32))
-    bands[bands == 0] = _EPS
+    bands[bands == 0] = PSF_EPS
     logs = bands.log_()
     out = logs[:, :NFILT] @ torch.from_numpy(dct.astype(np.float32))
     out[:, 0] = logs[:, NFILT]

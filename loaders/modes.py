@@ -17,13 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from shardgen.core.crops import crop_scale_for, interpolate_boxes, smooth_boxes, talknet_crop
+from shardgen.core.decode import FACE, decode_gray, gray_frame, gray_small, rgb_frame
+from shardgen.core.features import fit_to_frames, talknet_mfcc
 from shardgen.core.format import FormatError, audio_sample_range
 from shardgen.core.sample import ClipSample
 
 from . import augment
-from shardgen.core.crops import crop_scale_for, interpolate_boxes, smooth_boxes, talknet_crop
-from shardgen.core.decode import FACE, decode_gray, gray_frame, gray_small, rgb_frame
-from shardgen.core.features import fit_to_frames, talknet_mfcc
 from .timing import audio_feature_times, frame_times
 
 MODES = ("talknet", "asd-tracks", "raw")

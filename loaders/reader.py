@@ -14,11 +14,11 @@ from typing import Iterator
 
 from shardgen.core.format import FormatError
 from shardgen.core.sample import ClipSample
-
-from .sharding import Unit
 from shardgen.core.sources import SourceIndex, open_clips
 from shardgen.core.storage import TransportOptions
 from shardgen.core.tario import DEFAULT_MAX_MEMBER, TarError, iter_samples, iter_tar
+
+from .sharding import Unit
 
 
 class ShardReadError(RuntimeError):

@@ -27,7 +27,7 @@ NFILT = 26
 NFFT = 512
 PREEMPH = 0.97
 CEPLIFTER = 22
-_EPS = np.finfo(np.float64).eps  # what python_speech_features substitutes for exact zeros
+PSF_EPS = np.finfo(np.float64).eps  # what python_speech_features substitutes for exact zeros
 
 
 def psf_round_half_up(number: float) -> int:
@@ -65,7 +65,7 @@ def _mel2hz(mel):
 
 
 @functools.lru_cache(maxsize=32)
-def _mfcc_plan(fps: float, sample_rate: int, nfft: int = NFFT):
+def mfcc_plan(fps: float, sample_rate: int, nfft: int = NFFT):
     """Everything that depends only on (fps, sr, nfft): framing and the two matrices.
 
     ``fb`` is the reference's triangular mel filterbank transposed to [nfft//2+1, nfilt] (each
@@ -102,7 +102,7 @@ def _mfcc_plan(fps: float, sample_rate: int, nfft: int = NFFT):
     return frame_len, frame_step, fb, dct
 
 
-def _num_frames(n_samples: int, frame_len: int, frame_step: int) -> int:
+def mfcc_frame_count(n_samples: int, frame_len: int, frame_step: int) -> int:
     """python_speech_features.sigproc.framesig's count: at least one frame, last one zero-padded."""
     if n_samples <= frame_len:
         return 1
@@ -134,9 +134,9 @@ def talknet_mfcc(samples: np.ndarray, fps: float = 25.0, sample_rate: int = 1600
         raise ValueError(f"talknet_mfcc expects 1-D mono samples, got shape {x.shape}")
     if x.size == 0:
         raise ValueError("talknet_mfcc needs at least one sample")
-    frame_len, frame_step, fb, dct = _mfcc_plan(float(fps), int(sample_rate))
+    frame_len, frame_step, fb, dct = mfcc_plan(float(fps), int(sample_rate))
 
-    n_frames = _num_frames(x.size, frame_len, frame_step)
+    n_frames = mfcc_frame_count(x.size, frame_len, frame_step)
     padded = np.zeros((n_frames - 1) * frame_step + frame_len, dtype=np.float64)
     padded[: x.size] = x
     padded[1 : x.size] -= PREEMPH * padded[: x.size - 1]  # y[n] = x[n] - 0.97 x[n-1], y[0] = x[0]
@@ -145,7 +145,7 @@ def talknet_mfcc(samples: np.ndarray, fps: float = 25.0, sample_rate: int = 1600
     spec = np.fft.rfft(frames, n=NFFT, axis=1).view(np.float64)  # [N, 2*257] as (re, im) pairs
     np.square(spec, out=spec)  # in place: big temporaries cost page faults, not flops
     bands = spec @ fb  # [N, 27]: 26 mel energies + total energy (1/NFFT folded into fb)
-    bands[bands == 0] = _EPS
+    bands[bands == 0] = PSF_EPS
     logs = np.log(bands)
     out = logs[:, :NFILT] @ dct
     out[:, 0] = logs[:, NFILT]

@@ -11,14 +11,11 @@ from typing import Iterable
 from .base import WritableStore
 from .errors import StorageError
 from .options import TransportOptions
-from .s3config import (NOT_FOUND, PAST_END, TRANSIENT, TRANSIENT_S3_ERRORS, ClientError, S3Options,
-                       actual_object_size, classify_client_error, shared_client)
+from .s3config import (NOT_FOUND, PAST_END, TRANSIENT, S3Options, actual_object_size, classify_client_error,
+                       client_error, shared_client, transient_s3_errors)
 from .stream import TRANSIENT_ERRORS, Fatal, Opened, PastEnd, ResumableReader, Transient, parse_content_range, \
     range_header, skip_body, with_retries
 from .url import parse_location
-
-S3_TRANSIENT = TRANSIENT_ERRORS + TRANSIENT_S3_ERRORS
-
 
 class S3Store(WritableStore):
     """``s3://bucket/prefix``; ``options`` may be :class:`TransportOptions` or just :class:`S3Options`."""
@@ -31,6 +28,7 @@ class S3Store(WritableStore):
         self.bucket, self.prefix = loc.bucket, loc.key.strip("/")
         self.s3_options = self.options.s3()
         self._client = client
+        self._transient = TRANSIENT_ERRORS + transient_s3_errors()
 
     def __repr__(self) -> str:
         return f"S3Store({self.base_url!r})"
@@ -58,19 +56,19 @@ class S3Store(WritableStore):
     # -- read -----------------------------------------------------------------
     def open_range(self, name, start=0, end=None):
         return ResumableReader(self.url(name), self._opener(self.key(name)), policy=self.options.retry,
-                               transient=S3_TRANSIENT, chunk_size=self.options.chunk_size, start=start, end=end)
+                               transient=self._transient, chunk_size=self.options.chunk_size, start=start, end=end)
 
     def size(self, name):
         def head() -> int | None:
             try:
                 return int(self.client.head_object(Bucket=self.bucket, Key=self.key(name))["ContentLength"])
-            except ClientError as e:
+            except client_error() as e:
                 kind, message = classify_client_error(e)
                 if kind == NOT_FOUND:
                     return None
                 raise (Transient if kind == TRANSIENT else Fatal)(message) from None
 
-        return with_retries(self.options.retry, head, url=self.url(name), transient=S3_TRANSIENT)
+        return with_retries(self.options.retry, head, url=self.url(name), transient=self._transient)
 
     def _opener(self, key: str):
         client, bucket, chunk_size = self.client, self.bucket, self.options.chunk_size
@@ -81,7 +79,7 @@ class S3Store(WritableStore):
                 kw["Range"] = range_header(pos, end)
             try:
                 r = client.get_object(**kw)
-            except ClientError as e:
+            except client_error() as e:
                 kind, message = classify_client_error(e)
                 if kind == PAST_END:
                     raise PastEnd(actual_object_size(e)) from None

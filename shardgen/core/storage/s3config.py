@@ -13,8 +13,9 @@ Swift s3api, older MinIO/Ceph RGW, R2 ...) accept the requests, and a handler ad
 :func:`classify_client_error` is the one place that decides whether an S3 error means "not
 there", "past the end", "try again" or "give up".
 
-boto3 is optional (``pip install avshards[s3]``): without it everything but S3 works, and S3
-use says what to install.
+boto3 is the optional ``[s3]`` extra and slow to import (~0.15 s), so it is imported on first S3
+use only (:func:`boto`), like matplotlib and Ray elsewhere: a local build or a loader reading
+disk never pays for it, and S3 use without it says what to install.
 """
 
 from __future__ import annotations
@@ -23,27 +24,28 @@ import base64
 import dataclasses
 import hashlib
 import os
+import functools
 import threading
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
-
-try:  # the optional [s3] extra
-    import boto3
-    import botocore.exceptions as botocore_errors
-    from boto3.s3.transfer import TransferConfig
-    from botocore.config import Config
-except ImportError:  # pragma: no cover - depends on the environment
-    boto3 = botocore_errors = TransferConfig = Config = None
 
 MiB = 1 << 20
 
 _ADDRESSING_STYLES = ("auto", "path", "virtual")
 
 
-def _require_boto3():
-    if boto3 is None:  # pragma: no cover - depends on the environment
-        raise ImportError("S3 support needs boto3: pip install 'avshards[s3]' (or pip install boto3)")
-    return boto3
+@functools.cache
+def boto() -> SimpleNamespace:
+    """boto3 and the botocore pieces we use, imported on first S3 use (the optional [s3] extra)."""
+    try:
+        import boto3
+        import botocore.exceptions
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("S3 support needs boto3: pip install 'avshards[s3]' (or pip install boto3)") from e
+    return SimpleNamespace(boto3=boto3, errors=botocore.exceptions, Config=Config, TransferConfig=TransferConfig)
 
 
 def _env(*names: str) -> str | None:
@@ -119,7 +121,7 @@ class S3Options:
 
     # -- client -----------------------------------------------------------
     def botocore_config(self):
-        _require_boto3()
+        Config = boto().Config
         kw: dict[str, Any] = dict(
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
@@ -138,8 +140,7 @@ class S3Options:
 
     def make_client(self):
         """A new boto3 S3 client (thread-safe; create one per process)."""
-        boto3 = _require_boto3()
-        session = boto3.session.Session(profile_name=self.profile)
+        session = boto().boto3.session.Session(profile_name=self.profile)
         kw: dict[str, Any] = {"config": self.botocore_config()}
         if self.endpoint_url:
             kw["endpoint_url"] = self.endpoint_url
@@ -157,8 +158,7 @@ class S3Options:
         return client
 
     def transfer_config(self):
-        _require_boto3()
-        return TransferConfig(
+        return boto().TransferConfig(
             multipart_threshold=int(self.multipart_threshold),
             multipart_chunksize=int(self.multipart_chunksize),
             max_concurrency=int(self.max_concurrency),
@@ -233,13 +233,14 @@ def actual_object_size(exc: Exception) -> int | None:
     return int(size) if size and str(size).isdigit() else None
 
 
-def _transient_s3_errors() -> tuple[type, ...]:
-    if botocore_errors is None:
-        return ()
+@functools.cache
+def transient_s3_errors() -> tuple[type, ...]:
+    """Exceptions from a botocore call or body read worth a retry."""
     names = ("ConnectionError", "HTTPClientError", "IncompleteReadError", "ResponseStreamingError", "ReadTimeoutError",
              "ConnectTimeoutError", "EndpointConnectionError", "ConnectionClosedError")
-    return tuple(t for t in (getattr(botocore_errors, n, None) for n in names) if t is not None)
+    return tuple(t for t in (getattr(boto().errors, n, None) for n in names) if t is not None)
 
 
-TRANSIENT_S3_ERRORS = _transient_s3_errors()  # exceptions from a botocore call or body read worth a retry
-ClientError = botocore_errors.ClientError if botocore_errors is not None else type("ClientError", (Exception,), {})
+def client_error() -> type:
+    """botocore's ClientError (an S3 error response), for ``except client_error() as e``."""
+    return boto().errors.ClientError
