@@ -9,9 +9,12 @@ the sample format, turns it into the chosen mode's item and yields whole batches
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import multiprocessing as mp
 import warnings
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Iterator
 
 import numpy as np
@@ -19,14 +22,35 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from shardgen.format import ClipSample, FormatError
 
-from .modes import ModeOptions, collate_raw, collate_talknet, raw_item, talknet_item, track_item
+from .modes import ModeOptions, collate_raw, collate_talknet, raw_item, talknet_item, track_audio, track_item
 from .reader import ClipReader, ShardReadError
-from .sharding import (EpochPlan, Unit, arrange_epoch, batches_to_skip, epoch_sequence, plan_epoch, slot_index,
-                       slot_order, slot_run)
+from .sharding import (EpochPlan, Unit, arrange_epoch, batch_sequence, batches_to_skip, epoch_sequence,
+                       frame_budget_batches, plan_epoch, slot_index, slot_order, slot_run)
 from .sources import SourceIndex
 from .tario import DEFAULT_MAX_MEMBER, TarError
 
 ON_ERROR = ("raise", "skip")
+
+
+class Counter(IntEnum):
+    """Slots of the per-epoch counters shared by the DataLoader workers (``loader.stats``)."""
+
+    ITEMS = 0  # items yielded in batches
+    SKIPPED = 1  # items lost to damage with on_error="skip"
+    FILLER = 2  # batches repeated to keep every rank's step count equal after skips
+    FRAMES_DELIVERED = 3  # frames in the yielded batches (B x T, after cutting to the shortest)
+    ITEM_FRAMES = 4  # frames of those items before cutting (face-track frames in asd-tracks)
+
+
+class Stream(IntEnum):
+    """The ``numpy`` random streams, one number each, so no two uses ever share draws.
+
+    A stream is ``default_rng([seed, epoch, Stream.X, ...])``; 1, 2 and 4 are drawn in
+    :mod:`loaders.sharding` (shard order, shuffle buffer, rotation), 5 there too (batch order).
+    """
+
+    AUGMENT = 3  # per item: [seed, epoch, 3, slot, run index]
+    AUGMENT_BUDGET = 6  # per track of a frame-budget batch: [seed, epoch, 6, batch, position]
 
 
 @dataclass
@@ -42,12 +66,20 @@ class StreamConfig:
     remainder: str = "drop"
     on_error: str = "raise"
     max_member_bytes: int = DEFAULT_MAX_MEMBER
+    batch_frames: int | None = None  # asd-tracks: TalkNet's frame-budget batches instead of batch_size items
 
     def __post_init__(self):
         if self.on_error not in ON_ERROR:
             raise ValueError(f"on_error {self.on_error!r}: choose one of {ON_ERROR}")
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if self.batch_frames is not None:
+            if self.batch_frames < 1:
+                raise ValueError("batch_frames must be at least 1")
+            if self.batch_size != 1:
+                raise ValueError("batch_frames and batch_size are exclusive: a frame budget decides each batch's size")
+            if self.samples_per_epoch is not None:
+                raise ValueError("samples_per_epoch counts items; with batch_frames an epoch is every frame-budget batch")
         if not 0 <= self.rank < self.world_size:
             raise ValueError(f"rank {self.rank} outside world_size {self.world_size}")
 
@@ -61,10 +93,18 @@ class ShardStream(IterableDataset):
         self.remote_options = remote_options
         self.epoch = 0
         self.resume_batches = 0
-        self.counters = mp.get_context("fork").Array("q", 3, lock=True)  # yielded, skipped, filled
+        self.counters = mp.get_context("fork").Array("q", len(Counter), lock=True)
         self._units = self._units_by_shard()
         self.reader = ClipReader(index, remote_options, cfg.max_member_bytes)
         self.source_digest = _source_digest(index)
+        self._collate = collate_raw if opts.mode == "raw" else functools.partial(collate_talknet, faces_dtype=opts.faces_dtype)
+        self._tracks: list[Unit] = []
+        self._budget_batches: list[list[int]] = []
+        if cfg.batch_frames is not None:
+            if opts.mode != "asd-tracks":
+                raise ValueError(f"batch_frames packs face tracks: it needs mode='asd-tracks', not {opts.mode!r}")
+            self._tracks = [u for shard in self._units for u in shard]
+            self._budget_batches = frame_budget_batches(self._tracks, cfg.batch_frames)
 
     # ------------------------------------------------------------------ planning
     def _units_by_shard(self) -> list[list[Unit]]:
@@ -76,11 +116,29 @@ class ShardStream(IterableDataset):
     def n_units(self) -> int:
         return sum(len(u) for u in self._units)
 
+    @property
+    def budget_batches(self) -> list[list[Unit]]:
+        """The fixed frame-budget batches (``batch_frames``), as face tracks; empty otherwise."""
+        return [[self._tracks[i] for i in b] for b in self._budget_batches]
+
     def plan(self, num_workers: int, epoch: int | None = None) -> EpochPlan:
         c = self.cfg
-        return plan_epoch(self.n_units, slots=c.world_size * max(1, num_workers), batch_size=c.batch_size,
-                          drop_last=c.drop_last, samples_per_epoch=c.samples_per_epoch,
-                          epoch=self.epoch if epoch is None else epoch, remainder=c.remainder)
+        epoch = self.epoch if epoch is None else epoch
+        slots = c.world_size * max(1, num_workers)
+        if c.batch_frames is not None:  # the unit dealt to readers is a whole batch
+            return plan_epoch(len(self._budget_batches), slots=slots, batch_size=1, drop_last=False,
+                              samples_per_epoch=None, epoch=epoch, remainder=c.remainder)
+        return plan_epoch(self.n_units, slots=slots, batch_size=c.batch_size, drop_last=c.drop_last,
+                          samples_per_epoch=c.samples_per_epoch, epoch=epoch, remainder=c.remainder)
+
+    def slot_budget_batches(self, slot: int, num_workers: int, epoch: int | None = None) -> list[int]:
+        """Which frame-budget batches (indices into :attr:`budget_batches`) a slot yields this epoch, in order."""
+        c = self.cfg
+        epoch = self.epoch if epoch is None else epoch
+        plan = self.plan(num_workers, epoch)
+        seq = batch_sequence(len(self._budget_batches), seed=c.seed, epoch=epoch, shuffle=c.shuffle)
+        seq = arrange_epoch(seq, plan, seed=c.seed, shuffle=c.shuffle)
+        return slot_run(seq, plan, slot, 1, False)
 
     # ------------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator:
@@ -90,20 +148,23 @@ class ShardStream(IterableDataset):
         # logical worker k % W's, so DataLoader worker w plays logical worker (w + k) % W.
         worker = ((info.id if info else 0) + self.resume_batches) % W
         c = self.cfg
+        skip = batches_to_skip(self.resume_batches, worker, W)
+        if c.batch_frames is not None:
+            slot = slot_index(c.rank, worker, W)
+            yield from self._frame_budget_batches(self.slot_budget_batches(slot, W)[skip:])
+            return
         plan = self.plan(W)
         seq = epoch_sequence(self._units, seed=c.seed, epoch=self.epoch, shuffle=c.shuffle)
         seq = arrange_epoch(seq, plan, seed=c.seed, shuffle=c.shuffle)
         slot = slot_index(c.rank, worker, W)
         run = slot_run(seq, plan, slot, c.batch_size, c.drop_last)
         order = slot_order(len(run), seed=c.seed, epoch=self.epoch, slot=slot, buffer=c.shuffle_buffer, shuffle=c.shuffle)
-        skip = batches_to_skip(self.resume_batches, worker, W)
         emit = order[skip * c.batch_size:]
         n_batches = plan.batches_per_slot - skip
         yield from self._batches(run, emit, n_batches, slot)
 
     def _batches(self, run: list[Unit], emit: list[int], n_batches: int, slot: int) -> Iterator:
         B = self.cfg.batch_size
-        collate = collate_raw if self.opts.mode == "raw" else collate_talknet
         reader = self.reader.read(run, sorted(emit))
         held: dict[int, object] = {}
         batch: list = []
@@ -120,32 +181,86 @@ class ShardStream(IterableDataset):
             try:
                 if isinstance(sample, Exception):
                     raise sample
-                rng = np.random.default_rng([self.cfg.seed, self.epoch, 3, slot, t]) if self.opts.augment else None
+                rng = np.random.default_rng([self.cfg.seed, self.epoch, Stream.AUGMENT, slot, t]) if self.opts.augment else None
                 item, noise = self._transform(sample, run[t], rng, noise)
             except Exception as exc:  # a hostile clip can fail anywhere in decoding: always named, or counted
-                named = _named(exc, run[t], self.index.shards[run[t].clip.shard].url)
-                if self.cfg.on_error == "raise":
-                    ours = isinstance(exc, (FormatError, TarError, ShardReadError, ValueError))
-                    raise named from (None if ours else exc)
-                first_error = first_error or named
-                self._count(1, 1)
+                first_error = first_error or self._failed(exc, run[t])
                 continue
-            self._count(0, 1)
             batch.append(item)
             last_good = item
             if len(batch) == B:
-                yield collate(batch)
+                yield self._deliver(batch)
                 made += 1
                 batch = []
         if batch:
-            yield collate(batch)
+            yield self._deliver(batch)
             made += 1
-        while made < n_batches:  # only after skips: keep every rank's step count equal
+        yield from self._fill(made, n_batches, last_good, first_error)
+
+    def _frame_budget_batches(self, batch_ids: list[int]) -> Iterator:
+        """Yield the given frame-budget batches: each track read sparsely, cut to the batch's shortest.
+
+        With ``augment=True`` a track's noise is another track of the same batch (TalkNet's
+        ``overlap`` draws from its mini-batch's audio set).
+        """
+        use_crops = self.opts.use_derived and not self.opts.smooth_boxes
+        last_good, first_error, made = None, None, 0
+        for b in batch_ids:
+            units = [self._tracks[i] for i in self._budget_batches[b]]
+            samples = [self.reader.read_track(u, use_crops=use_crops) for u in units]
+            clean = [None] * len(units)
+            if self.opts.augment:
+                for j, (u, s) in enumerate(zip(units, samples)):
+                    if isinstance(s, ClipSample):
+                        try:
+                            clean[j] = track_audio(s, u.track)[0]
+                        except Exception:
+                            pass  # this track fails (named) below
+            items = []
+            for j, (u, sample) in enumerate(zip(units, samples)):
+                try:
+                    if isinstance(sample, Exception):
+                        raise sample
+                    rng = noise = None
+                    if self.opts.augment:
+                        rng = np.random.default_rng([self.cfg.seed, self.epoch, Stream.AUGMENT_BUDGET, b, j])
+                        others = [k for k in range(len(units)) if k != j and clean[k] is not None]
+                        noise = clean[others[int(rng.integers(len(others)))]] if others else None
+                    items.append(track_item(sample, u.track, self.opts, rng, noise)[0])
+                except Exception as exc:
+                    first_error = first_error or self._failed(exc, u)
+            if items:
+                last_good = items[0]
+                yield self._deliver(items)
+                made += 1
+        yield from self._fill(made, len(batch_ids), last_good, first_error)
+
+    def _deliver(self, items: list):
+        with self.counters.get_lock():
+            self.counters[Counter.ITEMS] += len(items)
+            if self.opts.mode != "raw":
+                T = min(it[1].shape[0] for it in items)
+                self.counters[Counter.FRAMES_DELIVERED] += T * len(items)
+                self.counters[Counter.ITEM_FRAMES] += sum(it[1].shape[0] for it in items)
+        return self._collate(items)
+
+    def _failed(self, exc: Exception, unit: Unit) -> Exception:
+        """Raise the named error (``on_error="raise"``), or count the item as skipped and return it."""
+        named = _named(exc, unit, self.index.shards[unit.clip.shard].url)
+        if self.cfg.on_error == "raise":
+            ours = isinstance(exc, (FormatError, TarError, ShardReadError, ValueError))
+            raise named from (None if ours else exc)
+        self._count(Counter.SKIPPED, 1)
+        return named
+
+    def _fill(self, made: int, n_batches: int, last_good, first_error) -> Iterator:
+        """Only after skips: repeat a good item so every rank's step count stays equal."""
+        while made < n_batches:
             if last_good is None:
                 raise ShardReadError(f"every clip of this reader's run failed; nothing to fill its batches with "
                                      f"(first: {first_error})")
-            self._count(2, 1)
-            yield collate([last_good])
+            self._count(Counter.FILLER, 1)
+            yield self._collate([last_good])
             made += 1
 
     def _count(self, which: int, n: int) -> None:
@@ -162,8 +277,6 @@ class ShardStream(IterableDataset):
 
 def _source_digest(index: SourceIndex) -> str:
     """Identifies the shards (names, sizes, hashes and clips, in order): a resume must read the same ones."""
-    import hashlib
-
     h = hashlib.sha256()
     for s in index.shards:
         h.update(f"{s.name}|{s.bytes}|{s.sha256}|{len(s.clips)}|{s.clips[0].key if s.clips else ''}\n".encode())
@@ -208,7 +321,7 @@ class ASDLoader:
         self.stream.epoch = self.epoch
         self.stream.resume_batches = self._done
         with self.stream.counters.get_lock():  # stats are per epoch
-            self.stream.counters[:] = [0, 0, 0]
+            self.stream.counters[:] = [0] * len(Counter)
         kwargs = {}
         if self.num_workers:
             kwargs = {"multiprocessing_context": "fork", "prefetch_factor": self.prefetch_factor or 2}
@@ -229,18 +342,23 @@ class ASDLoader:
 
     @property
     def stats(self) -> dict:
+        """This epoch's counts so far: items, skipped, filler batches, and the frames delivered in
+        batches (``B × T`` after cutting to the shortest) against the frames of those items before
+        cutting (``item_frames``: the face tracks' frames in asd-tracks)."""
         c = self.stream.counters
-        return {"items": c[0], "skipped": c[1], "filler_batches": c[2]}
+        return {"items": c[Counter.ITEMS], "skipped": c[Counter.SKIPPED], "filler_batches": c[Counter.FILLER],
+                "frames_delivered": c[Counter.FRAMES_DELIVERED], "item_frames": c[Counter.ITEM_FRAMES]}
 
-    _MUST_MATCH = ("source", "units", "mode", "seed", "shuffle", "shuffle_buffer", "batch_size", "drop_last",
-                   "samples_per_epoch", "remainder", "world_size", "num_workers")
+    _MUST_MATCH = ("source", "units", "mode", "seed", "shuffle", "shuffle_buffer", "batch_size", "batch_frames",
+                   "drop_last", "samples_per_epoch", "remainder", "world_size", "num_workers")
 
     def state_dict(self) -> dict:
         """Where this rank is in the epoch, plus everything that fixes the order of the batches."""
         s, c = self.stream, self.stream.cfg
         return {"epoch": self.epoch, "batches_done": self._done, "source": s.source_digest, "units": s.n_units,
                 "mode": s.opts.mode, "seed": c.seed, "shuffle": c.shuffle, "shuffle_buffer": c.shuffle_buffer,
-                "batch_size": c.batch_size, "drop_last": c.drop_last, "samples_per_epoch": c.samples_per_epoch,
+                "batch_size": c.batch_size, "batch_frames": c.batch_frames, "drop_last": c.drop_last,
+                "samples_per_epoch": c.samples_per_epoch,
                 "remainder": c.remainder, "world_size": c.world_size, "rank": c.rank, "num_workers": self.num_workers}
 
     def load_state_dict(self, state: dict) -> None:

@@ -20,6 +20,12 @@ Every slot has the same number of clips, hence every worker the same number of b
 every rank the same number of steps: no DDP hang on uneven shards, no clip twice in an epoch.
 Because step 3's order is known without reading data, resuming after ``k`` batches skips
 exactly the clips those batches held, without decoding them.
+
+**Frame-budget batches** (``asd-tracks`` with ``batch_frames=N``) follow TalkNet-ASD's
+``dataLoader.train_loader`` instead: :func:`frame_budget_batches` packs the face tracks into
+fixed mini-batches once (longest first, ``max(N // L, 1)`` tracks from the longest unpacked
+track of length ``L``), and each epoch shuffles the *batches*, then deals them to the slots
+exactly as clips are dealt above (the unit being a whole batch, one per step).
 """
 
 from __future__ import annotations
@@ -68,6 +74,42 @@ def epoch_sequence(shard_clips: list[list[ClipRef]], *, seed: int, epoch: int, s
 REMAINDERS = ("drop", "pad")
 
 
+def track_length(unit: Unit) -> int:
+    return int(unit.track[2])
+
+
+def track_sort_id(unit: Unit) -> str:
+    """A face track's id within its clip, as text that sorts like ``(person_row, first_frame)``."""
+    p, first, _ = unit.track
+    return f"{int(p):02d}.{int(first):06d}"
+
+
+def frame_budget_batches(units: list[Unit], frame_budget: int) -> list[list[int]]:
+    """TalkNet's mini-batches over face tracks: lists of indices into ``units``, fixed for every epoch.
+
+    The tracks are sorted by length in frames, longest first; ties by clip key, then
+    :func:`track_sort_id` (both ascending). From the longest track not yet packed (length ``L``)
+    a batch takes the next ``max(frame_budget // L, 1)`` tracks, so a batch holds about
+    ``frame_budget`` frames and its tracks have similar lengths: cutting them to the shortest
+    (TalkNet's ``[:numFrames]``) loses little.
+    """
+    if frame_budget < 1:
+        raise ValueError("batch_frames must be at least 1")
+    order = sorted(range(len(units)), key=lambda i: (-track_length(units[i]), units[i].clip.key, track_sort_id(units[i])))
+    batches: list[list[int]] = []
+    start = 0
+    while start < len(order):
+        end = min(len(order), start + max(frame_budget // track_length(units[order[start]]), 1))
+        batches.append(order[start:end])
+        start = end
+    return batches
+
+
+def batch_sequence(n_batches: int, *, seed: int, epoch: int, shuffle: bool) -> list[int]:
+    """The epoch's order of the fixed mini-batches (TalkNet: ``DataLoader(shuffle=True)`` over them)."""
+    return [int(i) for i in _rng(seed, epoch, 5).permutation(n_batches)] if shuffle else list(range(n_batches))
+
+
 def plan_epoch(n_clips: int, *, slots: int, batch_size: int, drop_last: bool, samples_per_epoch: int | None, epoch: int,
                remainder: str = "drop") -> EpochPlan:
     if remainder not in REMAINDERS:
@@ -76,7 +118,7 @@ def plan_epoch(n_clips: int, *, slots: int, batch_size: int, drop_last: bool, sa
     per_slot = usable // slots if remainder == "drop" else -(-usable // slots)
     if per_slot == 0:
         raise ValueError(
-            f"{n_clips} clips cannot feed {slots} readers (world_size × num_workers): every reader needs at least one clip; "
+            f"{n_clips} items cannot feed {slots} readers (world_size × num_workers): every reader needs at least one; "
             "use fewer workers/ranks or more data"
         )
     batches = per_slot // batch_size if drop_last else math.ceil(per_slot / batch_size)

@@ -189,6 +189,22 @@ class _Window(io.RawIOBase):
         self._left -= len(b)
         return b
 
+    def skip(self, n: int) -> int:
+        """Pass over ``n`` bytes of the window: a seek on a file, else read and discard."""
+        n = min(n, self._left)
+        if getattr(self._raw, "seekable", lambda: False)():
+            self._raw.seek(n, io.SEEK_CUR)
+            self._left -= n
+            return n
+        done = 0
+        while done < n:
+            b = self._raw.read(min(n - done, 1 << 20))
+            if not b:
+                break
+            done += len(b)
+        self._left -= done
+        return done
+
     def close(self):
         try:
             self._raw.close()
@@ -215,13 +231,15 @@ def _cache(remote_options: dict):
 
 
 def open_range(url: str, offset: int, length: int, *, remote_options: dict | None = None,
-               expected_sha256: str | None = None, expected_size: int | None = None) -> BinaryIO:
+               expected_sha256: str | None = None, expected_size: int | None = None, sparse: bool = False) -> BinaryIO:
     """A stream of bytes ``[offset, offset+length)`` of a shard, local or remote.
 
     Remote shards stream through a Range request (resumed from the byte reached if the
     connection drops); with ``cache_dir`` in ``remote_options`` the whole shard is fetched into
     a size-bounded LRU cache first, verified against the manifest's sha256, and read from disk
-    (so later epochs read locally).
+    (so later epochs read locally). ``sparse``: the caller will skip most of the range (one
+    track's frames of a clip), so a local file is opened unbuffered: a skip is one seek and a
+    header one 512-byte read, instead of refilling a 1 MiB buffer with bytes nobody wants.
     """
     if is_remote(url):
         if remote_options and remote_options.get("cache_dir"):
@@ -232,6 +250,6 @@ def open_range(url: str, offset: int, length: int, *, remote_options: dict | Non
 
         raw = open_shard(url, start=offset, end=offset + length, **transport_options(remote_options))
         return _Window(raw, length)
-    fh = open(url[7:] if url.startswith("file://") else url, "rb", buffering=1 << 20)
+    fh = open(url[7:] if url.startswith("file://") else url, "rb", buffering=0 if sparse else 1 << 20)
     fh.seek(offset)
     return _Window(fh, length)
