@@ -184,7 +184,8 @@ class ShardStream(IterableDataset):
                 rng = np.random.default_rng([self.cfg.seed, self.epoch, Stream.AUGMENT, slot, t]) if self.opts.augment else None
                 item, noise = self._transform(sample, run[t], rng, noise)
             except Exception as exc:  # a hostile clip can fail anywhere in decoding: always named, or counted
-                first_error = first_error or self._failed(exc, run[t])
+                failed = self._failed(exc, run[t])  # raises, or counts the skip
+                first_error = first_error or failed
                 continue
             batch.append(item)
             last_good = item
@@ -228,7 +229,8 @@ class ShardStream(IterableDataset):
                         noise = clean[others[int(rng.integers(len(others)))]] if others else None
                     items.append(track_item(sample, u.track, self.opts, rng, noise)[0])
                 except Exception as exc:
-                    first_error = first_error or self._failed(exc, u)
+                    failed = self._failed(exc, u)  # raises, or counts the skip
+                    first_error = first_error or failed
             if items:
                 last_good = items[0]
                 yield self._deliver(items)
