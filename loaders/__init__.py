@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import torch
 
+from shardgen.ava_eval import mean_ap
+
 from .dataset import ASDLoader, ShardReadError, ShardStream, StreamConfig
 from .modes import ModeOptions
+from .predictions import PredictionWriter
 from .sources import resolve
 from .timing import audio_feature_times, frame_times, mrope_ids, tmrope_ids
 
-__all__ = ["make_loader", "ASDLoader", "ShardReadError", "resolve", "frame_times", "audio_feature_times",
-           "mrope_ids", "tmrope_ids"]
+__all__ = ["make_loader", "ASDLoader", "ShardReadError", "PredictionWriter", "mean_ap", "resolve", "frame_times",
+           "audio_feature_times", "mrope_ids", "tmrope_ids"]
 
 
 def _dist_defaults(rank, world_size):

@@ -130,6 +130,7 @@ def track_item(sample: ClipSample, track: tuple, opts: ModeOptions, rng=None, no
     boxes, span = interpolate_boxes(sample.boxes[p, first:first + n].astype(np.float64))
     if span is None or span != (0, n - 1):
         raise FormatError(f"{sample.key}: track {track} has no box at its ends (manifest and shard disagree)")
+    annotated = boxes  # the evaluation's boxes (gaps filled, never smoothed): what eval-gt writes
     if opts.smooth_boxes:
         boxes = smooth_boxes(boxes)
     W, H = m["frame_size"]
@@ -154,7 +155,7 @@ def track_item(sample: ClipSample, track: tuple, opts: ModeOptions, rng=None, no
         pid = m["persons"][p]["person_id"]
         track_id = f"{m['video_id']}:{pid}@{m['start_frame'] + first}"
         item += (_timing(sample, first, n, audio.shape[0], track_id)
-                 | {"person_id": pid, "person_row": p, "source_frame": m["start_frame"] + first, "boxes": boxes},)
+                 | {"person_id": pid, "person_row": p, "source_frame": m["start_frame"] + first, "boxes": annotated},)
     return item, samples
 
 
