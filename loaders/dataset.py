@@ -153,15 +153,30 @@ class ShardStream(IterableDataset):
             slot = slot_index(c.rank, worker, W)
             yield from self._frame_budget_batches(self.slot_budget_batches(slot, W)[skip:])
             return
-        plan = self.plan(W)
-        seq = epoch_sequence(self._units, seed=c.seed, epoch=self.epoch, shuffle=c.shuffle)
-        seq = arrange_epoch(seq, plan, seed=c.seed, shuffle=c.shuffle)
         slot = slot_index(c.rank, worker, W)
-        run = slot_run(seq, plan, slot, c.batch_size, c.drop_last)
-        order = slot_order(len(run), seed=c.seed, epoch=self.epoch, slot=slot, buffer=c.shuffle_buffer, shuffle=c.shuffle)
+        plan = self.plan(W)
+        run, order = self._slot_run(slot, W, plan)
         emit = order[skip * c.batch_size:]
         n_batches = plan.batches_per_slot - skip
         yield from self._batches(run, emit, n_batches, slot)
+
+    def _slot_run(self, slot: int, num_workers: int, plan: EpochPlan) -> tuple[list[Unit], list[int]]:
+        """A slot's run of items (read in this order) and the order the shuffle buffer emits them in."""
+        c = self.cfg
+        seq = epoch_sequence(self._units, seed=c.seed, epoch=plan.epoch, shuffle=c.shuffle)
+        seq = arrange_epoch(seq, plan, seed=c.seed, shuffle=c.shuffle)
+        run = slot_run(seq, plan, slot, c.batch_size, c.drop_last)
+        return run, slot_order(len(run), seed=c.seed, epoch=plan.epoch, slot=slot, buffer=c.shuffle_buffer, shuffle=c.shuffle)
+
+    def epoch_batches(self, slot: int, num_workers: int, epoch: int | None = None) -> list[list[Unit]]:
+        """The items of each batch a slot (``rank * num_workers + worker``) yields in an epoch, without reading
+        any data — what a planner or a frames-kept estimate needs (damage skipped at run time aside)."""
+        if self.cfg.batch_frames is not None:
+            return [[self._tracks[i] for i in self._budget_batches[b]] for b in self.slot_budget_batches(slot, num_workers, epoch)]
+        plan = self.plan(num_workers, epoch)
+        run, order = self._slot_run(slot, num_workers, plan)
+        B = self.cfg.batch_size
+        return [[run[t] for t in order[i:i + B]] for i in range(0, len(order), B)]
 
     def _batches(self, run: list[Unit], emit: list[int], n_batches: int, slot: int) -> Iterator:
         B = self.cfg.batch_size
@@ -201,6 +216,11 @@ class ShardStream(IterableDataset):
     def _frame_budget_batches(self, batch_ids: list[int]) -> Iterator:
         """Yield the given frame-budget batches: each track read sparsely, cut to the batch's shortest.
 
+        Only the first ``T`` frames of each track (``T``: the batch's shortest, from the manifest) are
+        read and decoded; the MFCC is of the whole track's audio, then cut to ``4T`` rows (TalkNet's
+        ``load_audio``). Should a track of the batch fail (``on_error="skip"``), the others stay cut
+        to the planned ``T``.
+
         With ``augment=True`` a track's noise is another track of the same batch (TalkNet's
         ``overlap`` draws from its mini-batch's audio set).
         """
@@ -208,7 +228,8 @@ class ShardStream(IterableDataset):
         last_good, first_error, made = None, None, 0
         for b in batch_ids:
             units = [self._tracks[i] for i in self._budget_batches[b]]
-            samples = [self.reader.read_track(u, use_crops=use_crops) for u in units]
+            T = min(u.track[2] for u in units)  # the batch is cut to its shortest track: read and decode no more
+            samples = [self.reader.read_track(u, use_crops=use_crops, frames=T) for u in units]
             clean = [None] * len(units)
             if self.opts.augment:
                 for j, (u, s) in enumerate(zip(units, samples)):
@@ -227,7 +248,7 @@ class ShardStream(IterableDataset):
                         rng = np.random.default_rng([self.cfg.seed, self.epoch, Stream.AUGMENT_BUDGET, b, j])
                         others = [k for k in range(len(units)) if k != j and clean[k] is not None]
                         noise = clean[others[int(rng.integers(len(others)))]] if others else None
-                    items.append(track_item(sample, u.track, self.opts, rng, noise)[0])
+                    items.append(track_item(sample, u.track, self.opts, rng, noise, keep=T)[0])
                 except Exception as exc:
                     failed = self._failed(exc, u)  # raises, or counts the skip
                     first_error = first_error or failed

@@ -123,9 +123,12 @@ def talknet_item(sample: ClipSample, opts: ModeOptions, rng: np.random.Generator
     return item, samples
 
 
-def track_item(sample: ClipSample, track: tuple, opts: ModeOptions, rng=None, noise=None):
+def track_item(sample: ClipSample, track: tuple, opts: ModeOptions, rng=None, noise=None, keep: int | None = None):
+    """One face track's item. ``keep``: decode only its first ``keep`` frames (a frame-budget batch is cut
+    to its shortest track, known before reading); the MFCC is still the whole track's, cut later, as TalkNet's."""
     _check_labelled(sample, opts)
     p, first, n = (int(v) for v in track)
+    kept = n if keep is None else max(1, min(n, int(keep)))
     m = sample.meta
     boxes, span = interpolate_boxes(sample.boxes[p, first:first + n].astype(np.float64))
     if span is None or span != (0, n - 1):
@@ -135,8 +138,8 @@ def track_item(sample: ClipSample, track: tuple, opts: ModeOptions, rng=None, no
         boxes = smooth_boxes(boxes)
     W, H = m["frame_size"]
     scale = crop_scale_for(boxes, (H, W))
-    faces = np.empty((n, FACE, FACE), np.uint8)
-    for i in range(n):
+    faces = np.empty((kept, FACE, FACE), np.uint8)
+    for i in range(kept):
         stored = sample.crop(p, first + i) if opts.use_derived and not opts.smooth_boxes else None
         if stored is not None:
             faces[i] = gray_small(stored, name=f"{sample.key} crop {p}/{first + i + 1}")
@@ -148,7 +151,7 @@ def track_item(sample: ClipSample, track: tuple, opts: ModeOptions, rng=None, no
         faces = augment.visual(faces, rng)
         samples = augment.mix_noise(samples, noise, rng)
     audio = fit_to_frames(talknet_mfcc(samples, fps=m["fps"], sample_rate=sr), n)
-    labels = sample.speaking[p, first:first + n]
+    labels = sample.speaking[p, first:first + kept]
     item = (torch.from_numpy(np.ascontiguousarray(audio, np.float32)), torch.from_numpy(faces),
             torch.from_numpy(labels.astype(np.int64)))
     if opts.with_meta:

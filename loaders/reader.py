@@ -37,14 +37,16 @@ class ClipReader:
         self.remote_options = remote_options
         self.max_member_bytes = max_member_bytes
 
-    def read_track(self, unit: Unit, *, use_crops: bool) -> object:
+    def read_track(self, unit: Unit, *, use_crops: bool, frames: int | None = None) -> object:
         """One face track's part of its clip: a partial :class:`ClipSample`, or the error in its place.
 
         ``use_crops``: take the stored TalkNet crops when the clip has them (else the frames).
+        ``frames``: only the track's first this many frames are needed.
         """
         clip = unit.clip
         shard = self.index.shards[clip.shard]
         p, first, n = (int(v) for v in unit.track)
+        n = n if frames is None else max(1, min(n, int(frames)))
         always = {META_EXT, *AUDIO_EXTS, *LABEL_EXTS}
         needed: set[str] | None = None  # known once the metadata (the first member) is read
         fields: dict[str, bytes] = {}

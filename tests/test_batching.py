@@ -274,3 +274,12 @@ def test_a_truncated_shard_is_named_or_its_lost_tracks_counted(varied_build, tmp
     with pytest.warns(RuntimeWarning, match="skipped"):
         n = sum(1 for _ in ld)
     assert n == len(ld) and ld.stats["skipped"] == len(last["tracks"])
+
+
+@pytest.mark.parametrize("kw", [{"batch_frames": BUDGET}, {"batch_size": 3}, {"batch_size": 2, "drop_last": True}])
+def test_epoch_batches_plans_what_the_loader_yields(varied_build, kw):
+    split = varied_build / "out" / "train"
+    ld = loaders.make_loader(split, mode="asd-tracks", seed=4, with_meta=True, **kw)
+    ld.set_epoch(1)
+    planned = [tuple((u.clip.key, u.track[0], u.track[1]) for u in b) for b in ld.stream.epoch_batches(0, 0, epoch=1)]
+    assert planned == [batch_tracks(b[3]) for b in ld]
