@@ -24,8 +24,9 @@ from shardgen.format import ClipSample, FormatError
 
 from .modes import ModeOptions, collate_raw, collate_talknet, raw_item, talknet_item, track_audio, track_item
 from .reader import ClipReader, ShardReadError
-from .sharding import (EpochPlan, Unit, arrange_epoch, batch_sequence, batches_to_skip, epoch_sequence,
-                       frame_budget_batches, plan_epoch, slot_index, slot_order, slot_run)
+from .sharding import (EpochPlan, Layout, Segment, Unit, arrange_epoch, batch_sequence, batches_to_skip,
+                       delivered_positions, epoch_sequence, frame_budget_batches, plan_epoch, slot_index, slot_order,
+                       slot_run)
 from .sources import SourceIndex
 from .tario import DEFAULT_MAX_MEMBER, TarError
 
@@ -93,6 +94,8 @@ class ShardStream(IterableDataset):
         self.remote_options = remote_options
         self.epoch = 0
         self.resume_batches = 0
+        self.history: list[Segment] = []  # this epoch's segments read in other layouts (elastic resume)
+        self._sequence_cache: tuple = (None, [])
         self.counters = mp.get_context("fork").Array("q", len(Counter), lock=True)
         self._units = self._units_by_shard()
         self.reader = ClipReader(index, remote_options, cfg.max_member_bytes)
@@ -121,24 +124,70 @@ class ShardStream(IterableDataset):
         """The fixed frame-budget batches (``batch_frames``), as face tracks; empty otherwise."""
         return [[self._tracks[i] for i in b] for b in self._budget_batches]
 
-    def plan(self, num_workers: int, epoch: int | None = None) -> EpochPlan:
+    # An epoch is planned over a layout-free sequence: the clips (or tracks) in shard order, or the
+    # frame-budget batches, shuffled per epoch. A resume under another layout (ranks, workers,
+    # batch size) ends a *segment*: the next one plans over what the earlier ones did not deliver.
+
+    @property
+    def _budget(self) -> bool:
+        return self.cfg.batch_frames is not None
+
+    def _base_sequence(self, epoch: int) -> list:
         c = self.cfg
+        if self._budget:
+            return batch_sequence(len(self._budget_batches), seed=c.seed, epoch=epoch, shuffle=c.shuffle)
+        return epoch_sequence(self._units, seed=c.seed, epoch=epoch, shuffle=c.shuffle)
+
+    def _layout(self, num_workers: int) -> Layout:
+        return Layout(self.cfg.world_size, max(0, int(num_workers)), 1 if self._budget else self.cfg.batch_size)
+
+    def _plan_n(self, n: int, layout: Layout, epoch: int, segment: int) -> EpochPlan:
+        c = self.cfg
+        try:
+            if self._budget:  # the unit dealt to readers is a whole batch
+                return plan_epoch(n, slots=layout.slots, batch_size=1, drop_last=False, samples_per_epoch=None,
+                                  epoch=epoch, remainder=c.remainder)
+            return plan_epoch(n, slots=layout.slots, batch_size=layout.batch_size, drop_last=c.drop_last,
+                              samples_per_epoch=c.samples_per_epoch if segment == 0 else None, epoch=epoch,
+                              remainder=c.remainder)
+        except ValueError:
+            if segment == 0:
+                raise
+            return EpochPlan(epoch, layout.slots, 0, 0, n)  # the rest of a resumed epoch is too little for every reader
+
+    def _segments(self, epoch: int) -> list[Segment]:
+        return self.history if epoch == self.epoch else []  # the history belongs to the current epoch only
+
+    def _sequence(self, epoch: int) -> list:
+        """What this epoch's current segment plans over: the units earlier segments did not deliver."""
+        key = (epoch, tuple(self._segments(epoch)))
+        if self._sequence_cache[0] == key:
+            return self._sequence_cache[1]
+        c = self.cfg
+        seq = self._base_sequence(epoch)
+        for i, seg in enumerate(self._segments(epoch)):
+            plan = self._plan_n(len(seq), seg.layout, epoch, i)
+            gone = delivered_positions(len(seq), plan, seg.layout, seg.batches, seed=c.seed, shuffle=c.shuffle,
+                                       buffer=1 if self._budget else c.shuffle_buffer,
+                                       drop_last=c.drop_last and not self._budget, segment=i,
+                                       batch_of=seg.layout.batch_size)
+            seq = [u for j, u in enumerate(seq) if j not in gone]
+        self._sequence_cache = (key, seq)
+        return seq
+
+    def plan(self, num_workers: int, epoch: int | None = None) -> EpochPlan:
         epoch = self.epoch if epoch is None else epoch
-        slots = c.world_size * max(1, num_workers)
-        if c.batch_frames is not None:  # the unit dealt to readers is a whole batch
-            return plan_epoch(len(self._budget_batches), slots=slots, batch_size=1, drop_last=False,
-                              samples_per_epoch=None, epoch=epoch, remainder=c.remainder)
-        return plan_epoch(self.n_units, slots=slots, batch_size=c.batch_size, drop_last=c.drop_last,
-                          samples_per_epoch=c.samples_per_epoch, epoch=epoch, remainder=c.remainder)
+        return self._plan_n(len(self._sequence(epoch)), self._layout(num_workers), epoch, len(self._segments(epoch)))
+
+    def _arranged(self, plan: EpochPlan) -> list:
+        c = self.cfg
+        return arrange_epoch(self._sequence(plan.epoch), plan, seed=c.seed, shuffle=c.shuffle,
+                             segment=len(self._segments(plan.epoch)))
 
     def slot_budget_batches(self, slot: int, num_workers: int, epoch: int | None = None) -> list[int]:
         """Which frame-budget batches (indices into :attr:`budget_batches`) a slot yields this epoch, in order."""
-        c = self.cfg
-        epoch = self.epoch if epoch is None else epoch
         plan = self.plan(num_workers, epoch)
-        seq = batch_sequence(len(self._budget_batches), seed=c.seed, epoch=epoch, shuffle=c.shuffle)
-        seq = arrange_epoch(seq, plan, seed=c.seed, shuffle=c.shuffle)
-        return slot_run(seq, plan, slot, 1, False)
+        return slot_run(self._arranged(plan), plan, slot, 1, False)
 
     # ------------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator:
@@ -149,24 +198,22 @@ class ShardStream(IterableDataset):
         worker = ((info.id if info else 0) + self.resume_batches) % W
         c = self.cfg
         skip = batches_to_skip(self.resume_batches, worker, W)
-        if c.batch_frames is not None:
-            slot = slot_index(c.rank, worker, W)
+        slot = slot_index(c.rank, worker, W)
+        if self._budget:
             yield from self._frame_budget_batches(self.slot_budget_batches(slot, W)[skip:])
             return
-        slot = slot_index(c.rank, worker, W)
         plan = self.plan(W)
-        run, order = self._slot_run(slot, W, plan)
+        run, order = self._slot_run(slot, plan)
         emit = order[skip * c.batch_size:]
         n_batches = plan.batches_per_slot - skip
         yield from self._batches(run, emit, n_batches, slot)
 
-    def _slot_run(self, slot: int, num_workers: int, plan: EpochPlan) -> tuple[list[Unit], list[int]]:
+    def _slot_run(self, slot: int, plan: EpochPlan) -> tuple[list[Unit], list[int]]:
         """A slot's run of items (read in this order) and the order the shuffle buffer emits them in."""
         c = self.cfg
-        seq = epoch_sequence(self._units, seed=c.seed, epoch=plan.epoch, shuffle=c.shuffle)
-        seq = arrange_epoch(seq, plan, seed=c.seed, shuffle=c.shuffle)
-        run = slot_run(seq, plan, slot, c.batch_size, c.drop_last)
-        return run, slot_order(len(run), seed=c.seed, epoch=plan.epoch, slot=slot, buffer=c.shuffle_buffer, shuffle=c.shuffle)
+        run = slot_run(self._arranged(plan), plan, slot, c.batch_size, c.drop_last)
+        return run, slot_order(len(run), seed=c.seed, epoch=plan.epoch, slot=slot, buffer=c.shuffle_buffer,
+                               shuffle=c.shuffle, segment=len(self._segments(plan.epoch)))
 
     def epoch_batches(self, slot: int, num_workers: int, epoch: int | None = None) -> list[list[Unit]]:
         """The items of each batch a slot (``rank * num_workers + worker``) yields in an epoch, without reading
@@ -174,7 +221,7 @@ class ShardStream(IterableDataset):
         if self.cfg.batch_frames is not None:
             return [[self._tracks[i] for i in self._budget_batches[b]] for b in self.slot_budget_batches(slot, num_workers, epoch)]
         plan = self.plan(num_workers, epoch)
-        run, order = self._slot_run(slot, num_workers, plan)
+        run, order = self._slot_run(slot, plan)
         B = self.cfg.batch_size
         return [[run[t] for t in order[i:i + B]] for i in range(0, len(order), B)]
 
@@ -238,7 +285,7 @@ class ShardStream(IterableDataset):
                             clean[j] = track_audio(s, u.track)[0]
                         except Exception:
                             pass  # this track fails (named) below
-            items = []
+            items, lengths = [], 0
             for j, (u, sample) in enumerate(zip(units, samples)):
                 try:
                     if isinstance(sample, Exception):
@@ -249,22 +296,25 @@ class ShardStream(IterableDataset):
                         others = [k for k in range(len(units)) if k != j and clean[k] is not None]
                         noise = clean[others[int(rng.integers(len(others)))]] if others else None
                     items.append(track_item(sample, u.track, self.opts, rng, noise, keep=T)[0])
+                    lengths += u.track[2]
                 except Exception as exc:
                     failed = self._failed(exc, u)  # raises, or counts the skip
                     first_error = first_error or failed
             if items:
                 last_good = items[0]
-                yield self._deliver(items)
+                yield self._deliver(items, lengths)
                 made += 1
         yield from self._fill(made, len(batch_ids), last_good, first_error)
 
-    def _deliver(self, items: list):
+    def _deliver(self, items: list, item_frames: int | None = None):
+        """Collate and count; ``item_frames``: the items' frames before cutting, when they were read already cut."""
         with self.counters.get_lock():
             self.counters[Counter.ITEMS] += len(items)
             if self.opts.mode != "raw":
                 T = min(it[1].shape[0] for it in items)
                 self.counters[Counter.FRAMES_DELIVERED] += T * len(items)
-                self.counters[Counter.ITEM_FRAMES] += sum(it[1].shape[0] for it in items)
+                self.counters[Counter.ITEM_FRAMES] += (sum(it[1].shape[0] for it in items) if item_frames is None
+                                                       else item_frames)
         return self._collate(items)
 
     def _failed(self, exc: Exception, unit: Unit) -> Exception:
@@ -335,10 +385,12 @@ class ASDLoader:
         self._done = 0  # batches consumed this epoch (including those skipped by a resume)
 
     def __len__(self) -> int:
+        self.stream.epoch = self.epoch
         return self.stream.plan(self.num_workers, self.epoch).batches_per_slot * max(1, self.num_workers)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch, self._done = int(epoch), 0
+        self.stream.history = []
 
     def __iter__(self):
         self.stream.epoch = self.epoch
@@ -362,6 +414,7 @@ class ASDLoader:
             warnings.warn(f"epoch {self.epoch}: {skipped} clip(s) skipped on error (on_error='skip')", RuntimeWarning, stacklevel=2)
         self.epoch += 1
         self._done = 0
+        self.stream.history = []
 
     @property
     def stats(self) -> dict:
@@ -372,22 +425,49 @@ class ASDLoader:
         return {"items": c[Counter.ITEMS], "skipped": c[Counter.SKIPPED], "filler_batches": c[Counter.FILLER],
                 "frames_delivered": c[Counter.FRAMES_DELIVERED], "item_frames": c[Counter.ITEM_FRAMES]}
 
-    _MUST_MATCH = ("source", "units", "mode", "seed", "shuffle", "shuffle_buffer", "batch_size", "batch_frames",
-                   "drop_last", "samples_per_epoch", "remainder", "world_size", "num_workers")
+    # What fixes the epoch's sequence and its batches: a resume needs these unchanged. The layout
+    # (world_size, num_workers, batch_size) may change: see load_state_dict.
+    _MUST_MATCH = ("source", "units", "mode", "seed", "shuffle", "shuffle_buffer", "batch_frames", "drop_last",
+                   "samples_per_epoch", "remainder")
 
     def state_dict(self) -> dict:
-        """Where this rank is in the epoch, plus everything that fixes the order of the batches."""
+        """Where this rank is in the epoch, plus everything that fixes the order of the batches.
+
+        Ranks step in lockstep, so the state of rank 0 serves every rank (``rank`` is informational).
+        """
         s, c = self.stream, self.stream.cfg
         return {"epoch": self.epoch, "batches_done": self._done, "source": s.source_digest, "units": s.n_units,
                 "mode": s.opts.mode, "seed": c.seed, "shuffle": c.shuffle, "shuffle_buffer": c.shuffle_buffer,
                 "batch_size": c.batch_size, "batch_frames": c.batch_frames, "drop_last": c.drop_last,
-                "samples_per_epoch": c.samples_per_epoch,
-                "remainder": c.remainder, "world_size": c.world_size, "rank": c.rank, "num_workers": self.num_workers}
+                "samples_per_epoch": c.samples_per_epoch, "remainder": c.remainder, "world_size": c.world_size,
+                "rank": c.rank, "num_workers": self.num_workers,
+                "history": [[g.layout.world_size, g.layout.num_workers, g.layout.batch_size, g.batches]
+                            for g in s.history]}
 
     def load_state_dict(self, state: dict) -> None:
-        """Resume where ``state`` was taken; refuses (naming the difference) anything that would change the order."""
+        """Resume where ``state`` was taken; refuses (naming the difference) anything that would change the order.
+
+        Saved under another ``world_size``, ``num_workers`` or ``batch_size`` (elastic resume), the
+        epoch continues with exactly the items not yet delivered — none twice — dealt evenly to the new
+        ranks × workers (their sit-out remainder aside); the next epochs run in the new layout.
+        """
         mine = self.state_dict()
         for k in self._MUST_MATCH:
             if state.get(k) != mine[k]:
                 raise ValueError(f"cannot resume: {k} was {state.get(k)!r}, this loader has {mine[k]!r}")
-        self.epoch, self._done = int(state["epoch"]), int(state["batches_done"])
+        try:
+            history = [Segment(Layout(int(w), int(nw), int(b)), int(k)) for w, nw, b, k in state.get("history", [])]
+            saved = Layout(int(state["world_size"]), int(state["num_workers"]),
+                           1 if state.get("batch_frames") is not None else int(state["batch_size"]))
+            epoch, done = int(state["epoch"]), int(state["batches_done"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"cannot resume: malformed loader state ({exc!r})") from None
+        if saved != self.stream._layout(self.num_workers):
+            if self.stream.cfg.samples_per_epoch is not None:
+                raise ValueError("cannot resume under another world_size / num_workers / batch_size with "
+                                 "samples_per_epoch set: the epoch's length would be ambiguous")
+            if done:
+                history.append(Segment(saved, done))
+            done = 0
+        self.epoch, self._done = epoch, done
+        self.stream.epoch, self.stream.history = epoch, history

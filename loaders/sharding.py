@@ -127,13 +127,20 @@ def plan_epoch(n_clips: int, *, slots: int, batch_size: int, drop_last: bool, sa
     return EpochPlan(epoch, slots, per_slot, batches, max(0, n_clips - per_slot * slots))
 
 
-def arrange_epoch(sequence: list, plan: EpochPlan, *, seed: int, shuffle: bool) -> list:
+def _segment_parts(segment: int) -> tuple:
+    """Random-stream parts of a segment: none for the first (so a plain epoch draws what it always drew)."""
+    return (segment,) if segment else ()
+
+
+def arrange_epoch(sequence: list, plan: EpochPlan, *, seed: int, shuffle: bool, segment: int = 0) -> list:
     """Rotate (``drop``) or wrap (``pad``) the epoch's sequence so the slots can cut it evenly."""
     n, usable = len(sequence), plan.clips_per_slot * plan.slots
+    if n == 0:
+        return []
     if usable >= n:  # pad: wrap around as often as needed (fewer clips than readers too); exact fit: unchanged
         return (sequence * -(-usable // n))[:usable]
     left = n - usable
-    offset = int(_rng(seed, plan.epoch, 4).integers(n)) if shuffle else (plan.epoch * left) % n
+    offset = int(_rng(seed, plan.epoch, 4, *_segment_parts(segment)).integers(n)) if shuffle else (plan.epoch * left) % n
     return sequence[offset:] + sequence[:offset]
 
 
@@ -169,10 +176,11 @@ def buffered_order(n: int, buffer: int, rng: np.random.Generator) -> list[int]:
     return out
 
 
-def slot_order(run_length: int, *, seed: int, epoch: int, slot: int, buffer: int, shuffle: bool) -> list[int]:
+def slot_order(run_length: int, *, seed: int, epoch: int, slot: int, buffer: int, shuffle: bool,
+               segment: int = 0) -> list[int]:
     if not shuffle:
         return list(range(run_length))
-    return buffered_order(run_length, buffer, _rng(seed, epoch, 2, slot))
+    return buffered_order(run_length, buffer, _rng(seed, epoch, 2, slot, *_segment_parts(segment)))
 
 
 def batches_to_skip(batches_done_on_rank: int, worker: int, num_workers: int) -> int:
@@ -183,3 +191,48 @@ def batches_to_skip(batches_done_on_rank: int, worker: int, num_workers: int) ->
 
 def slot_index(rank: int, worker: int, num_workers: int) -> int:
     return rank * max(1, num_workers) + worker
+
+
+# --------------------------------------------------------------------------- elastic resume
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How an epoch was being read: by how many ranks and workers, in batches of how many items."""
+
+    world_size: int
+    num_workers: int
+    batch_size: int = 1  # 1 with batch_frames: the unit is a whole batch
+
+    @property
+    def slots(self) -> int:
+        return self.world_size * max(1, self.num_workers)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A finished part of an epoch: read in ``layout`` for ``batches`` steps (per rank) before a resume changed it."""
+
+    layout: Layout
+    batches: int
+
+
+def delivered_positions(n: int, plan: EpochPlan, layout: Layout, batches: int, *, seed: int, shuffle: bool,
+                        buffer: int, drop_last: bool, segment: int, batch_of: int = 1) -> set[int]:
+    """Positions (into a sequence of ``n`` units) that ``batches`` steps of every rank in ``layout`` delivered.
+
+    Replays the planning exactly as the readers ran it: the arranged sequence, each slot's run and
+    shuffle-buffer order, and how many batches each DataLoader worker had given after ``batches``
+    steps of its rank. ``batch_of``: units per batch (``layout.batch_size``, or 1 for frame-budget
+    batches, where a unit is a batch).
+    """
+    arranged = arrange_epoch(list(range(n)), plan, seed=seed, shuffle=shuffle, segment=segment)
+    W = max(1, layout.num_workers)
+    out: set[int] = set()
+    for slot in range(plan.slots):
+        run = slot_run(arranged, plan, slot, batch_of, drop_last)
+        order = slot_order(len(run), seed=seed, epoch=plan.epoch, slot=slot, buffer=buffer, shuffle=shuffle,
+                           segment=segment)
+        done = batches_to_skip(batches, slot % W, W) * batch_of
+        out.update(run[t] for t in order[:done])
+    return out
