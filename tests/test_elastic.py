@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from itertools import islice
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from hypothesis import assume, given, settings
@@ -19,7 +18,7 @@ import loaders
 from shardgen.build import build
 from shardgen.demo import make_demo_corpus
 from shardgen.plan import BuildParams
-from tests.test_properties import make_shards
+from tests.test_properties import key_index, key_stream, round_robin, worker_batches
 
 
 @pytest.fixture(scope="session")
@@ -140,45 +139,17 @@ def test_elastic_planning_for_any_layouts(sizes, old, new, seed, buffer, data):
     the old layout, every rank of the new one yields equal counts, and old + new hold no item twice and
     miss only the new layout's remainder."""
     import loaders.dataset as ds
-    from loaders.modes import ModeOptions
     from loaders.sharding import Layout, Segment
-    from loaders.sources import ShardInfo, SourceIndex
 
     N = sum(sizes)
     assume(N >= old[0] * old[1])
-    index = SourceIndex([ShardInfo(f"s{i}.tar", f"s{i}.tar", None, None, c) for i, c in enumerate(make_shards(sizes))])
-
-    class KeyReader:
-        def read(self, run, needed):
-            for i in needed:
-                yield [i], run[i].clip.key
-
-    class KeyStream(ds.ShardStream):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            self.reader = KeyReader()
-
-        def _transform(self, sample, unit, rng, noise):
-            return sample, None
+    index = key_index(sizes)
 
     def layout_batches(world, workers, B, history, rank):
-        cfg = ds.StreamConfig(batch_size=B, seed=seed, shuffle_buffer=buffer, rank=rank, world_size=world)
-        stream = KeyStream(index, ModeOptions(mode="raw"), cfg)
+        stream = key_stream(index, ds.StreamConfig(batch_size=B, seed=seed, shuffle_buffer=buffer, rank=rank,
+                                                   world_size=world))
         stream.epoch, stream.history = 2, history
-        per_worker = []
-        for w in range(workers):
-            original = ds.get_worker_info
-            ds.get_worker_info = lambda: SimpleNamespace(id=w, num_workers=workers)
-            try:
-                per_worker.append(list(stream))
-            finally:
-                ds.get_worker_info = original
-        out, queues, w = [], [list(q) for q in per_worker], 0
-        while any(queues):  # a DataLoader takes batches round-robin over its workers
-            if queues[w]:
-                out.append(queues[w].pop(0))
-            w = (w + 1) % workers
-        return out, stream.plan(workers).batches_per_slot * workers
+        return round_robin(worker_batches(stream, workers)), stream.plan(workers).batches_per_slot * workers
 
     w0, nw0, b0 = old
     first = [layout_batches(w0, nw0, b0, [], r)[0] for r in range(w0)]
