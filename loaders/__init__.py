@@ -6,17 +6,20 @@ features, crops, timing, sharding) are importable on their own.
 
 from __future__ import annotations
 
+import torch
 import torch.distributed as dist
 
+from shardgen.core.ava_eval import mean_ap
 from shardgen.core.sources import resolve
 from shardgen.core.storage import TransportOptions
 
 from .dataset import ASDLoader, ShardReadError, ShardStream, StreamConfig
 from .modes import ModeOptions
+from .predictions import PredictionWriter
 from .timing import audio_feature_times, frame_times, mrope_ids, tmrope_ids
 
-__all__ = ["make_loader", "ASDLoader", "ShardReadError", "resolve", "frame_times", "audio_feature_times",
-           "mrope_ids", "tmrope_ids"]
+__all__ = ["make_loader", "ASDLoader", "ShardReadError", "PredictionWriter", "mean_ap", "resolve", "frame_times",
+           "audio_feature_times", "mrope_ids", "tmrope_ids"]
 
 
 def _dist_defaults(rank, world_size):
@@ -34,7 +37,7 @@ def _dist_defaults(rank, world_size):
 def make_loader(
     source,
     mode: str = "talknet",
-    batch_size: int = 1,
+    batch_size: int | None = None,
     labels: str = "voice",
     shuffle: bool = True,
     seed: int = 0,
@@ -60,6 +63,8 @@ def make_loader(
     cache_dir: str | None = None,
     cache_bytes: int = 10 << 30,
     timeout: float = 0,
+    batch_frames: int | None = None,
+    faces_dtype=None,
 ) -> ASDLoader:
     """A resumable, rank- and worker-split loader over avshards shards.
 
@@ -69,7 +74,15 @@ def make_loader(
         mode: ``"talknet"`` (audio [B,4T,13], faces [B,T,112,112], labels [B,T]),
             ``"asd-tracks"`` (same contract, one item per face track, TalkNet crops) or
             ``"raw"`` (a list of dicts with RGB frames, waveform, all labels, timing).
-        batch_size: items per batch; a batch is cut to its shortest item (TalkNet's rule).
+        batch_size: items per batch (default 1); a batch is cut to its shortest item, first frames
+            kept (TalkNet's rule).
+        batch_frames: ``asd-tracks`` only, exclusive with ``batch_size``: TalkNet-ASD's training
+            batches — face tracks sorted longest first and packed ``max(batch_frames // L, 1)`` at a
+            time from the longest unpacked one (length ``L``), fixed for the whole run; each epoch
+            shuffles the batches (with ``seed``) and deals them to ranks × workers. TalkNet's
+            ``--batchSize`` default is 2500.
+        faces_dtype: ``torch.float32`` (default, values 0–255) or ``torch.uint8`` (the same values,
+            4× fewer bytes to move to the GPU; convert there) — talknet and asd-tracks modes.
         labels: ``"visible"``, ``"voice"`` or ``"speaking"`` (talknet mode; asd-tracks always
             gives the track's person speaking). ``person`` picks whose speaking.
         shuffle, seed: shard order and a ``shuffle_buffer``-clip buffer, both seeded per epoch.
@@ -92,13 +105,16 @@ def make_loader(
         cache_dir, cache_bytes: keep remote shards in a local LRU cache of at most ``cache_bytes``
             (verified by the manifest's sha256), so later epochs read from disk.
     """
+    if batch_size is not None and batch_frames is not None:
+        raise ValueError("batch_frames and batch_size are exclusive: a frame budget decides each batch's size")
     rank, world_size = _dist_defaults(rank, world_size)
     transport = TransportOptions.coerce(remote_options)
     if cache_dir:
         transport = transport.replace(cache_dir=str(cache_dir), cache_bytes=int(cache_bytes))
     opts = ModeOptions(mode=mode, labels=labels, person=person, with_meta=with_meta, use_derived=use_derived,
-                       smooth_boxes=smooth_boxes, raw_size=raw_size, augment=augment, allow_unlabelled=allow_unlabelled)
-    cfg = StreamConfig(batch_size=batch_size, shuffle=shuffle, seed=seed, shuffle_buffer=shuffle_buffer, rank=rank,
+                       smooth_boxes=smooth_boxes, raw_size=raw_size, augment=augment, allow_unlabelled=allow_unlabelled,
+                       faces_dtype=torch.float32 if faces_dtype is None else faces_dtype)
+    cfg = StreamConfig(batch_size=1 if batch_size is None else batch_size, batch_frames=batch_frames, shuffle=shuffle, seed=seed, shuffle_buffer=shuffle_buffer, rank=rank,
                        world_size=world_size, drop_last=drop_last, samples_per_epoch=samples_per_epoch, remainder=remainder,
                        on_error=on_error)
     stream = ShardStream(resolve(source, remote_options=transport), opts, cfg, transport)

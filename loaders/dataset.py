@@ -9,6 +9,7 @@ the sample format, turns it into the chosen mode's item and yields whole batches
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import multiprocessing as mp
 import warnings
@@ -24,20 +25,23 @@ from shardgen.core.sources import SourceIndex
 from shardgen.core.storage import TransportOptions
 from shardgen.core.tario import DEFAULT_MAX_MEMBER, TarError
 
-from .modes import ModeOptions, collate_raw, collate_talknet, raw_item, talknet_item, track_item
+from .modes import ModeOptions, collate_raw, collate_talknet, raw_item, talknet_item, track_audio, track_item
 from .reader import ClipReader, ShardReadError
-from .sharding import (Draw, EpochPlan, Unit, arrange_epoch, batches_to_skip, epoch_sequence, plan_epoch, slot_index,
-                       rng, slot_order, slot_run)
+from .sharding import (EpochPlan, Layout, Segment, Stream, Unit, arrange_epoch, batch_sequence, batches_to_skip,
+                       delivered_positions, epoch_sequence, frame_budget_batches, plan_epoch, random_stream, slot_index,
+                       slot_order, slot_run)
 
 ON_ERROR = ("raise", "skip")
 
 
-class Count(IntEnum):
-    """The epoch's counters, shared by the DataLoader workers (one slot each in ``ShardStream.counters``)."""
+class Counter(IntEnum):
+    """Slots of the per-epoch counters shared by the DataLoader workers (``loader.stats``)."""
 
-    ITEMS = 0  # items yielded
-    SKIPPED = 1  # clips skipped on error (on_error="skip")
-    FILLER_BATCHES = 2  # batches repeated to keep every rank's step count equal after skips
+    ITEMS = 0  # items yielded in batches
+    SKIPPED = 1  # items lost to damage with on_error="skip"
+    FILLER = 2  # batches repeated to keep every rank's step count equal after skips
+    FRAMES_DELIVERED = 3  # frames in the yielded batches (B x T, after cutting to the shortest)
+    ITEM_FRAMES = 4  # frames of those items before cutting (face-track frames in asd-tracks)
 
 
 @dataclass
@@ -53,12 +57,20 @@ class StreamConfig:
     remainder: str = "drop"
     on_error: str = "raise"
     max_member_bytes: int = DEFAULT_MAX_MEMBER
+    batch_frames: int | None = None  # asd-tracks: TalkNet's frame-budget batches instead of batch_size items
 
     def __post_init__(self):
         if self.on_error not in ON_ERROR:
             raise ValueError(f"on_error {self.on_error!r}: choose one of {ON_ERROR}")
         if self.batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if self.batch_frames is not None:
+            if self.batch_frames < 1:
+                raise ValueError("batch_frames must be at least 1")
+            if self.batch_size != 1:
+                raise ValueError("batch_frames and batch_size are exclusive: a frame budget decides each batch's size")
+            if self.samples_per_epoch is not None:
+                raise ValueError("samples_per_epoch counts items; with batch_frames an epoch is every frame-budget batch")
         if not 0 <= self.rank < self.world_size:
             raise ValueError(f"rank {self.rank} outside world_size {self.world_size}")
 
@@ -72,10 +84,20 @@ class ShardStream(IterableDataset):
         self.remote_options = remote_options
         self.epoch = 0
         self.resume_batches = 0
-        self.counters = mp.get_context("fork").Array("q", len(Count), lock=True)
+        self.history: list[Segment] = []  # this epoch's segments read in other layouts (elastic resume)
+        self._sequence_cache: tuple = (None, [])
+        self.counters = mp.get_context("fork").Array("q", len(Counter), lock=True)
         self._units = self._units_by_shard()
         self.reader = ClipReader(index, remote_options, cfg.max_member_bytes)
         self.source_digest = _source_digest(index)
+        self._collate = collate_raw if opts.mode == "raw" else functools.partial(collate_talknet, faces_dtype=opts.faces_dtype)
+        self._tracks: list[Unit] = []
+        self._budget_batches: list[list[int]] = []
+        if cfg.batch_frames is not None:
+            if opts.mode != "asd-tracks":
+                raise ValueError(f"batch_frames packs face tracks: it needs mode='asd-tracks', not {opts.mode!r}")
+            self._tracks = [u for shard in self._units for u in shard]
+            self._budget_batches = frame_budget_batches(self._tracks, cfg.batch_frames)
 
     # ------------------------------------------------------------------ planning
     def _units_by_shard(self) -> list[list[Unit]]:
@@ -87,11 +109,75 @@ class ShardStream(IterableDataset):
     def n_units(self) -> int:
         return sum(len(u) for u in self._units)
 
-    def plan(self, num_workers: int, epoch: int | None = None) -> EpochPlan:
+    @property
+    def budget_batches(self) -> list[list[Unit]]:
+        """The fixed frame-budget batches (``batch_frames``), as face tracks; empty otherwise."""
+        return [[self._tracks[i] for i in b] for b in self._budget_batches]
+
+    # An epoch is planned over a layout-free sequence: the clips (or tracks) in shard order, or the
+    # frame-budget batches, shuffled per epoch. A resume under another layout (ranks, workers,
+    # batch size) ends a *segment*: the next one plans over what the earlier ones did not deliver.
+
+    @property
+    def _budget(self) -> bool:
+        return self.cfg.batch_frames is not None
+
+    def _base_sequence(self, epoch: int) -> list:
         c = self.cfg
-        return plan_epoch(self.n_units, slots=c.world_size * max(1, num_workers), batch_size=c.batch_size,
-                          drop_last=c.drop_last, samples_per_epoch=c.samples_per_epoch,
-                          epoch=self.epoch if epoch is None else epoch, remainder=c.remainder)
+        if self._budget:
+            return batch_sequence(len(self._budget_batches), seed=c.seed, epoch=epoch, shuffle=c.shuffle)
+        return epoch_sequence(self._units, seed=c.seed, epoch=epoch, shuffle=c.shuffle)
+
+    def _layout(self, num_workers: int) -> Layout:
+        return Layout(self.cfg.world_size, max(0, int(num_workers)), 1 if self._budget else self.cfg.batch_size)
+
+    def _plan_n(self, n: int, layout: Layout, epoch: int, segment: int) -> EpochPlan:
+        c = self.cfg
+        try:
+            if self._budget:  # the unit dealt to readers is a whole batch
+                return plan_epoch(n, slots=layout.slots, batch_size=1, drop_last=False, samples_per_epoch=None,
+                                  epoch=epoch, remainder=c.remainder)
+            return plan_epoch(n, slots=layout.slots, batch_size=layout.batch_size, drop_last=c.drop_last,
+                              samples_per_epoch=c.samples_per_epoch if segment == 0 else None, epoch=epoch,
+                              remainder=c.remainder)
+        except ValueError:
+            if segment == 0:
+                raise
+            return EpochPlan(epoch, layout.slots, 0, 0, n)  # the rest of a resumed epoch is too little for every reader
+
+    def _segments(self, epoch: int) -> list[Segment]:
+        return self.history if epoch == self.epoch else []  # the history belongs to the current epoch only
+
+    def _sequence(self, epoch: int) -> list:
+        """What this epoch's current segment plans over: the units earlier segments did not deliver."""
+        key = (epoch, tuple(self._segments(epoch)))
+        if self._sequence_cache[0] == key:
+            return self._sequence_cache[1]
+        c = self.cfg
+        seq = self._base_sequence(epoch)
+        for i, seg in enumerate(self._segments(epoch)):
+            plan = self._plan_n(len(seq), seg.layout, epoch, i)
+            gone = delivered_positions(len(seq), plan, seg.layout, seg.batches, seed=c.seed, shuffle=c.shuffle,
+                                       buffer=1 if self._budget else c.shuffle_buffer,
+                                       drop_last=c.drop_last and not self._budget, segment=i,
+                                       batch_of=seg.layout.batch_size)
+            seq = [u for j, u in enumerate(seq) if j not in gone]
+        self._sequence_cache = (key, seq)
+        return seq
+
+    def plan(self, num_workers: int, epoch: int | None = None) -> EpochPlan:
+        epoch = self.epoch if epoch is None else epoch
+        return self._plan_n(len(self._sequence(epoch)), self._layout(num_workers), epoch, len(self._segments(epoch)))
+
+    def _arranged(self, plan: EpochPlan) -> list:
+        c = self.cfg
+        return arrange_epoch(self._sequence(plan.epoch), plan, seed=c.seed, shuffle=c.shuffle,
+                             segment=len(self._segments(plan.epoch)))
+
+    def slot_budget_batches(self, slot: int, num_workers: int, epoch: int | None = None) -> list[int]:
+        """Which frame-budget batches (indices into :attr:`budget_batches`) a slot yields this epoch, in order."""
+        plan = self.plan(num_workers, epoch)
+        return slot_run(self._arranged(plan), plan, slot, 1, False)
 
     # ------------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator:
@@ -101,20 +187,36 @@ class ShardStream(IterableDataset):
         # logical worker k % W's, so DataLoader worker w plays logical worker (w + k) % W.
         worker = ((info.id if info else 0) + self.resume_batches) % W
         c = self.cfg
-        plan = self.plan(W)
-        seq = epoch_sequence(self._units, seed=c.seed, epoch=self.epoch, shuffle=c.shuffle)
-        seq = arrange_epoch(seq, plan, seed=c.seed, shuffle=c.shuffle)
-        slot = slot_index(c.rank, worker, W)
-        run = slot_run(seq, plan, slot, c.batch_size, c.drop_last)
-        order = slot_order(len(run), seed=c.seed, epoch=self.epoch, slot=slot, buffer=c.shuffle_buffer, shuffle=c.shuffle)
         skip = batches_to_skip(self.resume_batches, worker, W)
+        slot = slot_index(c.rank, worker, W)
+        if self._budget:
+            yield from self._frame_budget_batches(self.slot_budget_batches(slot, W)[skip:])
+            return
+        plan = self.plan(W)
+        run, order = self._slot_run(slot, plan)
         emit = order[skip * c.batch_size:]
         n_batches = plan.batches_per_slot - skip
         yield from self._batches(run, emit, n_batches, slot)
 
+    def _slot_run(self, slot: int, plan: EpochPlan) -> tuple[list[Unit], list[int]]:
+        """A slot's run of items (read in this order) and the order the shuffle buffer emits them in."""
+        c = self.cfg
+        run = slot_run(self._arranged(plan), plan, slot, c.batch_size, c.drop_last)
+        return run, slot_order(len(run), seed=c.seed, epoch=plan.epoch, slot=slot, buffer=c.shuffle_buffer,
+                               shuffle=c.shuffle, segment=len(self._segments(plan.epoch)))
+
+    def epoch_batches(self, slot: int, num_workers: int, epoch: int | None = None) -> list[list[Unit]]:
+        """The items of each batch a slot (``rank * num_workers + worker``) yields in an epoch, without reading
+        any data — what a planner or a frames-kept estimate needs (damage skipped at run time aside)."""
+        if self.cfg.batch_frames is not None:
+            return [[self._tracks[i] for i in self._budget_batches[b]] for b in self.slot_budget_batches(slot, num_workers, epoch)]
+        plan = self.plan(num_workers, epoch)
+        run, order = self._slot_run(slot, plan)
+        B = self.cfg.batch_size
+        return [[run[t] for t in order[i:i + B]] for i in range(0, len(order), B)]
+
     def _batches(self, run: list[Unit], emit: list[int], n_batches: int, slot: int) -> Iterator:
         B = self.cfg.batch_size
-        collate = collate_raw if self.opts.mode == "raw" else collate_talknet
         reader = self.reader.read(run, sorted(emit))
         held: dict[int, object] = {}
         batch: list = []
@@ -131,35 +233,100 @@ class ShardStream(IterableDataset):
             try:
                 if isinstance(sample, Exception):
                     raise sample
-                draws = rng(Draw.AUGMENT, self.cfg.seed, self.epoch, slot, t) if self.opts.augment else None
-                item, noise = self._transform(sample, run[t], draws, noise)
+                rng = random_stream(Stream.AUGMENT, self.cfg.seed, self.epoch, slot, t) if self.opts.augment else None
+                item, noise = self._transform(sample, run[t], rng, noise)
             except Exception as exc:  # a hostile clip can fail anywhere in decoding: always named, or counted
-                named = _named(exc, run[t], self.index.shards[run[t].clip.shard].url)
-                if self.cfg.on_error == "raise":
-                    ours = isinstance(exc, (FormatError, TarError, ShardReadError, ValueError))
-                    raise named from (None if ours else exc)
-                first_error = first_error or named
-                self._count(Count.SKIPPED)
+                failed = self._failed(exc, run[t])  # raises, or counts the skip
+                first_error = first_error or failed
                 continue
-            self._count(Count.ITEMS)
             batch.append(item)
             last_good = item
             if len(batch) == B:
-                yield collate(batch)
+                yield self._deliver(batch)
                 made += 1
                 batch = []
         if batch:
-            yield collate(batch)
+            yield self._deliver(batch)
             made += 1
-        while made < n_batches:  # only after skips: keep every rank's step count equal
+        yield from self._fill(made, n_batches, last_good, first_error)
+
+    def _frame_budget_batches(self, batch_ids: list[int]) -> Iterator:
+        """Yield the given frame-budget batches: each track read sparsely, cut to the batch's shortest.
+
+        Only the first ``T`` frames of each track (``T``: the batch's shortest, from the manifest) are
+        read and decoded; the MFCC is of the whole track's audio, then cut to ``4T`` rows (TalkNet's
+        ``load_audio``). Should a track of the batch fail (``on_error="skip"``), the others stay cut
+        to the planned ``T``.
+
+        With ``augment=True`` a track's noise is another track of the same batch (TalkNet's
+        ``overlap`` draws from its mini-batch's audio set).
+        """
+        use_crops = self.opts.use_derived and not self.opts.smooth_boxes
+        last_good, first_error, made = None, None, 0
+        for b in batch_ids:
+            units = [self._tracks[i] for i in self._budget_batches[b]]
+            T = min(u.track[2] for u in units)  # the batch is cut to its shortest track: read and decode no more
+            samples = [self.reader.read_track(u, use_crops=use_crops, frames=T) for u in units]
+            clean = [None] * len(units)
+            if self.opts.augment:
+                for j, (u, s) in enumerate(zip(units, samples)):
+                    if isinstance(s, ClipSample):
+                        try:
+                            clean[j] = track_audio(s, u.track)[0]
+                        except Exception:
+                            pass  # this track fails (named) below
+            items, lengths = [], 0
+            for j, (u, sample) in enumerate(zip(units, samples)):
+                try:
+                    if isinstance(sample, Exception):
+                        raise sample
+                    rng = noise = None
+                    if self.opts.augment:
+                        rng = random_stream(Stream.AUGMENT_BUDGET, self.cfg.seed, self.epoch, b, j)
+                        others = [k for k in range(len(units)) if k != j and clean[k] is not None]
+                        noise = clean[others[int(rng.integers(len(others)))]] if others else None
+                    items.append(track_item(sample, u.track, self.opts, rng, noise, keep=T)[0])
+                    lengths += u.track[2]
+                except Exception as exc:
+                    failed = self._failed(exc, u)  # raises, or counts the skip
+                    first_error = first_error or failed
+            if items:
+                last_good = items[0]
+                yield self._deliver(items, lengths)
+                made += 1
+        yield from self._fill(made, len(batch_ids), last_good, first_error)
+
+    def _deliver(self, items: list, item_frames: int | None = None):
+        """Collate and count; ``item_frames``: the items' frames before cutting, when they were read already cut."""
+        with self.counters.get_lock():
+            self.counters[Counter.ITEMS] += len(items)
+            if self.opts.mode != "raw":
+                T = min(it[1].shape[0] for it in items)
+                self.counters[Counter.FRAMES_DELIVERED] += T * len(items)
+                self.counters[Counter.ITEM_FRAMES] += (sum(it[1].shape[0] for it in items) if item_frames is None
+                                                       else item_frames)
+        return self._collate(items)
+
+    def _failed(self, exc: Exception, unit: Unit) -> Exception:
+        """Raise the named error (``on_error="raise"``), or count the item as skipped and return it."""
+        named = _named(exc, unit, self.index.shards[unit.clip.shard].url)
+        if self.cfg.on_error == "raise":
+            ours = isinstance(exc, (FormatError, TarError, ShardReadError, ValueError))
+            raise named from (None if ours else exc)
+        self._count(Counter.SKIPPED, 1)
+        return named
+
+    def _fill(self, made: int, n_batches: int, last_good, first_error) -> Iterator:
+        """Only after skips: repeat a good item so every rank's step count stays equal."""
+        while made < n_batches:
             if last_good is None:
                 raise ShardReadError(f"every clip of this reader's run failed; nothing to fill its batches with "
                                      f"(first: {first_error})")
-            self._count(Count.FILLER_BATCHES)
-            yield collate([last_good])
+            self._count(Counter.FILLER, 1)
+            yield self._collate([last_good])
             made += 1
 
-    def _count(self, which: Count, n: int = 1) -> None:
+    def _count(self, which: Counter, n: int = 1) -> None:
         with self.counters.get_lock():
             self.counters[which] += n
 
@@ -208,16 +375,18 @@ class ASDLoader:
         self._done = 0  # batches consumed this epoch (including those skipped by a resume)
 
     def __len__(self) -> int:
+        self.stream.epoch = self.epoch
         return self.stream.plan(self.num_workers, self.epoch).batches_per_slot * max(1, self.num_workers)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch, self._done = int(epoch), 0
+        self.stream.history = []
 
     def __iter__(self):
         self.stream.epoch = self.epoch
         self.stream.resume_batches = self._done
         with self.stream.counters.get_lock():  # stats are per epoch
-            self.stream.counters[:] = [0] * len(Count)
+            self.stream.counters[:] = [0] * len(Counter)
         kwargs = {}
         if self.num_workers:
             kwargs = {"multiprocessing_context": "fork", "prefetch_factor": self.prefetch_factor or 2}
@@ -235,27 +404,60 @@ class ASDLoader:
             warnings.warn(f"epoch {self.epoch}: {skipped} clip(s) skipped on error (on_error='skip')", RuntimeWarning, stacklevel=2)
         self.epoch += 1
         self._done = 0
+        self.stream.history = []
 
     @property
     def stats(self) -> dict:
+        """This epoch's counts so far: items, skipped, filler batches, and the frames delivered in
+        batches (``B × T`` after cutting to the shortest) against the frames of those items before
+        cutting (``item_frames``: the face tracks' frames in asd-tracks)."""
         c = self.stream.counters
-        return {which.name.lower(): c[which] for which in Count}
+        return {"items": c[Counter.ITEMS], "skipped": c[Counter.SKIPPED], "filler_batches": c[Counter.FILLER],
+                "frames_delivered": c[Counter.FRAMES_DELIVERED], "item_frames": c[Counter.ITEM_FRAMES]}
 
-    _MUST_MATCH = ("source", "units", "mode", "seed", "shuffle", "shuffle_buffer", "batch_size", "drop_last",
-                   "samples_per_epoch", "remainder", "world_size", "num_workers")
+    # What fixes the epoch's sequence and its batches: a resume needs these unchanged. The layout
+    # (world_size, num_workers, batch_size) may change: see load_state_dict.
+    _MUST_MATCH = ("source", "units", "mode", "seed", "shuffle", "shuffle_buffer", "batch_frames", "drop_last",
+                   "samples_per_epoch", "remainder")
 
     def state_dict(self) -> dict:
-        """Where this rank is in the epoch, plus everything that fixes the order of the batches."""
+        """Where this rank is in the epoch, plus everything that fixes the order of the batches.
+
+        Ranks step in lockstep, so the state of rank 0 serves every rank (``rank`` is informational).
+        """
         s, c = self.stream, self.stream.cfg
         return {"epoch": self.epoch, "batches_done": self._done, "source": s.source_digest, "units": s.n_units,
                 "mode": s.opts.mode, "seed": c.seed, "shuffle": c.shuffle, "shuffle_buffer": c.shuffle_buffer,
-                "batch_size": c.batch_size, "drop_last": c.drop_last, "samples_per_epoch": c.samples_per_epoch,
-                "remainder": c.remainder, "world_size": c.world_size, "rank": c.rank, "num_workers": self.num_workers}
+                "batch_size": c.batch_size, "batch_frames": c.batch_frames, "drop_last": c.drop_last,
+                "samples_per_epoch": c.samples_per_epoch, "remainder": c.remainder, "world_size": c.world_size,
+                "rank": c.rank, "num_workers": self.num_workers,
+                "history": [[g.layout.world_size, g.layout.num_workers, g.layout.batch_size, g.batches]
+                            for g in s.history]}
 
     def load_state_dict(self, state: dict) -> None:
-        """Resume where ``state`` was taken; refuses (naming the difference) anything that would change the order."""
+        """Resume where ``state`` was taken; refuses (naming the difference) anything that would change the order.
+
+        Saved under another ``world_size``, ``num_workers`` or ``batch_size`` (elastic resume), the
+        epoch continues with exactly the items not yet delivered — none twice — dealt evenly to the new
+        ranks × workers (their sit-out remainder aside); the next epochs run in the new layout.
+        """
         mine = self.state_dict()
         for k in self._MUST_MATCH:
             if state.get(k) != mine[k]:
                 raise ValueError(f"cannot resume: {k} was {state.get(k)!r}, this loader has {mine[k]!r}")
-        self.epoch, self._done = int(state["epoch"]), int(state["batches_done"])
+        try:
+            history = [Segment(Layout(int(w), int(nw), int(b)), int(k)) for w, nw, b, k in state.get("history", [])]
+            saved = Layout(int(state["world_size"]), int(state["num_workers"]),
+                           1 if state.get("batch_frames") is not None else int(state["batch_size"]))
+            epoch, done = int(state["epoch"]), int(state["batches_done"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"cannot resume: malformed loader state ({exc!r})") from None
+        if saved != self.stream._layout(self.num_workers):
+            if self.stream.cfg.samples_per_epoch is not None:
+                raise ValueError("cannot resume under another world_size / num_workers / batch_size with "
+                                 "samples_per_epoch set: the epoch's length would be ambiguous")
+            if done:
+                history.append(Segment(saved, done))
+            done = 0
+        self.epoch, self._done = epoch, done
+        self.stream.epoch, self.stream.history = epoch, history

@@ -7,7 +7,10 @@
 * ``raw``: a dict with RGB frames, the waveform, every label array and the metadata.
 
 Each mode can attach timing for M-RoPE (``frame_t``, ``audio_feat_t``; see :mod:`loaders.timing`).
-Collation follows TalkNet: items in a batch are cut to the shortest one.
+Collation follows TalkNet: items in a batch are cut to the shortest one, keeping their first
+frames. Faces travel as uint8 until collation writes them into the batch tensor, as float32
+0–255 by default or, with ``faces_dtype=torch.uint8``, as they are (4× fewer bytes from the
+workers to the GPU; convert there).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from .timing import audio_feature_times, frame_times
 
 MODES = ("talknet", "asd-tracks", "raw")
 LABELS = ("visible", "voice", "speaking")
+FACES_DTYPES = (torch.float32, torch.uint8)
 
 
 @dataclass
@@ -41,12 +45,17 @@ class ModeOptions:
     raw_size: tuple[int, int] | None = None
     augment: bool = False
     allow_unlabelled: bool = False
+    faces_dtype: torch.dtype = torch.float32
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"mode {self.mode!r}: choose one of {MODES}")
         if self.labels not in LABELS:
             raise ValueError(f"labels {self.labels!r}: choose one of {LABELS}")
+        if self.faces_dtype not in FACES_DTYPES:
+            raise ValueError(f"faces_dtype {self.faces_dtype!r}: choose torch.float32 or torch.uint8")
+        if self.mode == "raw" and self.faces_dtype != torch.float32:
+            raise ValueError("faces_dtype applies to the talknet and asd-tracks modes (raw mode gives uint8 RGB frames)")
 
 
 def _timing(sample: ClipSample, first: int, n: int, n_rows: int, track_id) -> dict:
@@ -115,42 +124,54 @@ def talknet_item(sample: ClipSample, opts: ModeOptions, rng: np.random.Generator
     return item, samples
 
 
-def track_item(sample: ClipSample, track: tuple, opts: ModeOptions, rng=None, noise=None):
+def track_item(sample: ClipSample, track: tuple, opts: ModeOptions, rng=None, noise=None, keep: int | None = None):
+    """One face track's item. ``keep``: decode only its first ``keep`` frames (a frame-budget batch is cut
+    to its shortest track, known before reading); the MFCC is still the whole track's, cut later, as TalkNet's."""
     _check_labelled(sample, opts)
     p, first, n = (int(v) for v in track)
+    kept = n if keep is None else max(1, min(n, int(keep)))
     m = sample.meta
     boxes, span = interpolate_boxes(sample.boxes[p, first:first + n].astype(np.float64))
     if span is None or span != (0, n - 1):
         raise FormatError(f"{sample.key}: track {track} has no box at its ends (manifest and shard disagree)")
+    annotated = boxes  # the evaluation's boxes (gaps filled, never smoothed): what eval-gt writes
     if opts.smooth_boxes:
         boxes = smooth_boxes(boxes)
     W, H = m["frame_size"]
     scale = crop_scale_for(boxes, (H, W))
-    faces = np.empty((n, FACE, FACE), np.uint8)
-    for i in range(n):
+    faces = np.empty((kept, FACE, FACE), np.uint8)
+    for i in range(kept):
         stored = sample.crop(p, first + i) if opts.use_derived and not opts.smooth_boxes else None
         if stored is not None:
             faces[i] = gray_small(stored, name=f"{sample.key} crop {p}/{first + i + 1}")
             continue
         gray = decode_gray(sample.frame(first + i), scale.min_height, scale.min_width, name=f"{sample.key} frame {first + i + 1}")
         faces[i] = talknet_crop(gray, boxes[i], scale=gray.shape[1] / W)
-    clip_audio, sr = sample.audio()
-    a, b = audio_sample_range(m["start_frame"] + first, m["start_frame"] + first + n, m["fps"], sr)
-    a -= m["audio_start_sample"]
-    b -= m["audio_start_sample"]
-    samples = clip_audio[max(a, 0):b]
+    samples, sr = track_audio(sample, track)
     if opts.augment and rng is not None:
         faces = augment.visual(faces, rng)
         samples = augment.mix_noise(samples, noise, rng)
     audio = fit_to_frames(talknet_mfcc(samples, fps=m["fps"], sample_rate=sr), n)
-    labels = sample.speaking[p, first:first + n]
+    labels = sample.speaking[p, first:first + kept]
     item = (torch.from_numpy(np.ascontiguousarray(audio, np.float32)), torch.from_numpy(faces),
             torch.from_numpy(labels.astype(np.int64)))
     if opts.with_meta:
         pid = m["persons"][p]["person_id"]
         track_id = f"{m['video_id']}:{pid}@{m['start_frame'] + first}"
-        item += (_timing(sample, first, n, audio.shape[0], track_id) | {"person_id": pid, "person_row": p},)
+        item += (_timing(sample, first, n, audio.shape[0], track_id)
+                 | {"person_id": pid, "person_row": p, "source_frame": m["start_frame"] + first, "boxes": annotated},)
     return item, samples
+
+
+def track_audio(sample: ClipSample, track: tuple) -> tuple[np.ndarray, int]:
+    """Exactly the audio samples of a face track's frames (the format's sample range), and the rate."""
+    _, first, n = (int(v) for v in track)
+    m = sample.meta
+    clip_audio, sr = sample.audio()
+    a, b = audio_sample_range(m["start_frame"] + first, m["start_frame"] + first + n, m["fps"], sr)
+    a -= m["audio_start_sample"]
+    b -= m["audio_start_sample"]
+    return clip_audio[max(a, 0):b], sr
 
 
 def raw_item(sample: ClipSample, opts: ModeOptions, rng=None, noise=None):
@@ -169,13 +190,13 @@ def raw_item(sample: ClipSample, opts: ModeOptions, rng=None, noise=None):
     }, samples
 
 
-def collate_talknet(items: list) -> tuple:
-    """Stack to ``[B, ...]``, cutting every item to the batch's shortest (TalkNet's rule)."""
+def collate_talknet(items: list, faces_dtype: torch.dtype = torch.float32) -> tuple:
+    """Stack to ``[B, ...]``, cutting every item to the batch's shortest, first frames kept (TalkNet's rule)."""
     T = min(it[1].shape[0] for it in items)
     audio = torch.stack([it[0][: 4 * T] for it in items])
-    faces = torch.empty((len(items), T, *items[0][1].shape[1:]), dtype=torch.float32)
+    faces = torch.empty((len(items), T, *items[0][1].shape[1:]), dtype=faces_dtype)
     for i, it in enumerate(items):
-        faces[i].copy_(it[1][:T])  # uint8 → float32 0-255, no intermediate copy
+        faces[i].copy_(it[1][:T])  # uint8 → float32 0-255 (or uint8 as is), no intermediate copy
     labels = torch.stack([it[2][:T] for it in items])
     if len(items[0]) == 4:
         return audio, faces, labels, [it[3] for it in items]

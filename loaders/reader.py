@@ -6,13 +6,19 @@ checked against the sample format. When a window breaks (a truncated shard, a co
 only the damaged clip is lost: the reader resumes at the next clip's manifest offset, and a clip
 whose first part held the damage is re-read alone to tell whose it was. Errors are *yielded* in
 place of the lost clips, never raised here, so the caller decides: raise, or skip and count.
+
+Frame-budget batches span many clips and use one face track of each, so they read *sparsely*
+(:meth:`ClipReader.read_track`): the clip's metadata, audio and label members, then only that
+track's frames (or stored crops); every other member's header is read and checked, its data
+seeked past on a local file.
 """
 
 from __future__ import annotations
 
 from typing import Iterator
 
-from shardgen.core.format import FormatError
+from shardgen.core.format import (AUDIO_EXTS, LABEL_EXTS, META_EXT, FormatError, crop_ext, decode_metadata, frame_ext,
+                                  split_member_name)
 from shardgen.core.sample import ClipSample
 from shardgen.core.sources import SourceIndex, open_clips
 from shardgen.core.storage import TransportOptions
@@ -32,6 +38,64 @@ class ClipReader:
         self.index = index
         self.remote_options = remote_options
         self.max_member_bytes = max_member_bytes
+
+    def read_track(self, unit: Unit, *, use_crops: bool, frames: int | None = None) -> object:
+        """One face track's part of its clip: a partial :class:`ClipSample`, or the error in its place.
+
+        ``use_crops``: take the stored TalkNet crops when the clip has them (else the frames).
+        ``frames``: only the track's first this many frames are needed.
+        """
+        clip = unit.clip
+        shard = self.index.shards[clip.shard]
+        p, first, n = (int(v) for v in unit.track)
+        n = n if frames is None else max(1, min(n, int(frames)))
+        always = {META_EXT, *AUDIO_EXTS, *LABEL_EXTS}
+        needed: set[str] | None = None  # known once the metadata (the first member) is read
+        fields: dict[str, bytes] = {}
+
+        def want(name: str) -> bool:
+            try:
+                ext = split_member_name(name)[1]
+            except FormatError:
+                return True  # read it, so that the check below names it
+            return needed is None or ext in always or ext in needed
+
+        try:
+            stream = open_clips(shard, clip.offset, clip.bytes, self.remote_options, sparse=True)
+        except Exception as exc:
+            return ShardReadError(f"{shard.url}: cannot open ({exc})")
+        try:
+            for m in iter_tar(stream, source=shard.url, length=clip.bytes, base_offset=clip.offset,
+                              max_member_bytes=self.max_member_bytes, want=want):
+                try:
+                    key, ext = split_member_name(m.name)
+                except FormatError as exc:
+                    raise TarError(f"{shard.url} at byte {m.offset}: {exc}") from None
+                if key != clip.key:
+                    raise TarError(f"{shard.url} at byte {m.offset}: found clip {key} inside the byte range of "
+                                   f"{clip.key} (shard and manifest disagree)")
+                if ext in fields:
+                    raise TarError(f"{shard.url} at byte {m.offset}: clip {key} has two .{ext} members")
+                fields[ext] = m.data
+                if ext == META_EXT and needed is None:
+                    meta = decode_metadata(m.data, name=f"{key}.json")
+                    crops = use_crops and "c" in meta.get("derived", ())
+                    needed = {crop_ext(p, first + i + 1) if crops else frame_ext(first + i + 1) for i in range(n)}
+                if needed is not None and needed.issubset(fields):
+                    break  # frames come after metadata, audio and labels: the rest of the clip is not read
+            if needed is None:
+                raise FormatError(f"{clip.key}: no .json metadata member")
+            sample = ClipSample(clip.key, fields, partial=True)
+            missing = sorted(needed.difference(fields))
+            if missing:
+                raise FormatError(f"{clip.key}: member .{missing[0]} missing (track {unit.track})")
+            return sample
+        except (TarError, OSError) as exc:
+            return ShardReadError(f"{shard.url}: {exc}")
+        except FormatError as exc:
+            return FormatError(f"{shard.url}: {exc}")
+        finally:
+            stream.close()
 
     def read(self, run: list[Unit], needed: list[int]) -> Iterator[tuple[list[int], object]]:
         """Read the needed clips in run order, each once (units of one clip share it)."""
@@ -101,3 +165,4 @@ class ClipReader:
         for clip, idxs in groups[done:]:  # the window ended early without a tar error
             yield idxs, ShardReadError(f"{shard.url}: clip {clip.key} missing from the shard")
         return None, None
+

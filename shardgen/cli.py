@@ -1,4 +1,4 @@
-"""Command line: ``shardgen build | inspect | verify | preview | report | demo`` (also ``python -m shardgen``)."""
+"""Command line: ``shardgen build | inspect | verify | preview | report | eval-gt | eval-map | demo`` (also ``python -m shardgen``)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 from .build import StrictError, build
+from .core.ava_eval import mean_ap
 from .core.storage import S3Options
 from .demo import make_demo_corpus
+from .eval_gt import write_ground_truth
 from .inspection import inspect_path
 from .plan import TAILS, BuildParams
 from .preview import preview
@@ -107,6 +109,22 @@ def _parser() -> argparse.ArgumentParser:
                                    "Needs matplotlib (pip install 'avshards[viz]').")
     r.add_argument("manifests", nargs="+", help="manifest.json files, split directories, or a build directory")
     r.add_argument("-o", "--out", type=Path, required=True, help="report.html (self-contained) or report.png")
+
+    g = sub.add_parser("eval-gt", help="a split's face tracks as AVA-ActiveSpeaker ground truth (CSV)",
+                       description="Write one row per frame of every face track of the split (the tracks asd-tracks "
+                                   "yields): video_id, frame_timestamp, the box normalised by the frame size, "
+                                   "SPEAKING_AUDIBLE or NOT_SPEAKING, entity_id <video_id>:<person_id>. A frame in "
+                                   "several clips appears once. Local, http(s):// or s3:// builds.")
+    g.add_argument("source", help="a manifest.json, a split directory, or a build directory (with --split); or a URL")
+    g.add_argument("-o", "--out", type=Path, required=True, help="ground-truth CSV to write")
+    g.add_argument("--split", default="val", help="split of a build directory (default val)")
+    e = sub.add_parser("eval-map", help="AVA-ActiveSpeaker frame mAP of predictions against eval-gt ground truth",
+                       description="The official AVA-ActiveSpeaker evaluation (get_ava_active_speaker_performance.py): "
+                                   "rows matched on frame_timestamp:entity_id, boxes equal within 1e-9, VOC-style "
+                                   "average precision. Several prediction files (one per rank) are merged. Prints "
+                                   "'mAP NN.NNNN' (percent).")
+    e.add_argument("ground_truth", type=Path, help="CSV written by shardgen eval-gt")
+    e.add_argument("predictions", type=Path, nargs="+", help="CSV(s) written by loaders.PredictionWriter")
     return p
 
 
@@ -192,8 +210,19 @@ def _report(args) -> int:
     return 0
 
 
+def _eval_gt(args) -> int:
+    rows, positives = write_ground_truth(args.source, args.out, split=args.split)
+    print(f"{args.out}: {rows} face-track frames, {positives} speaking ({100.0 * positives / max(rows, 1):.1f} %)")
+    return 0
+
+
+def _eval_map(args) -> int:
+    print(f"mAP {mean_ap(args.ground_truth, args.predictions):.4f}")
+    return 0
+
+
 _COMMANDS = {"build": _build, "inspect": _inspect, "verify": _verify, "demo": _demo, "preview": _preview,
-             "report": _report}
+             "report": _report, "eval-gt": _eval_gt, "eval-map": _eval_map}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -232,22 +232,17 @@ def test_buffered_order_is_a_permutation_within_the_buffer(n, buffer, seed):
     assert peak <= max(buffer, 1)
 
 
-@SLOW
-@given(sizes=st.lists(st.integers(0, 9), min_size=1, max_size=8), world=st.integers(1, 3), workers=st.integers(1, 3),
-       B=st.integers(1, 4), drop_last=st.booleans(), seed=st.integers(0, 1000), buffer=st.integers(0, 6),
-       data=st.data())
-def test_stream_ranks_workers_resume(sizes, world, workers, B, drop_last, seed, buffer, data):
-    """The real ``ShardStream.__iter__`` / ``_batches`` with the byte reading replaced by keys: every
-    (rank, DataLoader worker) yields exactly ``batches_per_slot`` batches, no clip twice across all of
-    them, and a resume after k batches of a rank yields exactly that rank's batches k, k+1, ..."""
-    import loaders.dataset as ds
-    from loaders.modes import ModeOptions
+def key_index(sizes: list[int]):
+    """A source of shards with ``sizes`` clips each, without bytes: the planning's input."""
     from shardgen.core.sources import ShardInfo, SourceIndex
 
-    shards = make_shards(sizes)
-    N = sum(sizes)
-    assume(N // (world * workers) >= (B if drop_last else 1))
-    index = SourceIndex([ShardInfo(f"s{i}.tar", f"s{i}.tar", None, None, c) for i, c in enumerate(shards)])
+    return SourceIndex([ShardInfo(f"s{i}.tar", f"s{i}.tar", None, None, c) for i, c in enumerate(make_shards(sizes))])
+
+
+def key_stream(index, cfg):
+    """The real ``ShardStream`` (planning, batching, resume) with the byte reading replaced by clip keys."""
+    import loaders.dataset as ds
+    from loaders.modes import ModeOptions
 
     class KeyReader:
         def read(self, run, needed):
@@ -262,27 +257,57 @@ def test_stream_ranks_workers_resume(sizes, world, workers, B, drop_last, seed, 
         def _transform(self, sample, unit, rng, noise):
             return sample, None
 
+    return KeyStream(index, ModeOptions(mode="raw"), cfg)
+
+
+def worker_batches(stream, workers: int) -> list[list]:
+    """What each DataLoader worker of the stream yields (``get_worker_info`` faked in this process)."""
+    import loaders.dataset as ds
+
+    per_worker = []
+    for w in range(workers):
+        original = ds.get_worker_info
+        ds.get_worker_info = lambda: SimpleNamespace(id=w, num_workers=workers)
+        try:
+            per_worker.append(list(stream))
+        finally:
+            ds.get_worker_info = original
+    return per_worker
+
+
+def round_robin(per_worker: list[list]) -> list:
+    """The batches in the order a DataLoader takes them: round-robin over the workers still running."""
+    out, queues, w = [], [list(q) for q in per_worker], 0
+    while any(queues):
+        if queues[w]:
+            out.append(queues[w].pop(0))
+        w = (w + 1) % len(queues)
+    return out
+
+
+@SLOW
+@given(sizes=st.lists(st.integers(0, 9), min_size=1, max_size=8), world=st.integers(1, 3), workers=st.integers(1, 3),
+       B=st.integers(1, 4), drop_last=st.booleans(), seed=st.integers(0, 1000), buffer=st.integers(0, 6),
+       data=st.data())
+def test_stream_ranks_workers_resume(sizes, world, workers, B, drop_last, seed, buffer, data):
+    """The real ``ShardStream.__iter__`` / ``_batches`` with the byte reading replaced by keys: every
+    (rank, DataLoader worker) yields exactly ``batches_per_slot`` batches, no clip twice across all of
+    them, and a resume after k batches of a rank yields exactly that rank's batches k, k+1, ..."""
+    import loaders.dataset as ds
+
+    N = sum(sizes)
+    assume(N // (world * workers) >= (B if drop_last else 1))
+    index = key_index(sizes)
+
     def rank_batches(rank: int, resume: int) -> list[list[str]]:
         cfg = ds.StreamConfig(batch_size=B, seed=seed, shuffle_buffer=buffer, rank=rank, world_size=world,
                               drop_last=drop_last)
-        stream = KeyStream(index, ModeOptions(mode="raw"), cfg)
+        stream = key_stream(index, cfg)
         stream.epoch, stream.resume_batches = 3, resume
-        per_worker = []
-        for w in range(workers):
-            original = ds.get_worker_info
-            ds.get_worker_info = lambda: SimpleNamespace(id=w, num_workers=workers)
-            try:
-                per_worker.append(list(stream))
-            finally:
-                ds.get_worker_info = original
+        per_worker = worker_batches(stream, workers)
         assert {len(b) for b in per_worker} <= {stream.plan(workers).batches_per_slot - resume // workers,
                                                 stream.plan(workers).batches_per_slot - resume // workers - 1}
-        out, queues, w = [], [list(q) for q in per_worker], 0
-        while any(queues):  # a DataLoader takes batches round-robin over the workers still running
-            if queues[w]:
-                out.append(queues[w].pop(0))
-            w = (w + 1) % workers
-        return out
+        return round_robin(per_worker)
 
     full = {r: rank_batches(r, 0) for r in range(world)}
     assert len({len(b) for b in full.values()}) == 1  # every rank the same step count

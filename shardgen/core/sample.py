@@ -24,7 +24,9 @@ class ClipSample:
 
     __slots__ = ("key", "meta", "fields", "visible", "voice", "boxes", "speaking", "audio_ext")
 
-    def __init__(self, key: str, fields: Mapping[str, bytes]):
+    def __init__(self, key: str, fields: Mapping[str, bytes], *, partial: bool = False):
+        """``partial``: the caller read only some frame members (one face track's, say) and checks
+        those itself; metadata, audio and label arrays are checked as always."""
         self.key = key
         self.fields = fields
         if META_EXT not in fields:
@@ -49,6 +51,8 @@ class ClipSample:
             raise FormatError(f"{key}: visible/voice arrays are not [{T}]")
         if self.boxes.shape != (P, T, 4) or self.speaking.shape != (P, T):
             raise FormatError(f"{key}: boxes {self.boxes.shape} / speaking {self.speaking.shape} do not match [{P},{T}]")
+        if partial:
+            return
         if meta.get("originals", True):
             for i in range(1, T + 1):
                 if frame_ext(i) not in fields:

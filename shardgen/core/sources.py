@@ -166,18 +166,21 @@ def shard_cache(options: TransportOptions) -> ShardCache:
     return _caches[key]
 
 
-def open_clips(shard: ShardInfo, offset: int, length: int, options: TransportOptions | None = None) -> BinaryIO:
+def open_clips(shard: ShardInfo, offset: int, length: int, options: TransportOptions | None = None, *,
+               sparse: bool = False) -> BinaryIO:
     """A stream of bytes ``[offset, offset+length)`` of a shard, local or remote.
 
     Remote shards stream through a Range request (resumed from the byte reached if the
     connection drops); with ``options.cache_dir`` the whole shard is fetched into a size-bounded
     LRU cache first, verified against the manifest's sha256 and size, and read from disk (so
-    later epochs read locally).
+    later epochs read locally). ``sparse``: the caller will skip most of the range (one track's
+    frames of a clip), so a local file is opened unbuffered: a skip is one seek and a header one
+    512-byte read, instead of refilling a 1 MiB buffer with bytes nobody wants.
     """
     options = TransportOptions.coerce(options)
     if is_remote(shard.url) and options.cache_dir:
         fh = shard_cache(options).open(shard.url, expected_sha256=shard.sha256, expected_size=shard.bytes)
         fh.seek(offset)
     else:
-        fh = open_range(shard.url, options, start=offset, end=offset + length)
+        fh = open_range(shard.url, options, start=offset, end=offset + length, sparse=sparse)
     return Window(fh, length)

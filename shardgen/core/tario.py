@@ -15,7 +15,7 @@ to back, with hard limits, and to fail loudly on damage. This reader:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from .format import FormatError, split_member_name
 
@@ -82,15 +82,32 @@ def _pax_records(data: bytes, where: str) -> dict[str, str]:
     return out
 
 
+def _skip(stream: BinaryIO, n: int) -> int:
+    """Pass over ``n`` bytes: a seek where the stream can (a local file), else read and discard."""
+    skip = getattr(stream, "skip", None)
+    if skip is not None:
+        return skip(n)
+    done = 0
+    while done < n:
+        b = stream.read(min(n - done, 1 << 20))
+        if not b:
+            break
+        done += len(b)
+    return done
+
+
 def iter_tar(
     stream: BinaryIO, *, source: str = "<stream>", max_member_bytes: int = DEFAULT_MAX_MEMBER,
-    length: int | None = None, base_offset: int = 0,
+    length: int | None = None, base_offset: int = 0, want: Callable[[str], bool] | None = None,
 ) -> Iterator[TarMember]:
     """Yield the regular-file members of a tar stream, front to back.
 
     ``length``: the stream is a window of a shard holding whole clips (no end-of-archive
     marker): stop cleanly after exactly that many bytes. ``base_offset``: where the window
-    starts in the shard, so offsets in members and errors are shard offsets.
+    starts in the shard, so offsets in members and errors are shard offsets. ``want``: called
+    with each regular member's name before its data is read; a member it declines is passed
+    over (seeked past on a local file) and not yielded — how a face track's few frames are
+    read out of a 450-frame clip. Headers are always read and checked.
     """
     pos = base_offset
     if length is not None:
@@ -121,9 +138,18 @@ def iter_tar(
                 name = prefix + b"/" + name
         pos += BLOCK
         padded = (size + BLOCK - 1) // BLOCK * BLOCK
-        limit = max_member_bytes if kind in (b"0", b"\0", b"7") else (1 << 20)
+        regular = kind in (b"0", b"\0", b"7")
+        limit = max_member_bytes if regular else (1 << 20)
         if size > limit:
             raise TarError(f"{where}: member declares {size} bytes, over the {limit}-byte limit")
+        if want is not None and regular:
+            member_name = pax.get("path") or longname or name.decode("utf-8", "replace")
+            if not want(member_name):
+                if _skip(stream, padded) < padded:
+                    raise TruncatedTarError(f"{where}: archive ends inside a member")
+                pos += padded
+                pax, longname, header_start = {}, None, None
+                continue
         data = _read_exact(stream, padded)
         if len(data) < padded:
             raise TruncatedTarError(f"{where}: archive ends inside a member ({len(data)} of {size} bytes)")

@@ -34,8 +34,10 @@ class Store(ABC):
         """The object's address (a local path or a URL) — what a reader is given."""
 
     @abstractmethod
-    def open_range(self, name: str, start: int = 0, end: int | None = None) -> BinaryIO:
-        """A stream of the object's bytes ``[start, end)`` (``end=None``: to its end); ``tell()`` is absolute."""
+    def open_range(self, name: str, start: int = 0, end: int | None = None, *, sparse: bool = False) -> BinaryIO:
+        """A stream of the object's bytes ``[start, end)`` (``end=None``: to its end); ``tell()`` is absolute.
+
+        ``sparse``: the reader will skip most of the range (local files are then unbuffered)."""
 
     @abstractmethod
     def size(self, name: str) -> int | None:

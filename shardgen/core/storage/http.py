@@ -61,7 +61,7 @@ class HttpStore(Store):
     def url(self, name):
         return f"{self.base_url}/{self.clean(name)}"
 
-    def open_range(self, name, start=0, end=None):
+    def open_range(self, name, start=0, end=None, *, sparse=False):
         url = self.url(name)
         return ResumableReader(url, self._opener(url), policy=self.options.retry, chunk_size=self.options.chunk_size,
                                start=start, end=end)

@@ -34,9 +34,10 @@ class LocalStore(WritableStore):
         return str(self._path(name))
 
     # -- read -----------------------------------------------------------------
-    def open_range(self, name, start=0, end=None):
-        """A buffered local file seeked to ``start`` (``end`` is not enforced: read ``end - start`` bytes)."""
-        f = open(self._path(name), "rb", buffering=MiB)
+    def open_range(self, name, start=0, end=None, *, sparse=False):
+        """A local file seeked to ``start`` (``end`` is not enforced: read ``end - start`` bytes);
+        buffered (1 MiB) unless ``sparse``, where a skip is one seek and a header one 512-byte read."""
+        f = open(self._path(name), "rb", buffering=0 if sparse else MiB)
         if start:
             f.seek(start)
         return f

@@ -51,7 +51,8 @@ def locate(url: str | os.PathLike, options: Options = None) -> tuple[Store, str]
     return open_store(head, options), name
 
 
-def open_range(url: str | os.PathLike, options: Options = None, *, start: int = 0, end: int | None = None) -> BinaryIO:
+def open_range(url: str | os.PathLike, options: Options = None, *, start: int = 0, end: int | None = None,
+               sparse: bool = False) -> BinaryIO:
     """A stream of bytes ``[start, end)`` of any object (local, ``file://``, ``http(s)://``, ``s3://``).
 
     Remote objects stream through Range requests with bounded memory, resumed from the byte
@@ -59,7 +60,7 @@ def open_range(url: str | os.PathLike, options: Options = None, *, start: int = 
     ``.requests``, ``.size``); local files are seeked to ``start``. Use as a context manager.
     """
     store, name = locate(url, options)
-    return store.open_range(name, start, end)
+    return store.open_range(name, start, end, sparse=sparse)
 
 
 def read_bytes(url: str | os.PathLike, options: Options = None) -> bytes:

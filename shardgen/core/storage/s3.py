@@ -54,7 +54,7 @@ class S3Store(WritableStore):
         return StorageError(f"S3 {what} failed for {self.url(name)}: {e}")
 
     # -- read -----------------------------------------------------------------
-    def open_range(self, name, start=0, end=None):
+    def open_range(self, name, start=0, end=None, *, sparse=False):
         return ResumableReader(self.url(name), self._opener(self.key(name)), policy=self.options.retry,
                                transient=self._transient, chunk_size=self.options.chunk_size, start=start, end=end)
 

@@ -361,6 +361,22 @@ class Window(io.RawIOBase):
         self._left -= len(b)
         return b
 
+    def skip(self, n: int) -> int:
+        """Pass over ``n`` bytes of the window: a seek on a file, else read and discard."""
+        n = min(n, self._left)
+        if getattr(self._raw, "seekable", lambda: False)():
+            self._raw.seek(n, io.SEEK_CUR)
+            self._left -= n
+            return n
+        done = 0
+        while done < n:
+            b = self._raw.read(min(n - done, 1 << 20))
+            if not b:
+                break
+            done += len(b)
+        self._left -= done
+        return done
+
     def close(self):
         try:
             self._raw.close()

@@ -1,0 +1,286 @@
+"""asd-tracks batches as TalkNet-ASD trains: frame budgets, first frames kept, batches dealt to ranks x workers.
+
+The reference is TalkNet's own rule (``dataLoader.train_loader`` of TaoRuijie/TalkNet-ASD), ported
+here on its own from the manifest's face tracks, and compared batch by batch with what the loader
+yields; the tensors are compared with the loader's one-track-a-batch items, which the other test
+files compare with independent computations.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import loaders
+import loaders.reader
+from loaders.sharding import Unit, frame_budget_batches
+from shardgen.core.sources import ClipRef
+from shardgen.build import build
+from shardgen.demo import make_demo_corpus
+from shardgen.plan import BuildParams
+from tests.sources import npy, read_clips
+
+BUDGET = 200  # frames: 2-4 tracks of 2 s clips a batch
+
+
+def talknet_minibatches(lines: list[tuple], batch_size: int) -> list[list[tuple]]:
+    """TalkNet's ``train_loader.__init__`` on ``(track, length)`` lines: sorted longest first (ties by clip
+    key, then the track as zero-padded ``person.first`` text), then ``max(batchSize // length, 1)`` lines
+    from the longest unpacked one."""
+    mix = sorted(lines, key=lambda ln: (-ln[1], ln[0][0], f"{ln[0][1]:02d}.{ln[0][2]:06d}"))
+    mini, start = [], 0
+    while True:
+        length = mix[start][1]
+        end = min(len(mix), start + max(int(batch_size / length), 1))
+        mini.append(mix[start:end])
+        if end == len(mix):
+            break
+        start = end
+    return mini
+
+
+def manifest_tracks(split_dir: Path) -> list[tuple]:
+    m = json.loads((split_dir / "manifest.json").read_text())
+    return [((c["key"], p, first), n) for c in m["clips"] for p, first, n in c["tracks"]]
+
+
+def reference_batches(split_dir: Path, budget: int = BUDGET) -> list[tuple]:
+    return [tuple(t for t, _ in b) for b in talknet_minibatches(manifest_tracks(split_dir), budget)]
+
+
+def batch_tracks(meta: list[dict]) -> tuple:
+    return tuple((m["key"], m["person_row"], m["source_frame"] - m["meta"]["start_frame"]) for m in meta)
+
+
+@pytest.fixture(scope="session")
+def varied_build(tmp_path_factory) -> Path:
+    """The demo corpus (3 train videos of 12 s, 320x180) in 2 s clips, 3 a shard: 32 face tracks of 10-60 frames."""
+    root = tmp_path_factory.mktemp("varied")
+    src = make_demo_corpus(root / "src", seconds=12.0, width=320, height=180, n_val=1, n_test=0)
+    out = root / "out"
+    build(src, out, ["train"], BuildParams(clip_seconds=2.0, shard_clips=3), workers=2, progress=False)
+    crops = root / "crops"
+    build(src, crops, ["train"], BuildParams(clip_seconds=2.0, shard_clips=3, derive=("crops",)), workers=2, progress=False)
+    return root
+
+
+def one_track_items(split_dir: Path) -> dict:
+    ld = loaders.make_loader(split_dir, mode="asd-tracks", shuffle=False, with_meta=True)
+    return {batch_tracks(meta)[0]: (a[0], f[0], lab[0]) for a, f, lab, meta in ld}
+
+
+def test_the_track_lengths_vary(varied_build):
+    lengths = [n for _, n in manifest_tracks(varied_build / "out" / "train")]
+    assert len(lengths) >= 24 and min(lengths) <= 20 and max(lengths) == 60 and len(set(lengths)) >= 8
+
+
+@pytest.mark.parametrize("corpus", ["out", "crops"])
+def test_batches_are_talknets_in_order_and_tensors_cut_to_the_shortest(varied_build, corpus):
+    split = varied_build / corpus / "train"
+    ref = reference_batches(split)
+    lengths = dict(manifest_tracks(split))
+    singles = one_track_items(split)
+    ld = loaders.make_loader(split, mode="asd-tracks", batch_frames=BUDGET, shuffle=False, with_meta=True)
+    assert len(ld) == len(ref)
+    got = []
+    for audio, faces, labels, meta in ld:
+        tracks = batch_tracks(meta)
+        got.append(tracks)
+        T = min(lengths[t] for t in tracks)
+        assert faces.shape == (len(tracks), T, 112, 112) and audio.shape == (len(tracks), 4 * T, 13)
+        assert labels.shape == (len(tracks), T) and faces.dtype == torch.float32
+        assert sum(lengths[t] for t in tracks) <= max(BUDGET, max(lengths[t] for t in tracks))
+        for i, t in enumerate(tracks):  # the first T frames of the track's own item, its own MFCC
+            a1, f1, l1 = singles[t]
+            torch.testing.assert_close(faces[i], f1[:T], rtol=0, atol=0)
+            torch.testing.assert_close(audio[i], a1[: 4 * T], rtol=0, atol=0)
+            torch.testing.assert_close(labels[i], l1[:T], rtol=0, atol=0)
+    assert got == ref
+
+
+def test_labels_are_the_annotated_speaking_frames(varied_build):
+    split = varied_build / "out" / "train"
+    clips = read_clips(*sorted(split.glob("*.tar")))
+    ld = loaders.make_loader(split, mode="asd-tracks", batch_frames=BUDGET, shuffle=False, with_meta=True)
+    n = 0
+    for _, _, labels, meta in ld:
+        for i, (key, p, first) in enumerate(batch_tracks(meta)):
+            T = labels.shape[1]
+            np.testing.assert_array_equal(labels[i].numpy(), npy(clips[key]["speaking.npy"])[p, first:first + T])
+            n += 1
+    assert n == len(manifest_tracks(split))
+
+
+def test_shuffled_epochs_reorder_the_same_batches(varied_build):
+    split = varied_build / "out" / "train"
+    ref = reference_batches(split)
+    ld = loaders.make_loader(split, mode="asd-tracks", batch_frames=BUDGET, seed=3, with_meta=True)
+    epochs = [[batch_tracks(b[3]) for b in ld] for _ in range(2)]
+    for e in epochs:
+        assert sorted(e) == sorted(ref)
+    assert epochs[0] != epochs[1] and epochs[0] != ref
+
+
+def test_two_ranks_two_workers_equal_counts_none_twice_and_the_sit_outs_rotate(varied_build):
+    split = varied_build / "out" / "train"
+    ref = reference_batches(split)
+    slots = 4
+    assert len(ref) % slots, "the corpus should leave a remainder to sit out"
+    sat_out = []
+    for epoch in range(2):
+        per_rank = []
+        for rank in range(2):
+            ld = loaders.make_loader(split, mode="asd-tracks", batch_frames=BUDGET, seed=1, rank=rank, world_size=2,
+                                     num_workers=2, with_meta=True)
+            ld.set_epoch(epoch)
+            got = [batch_tracks(b[3]) for b in ld]
+            assert len(got) == len(ld) == len(ref) // slots * 2
+            per_rank.append(got)
+        seen = per_rank[0] + per_rank[1]
+        assert len(set(seen)) == len(seen) and set(seen) <= set(ref)
+        assert len(seen) == len(ref) - len(ref) % slots
+        sat_out.append(set(ref) - set(seen))
+    assert sat_out[0] != sat_out[1]
+    pad = [batch_tracks(b[3]) for r in range(2) for b in loaders.make_loader(
+        split, mode="asd-tracks", batch_frames=BUDGET, rank=r, world_size=2, num_workers=2, remainder="pad", with_meta=True)]
+    assert set(pad) == set(ref) and len(pad) == -(-len(ref) // slots) * slots
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_gives_the_remaining_batches(varied_build, workers):
+    split = varied_build / "out" / "train"
+    kw = dict(mode="asd-tracks", batch_frames=BUDGET, seed=5, num_workers=workers, with_meta=True)
+    full = [batch_tracks(b[3]) for b in loaders.make_loader(split, **kw)]
+    ld = loaders.make_loader(split, **kw)
+    it = iter(ld)
+    head = [batch_tracks(next(it)[3]) for _ in range(3)]
+    state = ld.state_dict()
+    del it
+    again = loaders.make_loader(split, **kw)
+    again.load_state_dict(state)
+    assert head + [batch_tracks(b[3]) for b in again] == full
+    other = loaders.make_loader(split, **{**kw, "batch_frames": BUDGET + 1})
+    with pytest.raises(ValueError, match="batch_frames"):
+        other.load_state_dict(state)
+
+
+def test_stats_count_frames_delivered_against_track_frames(varied_build):
+    split = varied_build / "out" / "train"
+    lengths = dict(manifest_tracks(split))
+    kept = {}
+    for kw in ({"batch_frames": BUDGET}, {"batch_size": 4}):
+        ld = loaders.make_loader(split, mode="asd-tracks", shuffle=False, with_meta=True, **kw)
+        delivered = seen = 0
+        for _, faces, _, meta in ld:
+            delivered += faces.shape[0] * faces.shape[1]
+            seen += sum(lengths[t] for t in batch_tracks(meta))
+        assert ld.stats["frames_delivered"] == delivered > 0 and ld.stats["item_frames"] == seen
+        kept[next(iter(kw))] = delivered / sum(lengths.values())
+    # cut to the shortest of similar lengths, a batch keeps far more than one of arbitrary lengths
+    assert kept["batch_frames"] > 0.85 and kept["batch_frames"] > kept["batch_size"] + 0.1
+
+
+def test_sparse_reads_take_only_what_a_track_needs(varied_build, monkeypatch):
+    split = varied_build / "crops" / "train"
+    read = {"bytes": 0}
+    real_open = loaders.reader.open_clips
+
+    def counting(*a, **kw):
+        stream = real_open(*a, **kw)
+        raw_read = stream.read
+
+        def read_and_count(n=-1):
+            b = raw_read(n)
+            read["bytes"] += len(b)
+            return b
+        stream.read = read_and_count
+        return stream
+
+    monkeypatch.setattr(loaders.reader, "open_clips", counting)
+    m = json.loads((split / "manifest.json").read_text())
+    clip_bytes = sum(c["bytes"] for c in m["clips"] for _ in c["tracks"])
+    n = sum(1 for _ in loaders.make_loader(split, mode="asd-tracks", batch_frames=BUDGET, shuffle=False))
+    assert n > 0 and 0 < read["bytes"] < 0.4 * clip_bytes
+
+
+def test_augmented_batches_mix_noise_from_their_own_batch_deterministically(varied_build):
+    split = varied_build / "out" / "train"
+    kw = dict(mode="asd-tracks", batch_frames=BUDGET, shuffle=False)
+    plain = list(loaders.make_loader(split, **kw))
+    aug = [list(loaders.make_loader(split, augment=True, seed=2, **kw)) for _ in range(2)]
+    for a, b, p in zip(aug[0], aug[1], plain):
+        for x, y in zip(a, b):
+            torch.testing.assert_close(x, y, rtol=0, atol=0)
+        assert a[0].shape == p[0].shape and a[1].shape == p[1].shape
+        torch.testing.assert_close(a[2], p[2], rtol=0, atol=0)  # labels untouched
+    multi = [i for i, p in enumerate(plain) if p[0].shape[0] > 1]
+    assert multi and any(not torch.equal(aug[0][i][0], plain[i][0]) for i in multi)
+
+
+@pytest.mark.parametrize("mode", ["talknet", "asd-tracks"])
+def test_uint8_faces_equal_the_float_faces(varied_build, mode):
+    split = varied_build / "out" / "train"
+    f32 = [b[1] for b in loaders.make_loader(split, mode=mode, batch_size=2, shuffle=False)]
+    u8 = [b[1] for b in loaders.make_loader(split, mode=mode, batch_size=2, shuffle=False, faces_dtype=torch.uint8)]
+    assert len(f32) == len(u8) > 0
+    for a, b in zip(f32, u8):
+        assert b.dtype == torch.uint8 and a.dtype == torch.float32
+        torch.testing.assert_close(b.float(), a, rtol=0, atol=0)
+
+
+def test_option_errors(varied_build):
+    split = varied_build / "out" / "train"
+    with pytest.raises(ValueError, match="exclusive"):
+        loaders.make_loader(split, mode="asd-tracks", batch_size=2, batch_frames=BUDGET)
+    with pytest.raises(ValueError, match="asd-tracks"):
+        loaders.make_loader(split, mode="talknet", batch_frames=BUDGET)
+    with pytest.raises(ValueError, match="faces_dtype"):
+        loaders.make_loader(split, mode="talknet", faces_dtype=torch.float16)
+    with pytest.raises(ValueError, match="samples_per_epoch"):
+        loaders.make_loader(split, mode="asd-tracks", batch_frames=BUDGET, samples_per_epoch=4)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 400), min_size=1, max_size=80), st.integers(1, 3000), st.randoms(use_true_random=False))
+def test_packing_equals_talknets_rule_for_any_lengths(lengths, budget, rnd):
+    units, lines = [], []
+    for i, n in enumerate(lengths):
+        key, p, first = f"v{rnd.randrange(3)}/clip_f{rnd.randrange(4) * 60:06d}", rnd.randrange(12), i
+        units.append(Unit(ClipRef(0, key, 0, 0), (p, first, n)))
+        lines.append(((key, p, first), n))
+    ours = [[(units[i].clip.key, units[i].track[0], units[i].track[1]) for i in b] for b in frame_budget_batches(units, budget)]
+    assert ours == [[t for t, _ in b] for b in talknet_minibatches(lines, budget)]
+
+
+def test_a_truncated_shard_is_named_or_its_lost_tracks_counted(varied_build, tmp_path):
+    import shutil
+
+    d = tmp_path / "cut"
+    shutil.copytree(varied_build / "out" / "train", d)
+    m = json.loads((d / "manifest.json").read_text())
+    shard = d / m["shards"][0]["name"]
+    last = [c for c in m["clips"] if c["shard"] == 0][-1]
+    shard.write_bytes(shard.read_bytes()[: last["offset"] + 4096])  # the shard's last clip loses its frames
+    kw = dict(mode="asd-tracks", batch_frames=BUDGET, shuffle=False)
+    with pytest.raises(loaders.ShardReadError) as err:
+        list(loaders.make_loader(d, **kw))
+    assert str(shard) in str(err.value) and last["key"] in str(err.value)
+    ld = loaders.make_loader(d, on_error="skip", **kw)
+    with pytest.warns(RuntimeWarning, match="skipped"):
+        n = sum(1 for _ in ld)
+    assert n == len(ld) and ld.stats["skipped"] == len(last["tracks"])
+
+
+@pytest.mark.parametrize("kw", [{"batch_frames": BUDGET}, {"batch_size": 3}, {"batch_size": 2, "drop_last": True}])
+def test_epoch_batches_plans_what_the_loader_yields(varied_build, kw):
+    split = varied_build / "out" / "train"
+    ld = loaders.make_loader(split, mode="asd-tracks", seed=4, with_meta=True, **kw)
+    ld.set_epoch(1)
+    planned = [tuple((u.clip.key, u.track[0], u.track[1]) for u in b) for b in ld.stream.epoch_batches(0, 0, epoch=1)]
+    assert planned == [batch_tracks(b[3]) for b in ld]
