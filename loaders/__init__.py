@@ -13,7 +13,8 @@ from shardgen.core.ava_eval import mean_ap
 from shardgen.core.sources import resolve
 from shardgen.core.storage import TransportOptions
 
-from .dataset import ASDLoader, ShardReadError, ShardStream, StreamConfig
+from .dataset import ShardReadError, ShardStream, StreamConfig
+from .loader import ASDLoader
 from .modes import ModeOptions
 from .predictions import PredictionWriter
 from .timing import audio_feature_times, frame_times, mrope_ids, tmrope_ids

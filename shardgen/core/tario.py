@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
 from .format import FormatError, split_member_name
+from .storage.stream import discard
 
 BLOCK = 512
 DEFAULT_MAX_MEMBER = 256 << 20
@@ -85,15 +86,7 @@ def _pax_records(data: bytes, where: str) -> dict[str, str]:
 def _skip(stream: BinaryIO, n: int) -> int:
     """Pass over ``n`` bytes: a seek where the stream can (a local file), else read and discard."""
     skip = getattr(stream, "skip", None)
-    if skip is not None:
-        return skip(n)
-    done = 0
-    while done < n:
-        b = stream.read(min(n - done, 1 << 20))
-        if not b:
-            break
-        done += len(b)
-    return done
+    return skip(n) if skip is not None else discard(stream.read, n)
 
 
 def iter_tar(

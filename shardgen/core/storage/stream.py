@@ -335,13 +335,21 @@ class ResumableReader(io.RawIOBase):
         self.errors = (self.errors + [f"@{self._pos}: {type(exc).__name__}: {exc}"])[-5:]
 
 
+def discard(read: Callable[[int], bytes], n: int, chunk_size: int = 1 << 20) -> int:
+    """Read and drop ``n`` bytes through ``read``; returns how many there were (fewer at the end)."""
+    done = 0
+    while done < n:
+        data = read(min(n - done, chunk_size))
+        if not data:
+            break
+        done += len(data)
+    return done
+
+
 def skip_body(read: Callable[[int], bytes], n: int, chunk_size: int = 1 << 20) -> None:
     """Discard ``n`` bytes of a body whose server ignored our ``Range`` (raises Transient if it ends first)."""
-    while n > 0:
-        data = read(min(n, chunk_size))
-        if not data:
-            raise Transient("body ended while skipping to the resume offset")
-        n -= len(data)
+    if discard(read, n, chunk_size) < n:
+        raise Transient("body ended while skipping to the resume offset")
 
 
 class Window(io.RawIOBase):
@@ -368,12 +376,7 @@ class Window(io.RawIOBase):
             self._raw.seek(n, io.SEEK_CUR)
             self._left -= n
             return n
-        done = 0
-        while done < n:
-            b = self._raw.read(min(n - done, 1 << 20))
-            if not b:
-                break
-            done += len(b)
+        done = discard(self._raw.read, n)
         self._left -= done
         return done
 
