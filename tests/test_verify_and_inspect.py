@@ -187,3 +187,13 @@ def test_report_reads_a_remote_build_and_its_build_report(builds, remote, tmp_pa
     assert res.returncode == 0, res.stderr
     page = (tmp_path / "r.html").read_text()
     assert "train" in page and "clips skipped" in page
+
+
+@pytest.mark.parametrize("transport", ["s3", "http"])
+def test_preview_draws_a_remote_clip_as_locally(builds, remote, transport, tmp_path):
+    pytest.importorskip("matplotlib")
+    local = _shardgen("preview", str(builds["clean"] / "train"), "--clip", builds["clip"], "-o", str(tmp_path / "l.png"))
+    got = _shardgen("preview", f"{remote[transport]}/clean/train", "--clip", builds["clip"], "-o", str(tmp_path / "r.png"),
+                    env=remote["env"])
+    assert local.returncode == 0 and got.returncode == 0, got.stderr
+    assert (tmp_path / "r.png").read_bytes() == (tmp_path / "l.png").read_bytes()  # the same clip, drawn the same
