@@ -187,13 +187,13 @@ def _verify(args) -> int:
 def _demo(args) -> int:
     from .demo import make_demo_corpus
 
-    root = make_demo_corpus(args.out, seconds=args.seconds, width=args.width, height=args.height)
     if args.video:
-        from .demo_video import demo_as_videos
+        from .demo_video import make_demo_videos
 
-        demo_as_videos(root)
+        root = make_demo_videos(args.out, seconds=args.seconds, width=args.width, height=args.height)
         print(f"demo corpus in {root}, as video files in {root / 'videos'}")
         return 0
+    root = make_demo_corpus(args.out, seconds=args.seconds, width=args.width, height=args.height)
     print(f"demo corpus in {root}")
     return 0
 

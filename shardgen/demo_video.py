@@ -68,15 +68,19 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps, *, audio: np.ndar
     return path
 
 
-def demo_as_videos(root: Path) -> Path:
-    """Turn a finished demo corpus into video files: ``videos/<id>.mp4`` (frames + wav muxed), then
-    remove ``video_imgs/`` and ``wav/`` so a build decodes the files. Idempotent (a marker)."""
+def make_demo_videos(root: Path, **demo_args) -> Path:
+    """The demo corpus (:func:`shardgen.demo.make_demo_corpus` with ``demo_args``) as video files:
+    ``videos/<id>.mp4`` (its frames and wav muxed, H.264 + AAC), with ``video_imgs/`` and ``wav/``
+    removed so a build decodes the files. A second call with the same arguments does nothing."""
+    from .demo import MARKER_NAME as FRAMES_MARKER, demo_truth, make_demo_corpus
+
     root = Path(root)
     marker = root / MARKER_NAME
-    if marker.is_file():
+    wanted = json.dumps({"args": demo_args}, sort_keys=True)
+    if marker.is_file() and marker.read_text().strip() == wanted:
         return root
-    from .demo import MARKER_NAME as FRAMES_MARKER, demo_truth
-
+    marker.unlink(missing_ok=True)
+    make_demo_corpus(root, **demo_args)
     truth = demo_truth(root)
     (root / "videos").mkdir(exist_ok=True)
     for vid, facts in sorted(truth["videos"].items()):
@@ -84,8 +88,8 @@ def demo_as_videos(root: Path) -> Path:
         frames = (np.asarray(Image.open(d / f"img_{i + 1:05d}.jpg").convert("RGB")) for i in range(facts["n_frames"]))
         pcm, sr = sf.read(root / "wav" / f"{vid}.wav", dtype="float32")
         write_video(root / "videos" / f"{vid}.mp4", frames, facts["fps"], audio=pcm, sample_rate=sr, gop=60)
-    (root / FRAMES_MARKER).unlink(missing_ok=True)  # the frames are gone: a plain `demo` regenerates them
+    (root / FRAMES_MARKER).unlink(missing_ok=True)  # the frames go: a plain `demo` regenerates them
     shutil.rmtree(root / "video_imgs", ignore_errors=True)
     shutil.rmtree(root / "wav", ignore_errors=True)
-    marker.write_text(json.dumps({"videos": sorted(truth["videos"])}) + "\n")
+    marker.write_text(wanted + "\n")
     return root

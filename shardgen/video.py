@@ -75,6 +75,7 @@ class VideoSource:
     audio_stream: int | None
     audio_codec: str | None
     audio_start: str | None  # audio stream start, exact seconds "num/den"
+    audio_end: str | None = None  # audio stream end as the container states it (start + duration), when it does
 
     @property
     def tb(self) -> Fraction:
@@ -183,9 +184,11 @@ def probe_file(path: Path, name: str, fps: Fraction) -> VideoProbe:
         slots = fps_slots(pts, tb, offset, fps, end)
         nominal = len(fps_slots(pts, tb, offset, fps, nominal_end)) if damage_dts is not None else len(slots)
         cc = vs.codec_context
-        a_start = None
+        a_start = a_end = None
         if aus is not None and aus.start_time is not None:
             a_start = aus.start_time * aus.time_base
+            if aus.duration:
+                a_end = (aus.start_time + aus.duration) * aus.time_base
         source = VideoSource(
             path=str(path), name=name, size=st.st_size, mtime_ns=st.st_mtime_ns, container=container.format.name,
             stream=vs.index, codec=cc.name, native_fps=str(Fraction(vs.average_rate or 0)),
@@ -194,6 +197,7 @@ def probe_file(path: Path, name: str, fps: Fraction) -> VideoProbe:
             audio_stream=aus.index if aus is not None else None,
             audio_codec=aus.codec_context.name if aus is not None else None,
             audio_start=str(a_start) if a_start is not None else None,
+            audio_end=str(a_end) if a_end is not None else None,
         )
     damage = None
     if damage_dts is not None:

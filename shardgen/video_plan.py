@@ -15,6 +15,7 @@ first frame, as for frame directories), else the file's audio stream by containe
 from __future__ import annotations
 
 import hashlib
+from fractions import Fraction
 from pathlib import Path
 
 from . import format as fmt
@@ -37,10 +38,11 @@ def probe_source(
     vdir = Path(videos_dir) if videos_dir is not None else data_dir / "videos"
     files = find_video_files(vdir, video_id)
     if not files:
-        where = f"{vdir}/{video_id}" if videos_dir is not None else f"videos/{video_id}"
-        return VideoPlan(split, video_id, found=False, skips=[Skip(
-            split, video_id, f"frames directory video_imgs/{video_id} is missing, and so is a video file "
-                             f"{where}.{{{','.join(VIDEO_EXTS)}}}")])
+        reason = f"frames directory video_imgs/{video_id} is missing"
+        if vdir.is_dir():  # a corpus with video files: say where the file was looked for
+            where = f"{vdir}/{video_id}" if videos_dir is not None else f"videos/{video_id}"
+            reason += f", and so is a video file {where}.{{{','.join(VIDEO_EXTS)}}}"
+        return VideoPlan(split, video_id, found=False, skips=[Skip(split, video_id, reason)])
     if len(files) > 1:
         return VideoPlan(split, video_id, found=True, source="video_file", skips=[Skip(
             split, video_id, f"ambiguous video source: {', '.join(p.name for p in files)} all exist; keep one")])
@@ -52,6 +54,19 @@ def _name(data_dir: Path, path: Path) -> str:
         return str(path.relative_to(data_dir))
     except ValueError:
         return str(path)
+
+
+def _warn_audio_coverage(vp: VideoPlan, src, n_frames: int, fps: float) -> None:
+    """Say so when the audio stream starts after the first frame or ends before the last (zeros there, flagged)."""
+    v0, v1 = src.v0, src.v0 + Fraction(n_frames) / fmt.fps_fraction(fps)
+    a0 = Fraction(src.audio_start)
+    a1 = Fraction(src.audio_end) if src.audio_end is not None else None
+    frame = 1 / fmt.fps_fraction(fps)
+    if a0 - v0 > frame or (a1 is not None and v1 - a1 > frame):
+        vp.warnings.append(
+            f"{src.name}: audio stream covers {float(a0):.3f}-{float(a1) if a1 is not None else float('nan'):.3f} s, "
+            f"the frames {float(v0):.3f}-{float(v1):.3f} s (container time): clip audio outside the stream is "
+            "zero-padded and flagged (audio_padded_samples)")
 
 
 def probe_video_file(
@@ -86,6 +101,7 @@ def probe_video_file(
         audio_digest = f"wav:{wst.st_size}:{wst.st_mtime_ns}"
     elif src.audio_stream is not None:
         audio_from, audio_digest = "stream", "stream"
+        _warn_audio_coverage(vp, src, probe.nominal_slots, params.fps)
     else:
         audio_from, audio_digest = "none", "none"
         problem = f"{name} has no audio stream and wav/{video_id}.wav does not exist: clips get zero audio (flagged)"

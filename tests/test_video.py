@@ -232,7 +232,8 @@ def test_no_audio_stream_no_video_stream_and_unreadable_file(tmp_path):
     reasons = {s["video_id"]: s["reason"] for s in res.report["skipped"]}
     assert reasons["audio_only"] == "videos/audio_only.mp4: no video stream"
     assert reasons["garbage"].startswith("videos/garbage.webm: unreadable video file")
-    assert "absent" in reasons and "mute" not in reasons
+    assert reasons["absent"] == "frames directory video_imgs/absent is missing, and so is a video file videos/absent.{mp4,mkv,mov,webm,avi}"
+    assert "mute" not in reasons
     meta = json.loads(read_clips(*shards(tmp_path / "out"))["mute/clip_f000000"]["json"])
     assert meta["audio_source"]["kind"] == "none" and meta["audio_padded_samples"] == meta["audio_samples"] == 16000
     assert any("mute.mp4 has no audio stream" in w for w in res.report["warnings"])
@@ -256,3 +257,27 @@ def test_wav_beside_a_video_file_is_used_and_max_side_downscales(tmp_path):
     assert meta["source"]["jpeg_quality"] == 75 and meta["source"]["max_side"] == 80
     np.testing.assert_array_equal(np.frombuffer(fields["wav"][44:], "<i2"), ramp)
     assert Image.open(io.BytesIO(fields["f000001.jpg"])).size == (80, 60)
+
+
+def test_demo_video_cli_writes_mp4s_that_build(tmp_path):
+    """``shardgen demo --video``: the demo corpus as mp4 files only, and a build of them."""
+    from shardgen.cli import main
+
+    root = tmp_path / "demo"
+    assert main(["demo", "--out", str(root), "--seconds", "3", "--width", "64", "--height", "48", "--video"]) == 0
+    assert sorted(p.name for p in (root / "videos").iterdir()) == [
+        f"demo_{s}_{i:03d}.mp4" for s, n in (("test", 1), ("train", 3), ("val", 2)) for i in range(n)]
+    assert not (root / "video_imgs").exists() and not (root / "wav").exists()
+    assert main(["demo", "--out", str(root), "--seconds", "3", "--width", "64", "--height", "48", "--video"]) == 0
+    res = build(root, tmp_path / "out", ["train", "val"], BuildParams(clip_seconds=1.0), workers=1, progress=False)
+    assert [s["clips_written"] for s in res.report["splits"]] == [9, 6] and res.report["skipped"] == []
+    train = read_clips(*shards(tmp_path / "out", "train"))
+    last = json.loads(train["demo_train_002/clip_f000060"]["json"])  # its wav, hence its AAC stream, is 0.5 s short
+    # zeros for the missing 0.5 s, less up to one AAC frame (1024 samples) of encoder padding the stream keeps
+    assert 0.5 * SAMPLE_RATE - 1024 <= last["audio_padded_samples"] <= 0.5 * SAMPLE_RATE
+    assert any("demo_train_002.mp4: audio stream covers" in w for w in res.report["warnings"])
+    val = read_clips(*shards(tmp_path / "out", "val"))
+    odd = json.loads(val["demo_val_001/clip_f000000"]["json"])["audio_source"]
+    assert (odd["sample_rate"], odd["channels"], odd["resampled"]) == (48000, 2, True)
+    voice = npy(train["demo_train_000/clip_f000000"]["voice.npy"])
+    assert voice.shape == (30,)  # labels from the demo's Ego4D JSON, 0-based 30 fps frames
