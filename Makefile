@@ -40,6 +40,7 @@ test: venv test-services
 bench: venv test-services
 	$(PYTHON) scripts/bench.py
 	$(PYTHON) scripts/bench_build.py
+	$(PYTHON) scripts/bench_video.py
 
 clean:
 	rm -rf $(OUT) $(DEMO) .bench
