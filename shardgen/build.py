@@ -79,6 +79,8 @@ def build(
     out_dir = str(out_dir) if remote else Path(out_dir)
     if not (data_dir / "split").is_dir():
         raise BuildError(f"{data_dir}: not a source directory (no split/ folder with <split>.list files)")
+    if videos_dir is not None and not Path(videos_dir).is_dir():
+        raise BuildError(f"{videos_dir}: --videos is not a directory")
     t0 = time.monotonic()
     if not remote:
         remove_stale_temps(out_dir)  # a build killed while writing its report leaves .build-report.json.tmp-<pid> here

@@ -102,6 +102,7 @@ class VideoProbe:
     slot_pts: list[int]  # for each fps-filter output slot (clip frame index), the input frame's pts
     nominal_slots: int  # output slots the undamaged file would have (>= len(slot_pts))
     damage: str | None = None  # reason, naming the file and the time, when the file is damaged
+    sample_jpeg_bytes: int = 0  # size of the first frame as encoded (the planning estimate per frame)
 
 
 def find_video_files(directory: Path, video_id: str) -> list[Path]:
@@ -135,10 +136,13 @@ def fps_slots(pts: list[int], tb: Fraction, offset: int, fps: Fraction, end_pts:
     return out
 
 
-def probe_file(path: Path, name: str, fps: Fraction) -> VideoProbe:
+def probe_file(path: Path, name: str, fps: Fraction, quality: int = DEFAULT_JPEG_QUALITY, max_side: int = 0) -> VideoProbe:
     """Open a video file, demux its video packets and plan the fps filter's output slots.
 
-    Raises :class:`SourceError` naming the file when it cannot be opened or has no video stream.
+    The first frame is decoded and encoded too: it proves the decoder works, and its JPEG size is
+    the planning estimate of a frame (shard cutting, the disk pre-flight). Raises
+    :class:`SourceError` naming the file when it cannot be opened, has no video stream or its
+    first frame does not decode.
     """
     st = path.stat()
     try:
@@ -199,10 +203,21 @@ def probe_file(path: Path, name: str, fps: Fraction) -> VideoProbe:
             audio_start=str(a_start) if a_start is not None else None,
             audio_end=str(a_end) if a_end is not None else None,
         )
+    sample = _first_frame_jpeg(path, name, quality, max_side)
     damage = None
     if damage_dts is not None:
         damage = f"{name} is damaged at {float(damage_dts * tb):.3f} s (container time): {damage_why}"
-    return VideoProbe(source, [pts[i] for i in slots], nominal, damage)
+    return VideoProbe(source, [pts[i] for i in slots], nominal, damage, len(sample))
+
+
+def _first_frame_jpeg(path: Path, name: str, quality: int, max_side: int) -> bytes:
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(container.streams.video[0]):
+                return encode_frame(frame, quality, max_side)
+    except av.FFmpegError as exc:
+        raise SourceError(f"{name}: the first video frame does not decode ({exc})") from None
+    raise SourceError(f"{name}: no decodable video frames")
 
 
 def output_size(width: int, height: int, max_side: int) -> tuple[int, int]:

@@ -24,8 +24,8 @@ from .plan import BuildParams, ClipPlan, Skip, Span, VideoPlan, _check_wav, esti
 from .source import SourceError, wav_path
 from .video import VIDEO_EXTS, find_video_files, output_size, probe_file
 
-#: planning estimate of a decoded frame's JPEG, bytes per pixel (shard cutting and the disk pre-flight only)
-EST_JPEG_BYTES_PER_PIXEL = 0.35
+#: planning estimate of a frame: the first frame's JPEG size times this (shard cutting and the disk pre-flight only)
+EST_JPEG_MARGIN = 1.25
 
 
 def probe_source(
@@ -77,7 +77,7 @@ def probe_video_file(
     name = _name(data_dir, path)
     vp = VideoPlan(split, video_id, found=True, source="video_file")
     try:
-        probe = probe_file(path, name, fmt.fps_fraction(params.fps))
+        probe = probe_file(path, name, fmt.fps_fraction(params.fps), params.jpeg_quality, params.max_side)
     except SourceError as exc:
         vp.skips.append(Skip(split, video_id, str(exc)))
         return vp
@@ -123,7 +123,7 @@ def probe_video_file(
         return vp
 
     size = output_size(src.width, src.height, params.max_side)
-    est = max(1024, int(size[0] * size[1] * EST_JPEG_BYTES_PER_PIXEL))
+    est = max(1024, int(probe.sample_jpeg_bytes * EST_JPEG_MARGIN))
     n_persons = len(ann.persons) if ann else 0
     file_digest = (f"{src.size}:{src.mtime_ns}|{params.fps}|q{params.jpeg_quality}|m{params.max_side}|{audio_digest}")
     for span in spans:

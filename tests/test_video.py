@@ -281,3 +281,21 @@ def test_demo_video_cli_writes_mp4s_that_build(tmp_path):
     assert (odd["sample_rate"], odd["channels"], odd["resampled"]) == (48000, 2, True)
     voice = npy(train["demo_train_000/clip_f000000"]["voice.npy"])
     assert voice.shape == (30,)  # labels from the demo's Ego4D JSON, 0-based 30 fps frames
+
+
+def test_videos_option_points_at_another_directory(tmp_path):
+    """``--videos DIR``: files outside the source tree (e.g. Ego4D's v2/clips); a missing DIR is refused."""
+    from shardgen.cli import main
+
+    clips = tmp_path / "clips"
+    make_video(clips / "v.mp4", 30, 1.0)
+    src = tmp_path / "src"
+    (src / "split").mkdir(parents=True)
+    (src / "split" / "train.list").write_text("v\n")
+    out = tmp_path / "out"
+    assert main(["build", "--data", str(src), "--out", str(out), "--videos", str(clips), "--clip-seconds", "1",
+                 "--workers", "1", "--no-progress"]) == 0
+    meta = json.loads(read_clips(*shards(out))["v/clip_f000000"]["json"])
+    assert meta["source"]["file"] == str(clips / "v.mp4") and meta["n_frames"] == 30
+    assert main(["build", "--data", str(src), "--out", str(tmp_path / "o2"), "--videos", str(tmp_path / "nope"),
+                 "--no-progress"]) == 2
