@@ -293,7 +293,7 @@ def test_videos_option_points_at_another_directory(tmp_path):
     (src / "split").mkdir(parents=True)
     (src / "split" / "train.list").write_text("v\n")
     out = tmp_path / "out"
-    assert main(["build", "--data", str(src), "--out", str(out), "--videos", str(clips), "--clip-seconds", "1",
+    assert main(["build", "--data", str(src), "--out", str(out), "--split", "train", "--videos", str(clips), "--clip-seconds", "1",
                  "--workers", "1", "--no-progress"]) == 0
     meta = json.loads(read_clips(*shards(out))["v/clip_f000000"]["json"])
     assert meta["source"]["file"] == str(clips / "v.mp4") and meta["n_frames"] == 30
