@@ -270,7 +270,6 @@ def decode_clip(src: VideoSource, frame_pts: list[int], quality: int, max_side: 
     needed = sorted(set(frame_pts))
     want = set(needed)
     got: dict[int, bytes] = {}
-    tb = src.tb
     try:
         with av.open(src.path) as container:
             vs = container.streams.video[0]
