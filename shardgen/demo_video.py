@@ -24,10 +24,11 @@ MARKER_NAME = ".demo_video_complete.json"
 
 def write_video(path: Path, frames: Iterable[np.ndarray], fps, *, audio: np.ndarray | None = None,
                 sample_rate: int = 16000, crf: int = 18, gop: int = 30, video_delay_s: float = 0.0,
-                audio_delay_s: float = 0.0, threads: int = 1) -> Path:
+                audio_delay_s: float = 0.0, threads: int = 1, times_ms: list[int] | None = None) -> Path:
     """Encode RGB frames [H,W,3] (H.264, yuv420p) and optional audio (float [-1,1], [n] or [n,ch]; AAC).
 
     ``video_delay_s`` / ``audio_delay_s`` start that stream later in the container (a start offset).
+    ``times_ms`` gives each frame's own timestamp in milliseconds instead (variable frame rate).
     mp4 files get ``+faststart`` (index first), so a truncated copy still says how long it was.
     Written to a temp name and renamed: a killed run leaves no half file under ``path``.
     """
@@ -40,7 +41,7 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps, *, audio: np.ndar
             vs = out.add_stream("libx264", rate=fps)
             vs.pix_fmt = "yuv420p"
             vs.options = {"crf": str(crf), "preset": "veryfast", "g": str(gop), "threads": str(threads)}
-            vs.codec_context.time_base = 1 / fps
+            vs.codec_context.time_base = 1 / fps if times_ms is None else Fraction(1, 1000)
             if audio is not None:
                 pcm = np.asarray(audio, np.float32)
                 pcm = pcm[:, None] if pcm.ndim == 1 else pcm
@@ -51,7 +52,10 @@ def write_video(path: Path, frames: Iterable[np.ndarray], fps, *, audio: np.ndar
                 if i == 0:
                     vs.width, vs.height = rgb.shape[1], rgb.shape[0]
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-                frame.pts, frame.time_base = v_off + i, 1 / fps
+                if times_ms is None:
+                    frame.pts, frame.time_base = v_off + i, 1 / fps
+                else:
+                    frame.pts, frame.time_base = times_ms[i], Fraction(1, 1000)
                 out.mux(vs.encode(frame))
             out.mux(vs.encode(None))
             if audio is not None:

@@ -84,6 +84,24 @@ def test_frames_and_audio_match_ffmpeg(tmp_path, fps, offsets):
         assert first["audio_padded_samples"] >= late and not np.frombuffer(clips_in_order(out)[0][1]["wav"][44:], "<i2")[:late].any()
 
 
+def test_variable_frame_rate_file_goes_by_timestamps(tmp_path):
+    """A VFR mkv (frame gaps of 20-100 ms, 1 ms time base): clip frame f is still ffmpeg's fps=30 frame f."""
+    from shardgen.demo_video import write_video
+    from tests.videos import moving_frames
+
+    gaps = np.random.default_rng(1).choice([20, 33, 33, 40, 50, 100], size=59)
+    times = [0] + [int(t) for t in np.cumsum(gaps)]
+    src = tmp_path / "src"
+    (src / "split").mkdir(parents=True)
+    (src / "split" / "train.list").write_text("vfr\n")
+    (src / "videos").mkdir()
+    write_video(src / "videos" / "vfr.mkv", moving_frames(60, 30), 30, times_ms=times)
+    out = tmp_path / "out"
+    build(src, out, ["train"], SHORT, workers=1, progress=False)
+    stats = check_frames_against_ffmpeg(out, src / "videos" / "vfr.mkv", 30, (96, 64))
+    assert stats["frames"] > 60  # longer gaps than 1/30 s: ffmpeg repeats frames, and so do we, in the same slots
+
+
 def check_audio_against_ffmpeg(out: Path, video: Path, expect_shift_s: float | None = None) -> float:
     """The clips' audio, laid end to end, equals ffmpeg's 16 kHz wav shifted by the streams' start difference.
 
