@@ -103,6 +103,7 @@ class VideoProbe:
     nominal_slots: int  # output slots the undamaged file would have (>= len(slot_pts))
     damage: str | None = None  # reason, naming the file and the time, when the file is damaged
     sample_jpeg_bytes: int = 0  # size of the first frame as encoded (the planning estimate per frame)
+    rotation: int = 0  # degrees the container asks players to rotate by (not applied: frames are stored as coded)
 
 
 def find_video_files(directory: Path, video_id: str) -> list[Path]:
@@ -203,18 +204,19 @@ def probe_file(path: Path, name: str, fps: Fraction, quality: int = DEFAULT_JPEG
             audio_start=str(a_start) if a_start is not None else None,
             audio_end=str(a_end) if a_end is not None else None,
         )
-    sample = _first_frame_jpeg(path, name, quality, max_side)
+    sample, rotation = _first_frame_jpeg(path, name, quality, max_side)
     damage = None
     if damage_dts is not None:
         damage = f"{name} is damaged at {float(damage_dts * tb):.3f} s (container time): {damage_why}"
-    return VideoProbe(source, [pts[i] for i in slots], nominal, damage, len(sample))
+    return VideoProbe(source, [pts[i] for i in slots], nominal, damage, len(sample), rotation)
 
 
-def _first_frame_jpeg(path: Path, name: str, quality: int, max_side: int) -> bytes:
+def _first_frame_jpeg(path: Path, name: str, quality: int, max_side: int) -> tuple[bytes, int]:
+    """The first frame's JPEG and the rotation its display matrix asks for (PyAV's ``frame.rotation``)."""
     try:
         with av.open(str(path)) as container:
             for frame in container.decode(container.streams.video[0]):
-                return encode_frame(frame, quality, max_side)
+                return encode_frame(frame, quality, max_side), int(getattr(frame, "rotation", 0) or 0)
     except av.FFmpegError as exc:
         raise SourceError(f"{name}: the first video frame does not decode ({exc})") from None
     raise SourceError(f"{name}: no decodable video frames")

@@ -109,6 +109,9 @@ def probe_video_file(
         vp.strict_problems.append(problem)
     if probe.damage:
         vp.warnings.append(probe.damage)
+    if probe.rotation:
+        vp.warnings.append(f"{name} asks to be shown rotated by {probe.rotation} degrees: frames are stored as coded, "
+                           "unrotated (the ffmpeg CLI would rotate them), and annotations must be in coded pixels")
     ann = annotations.get(video_id) if annotations is not None else None
     past = [f for p in ann.persons for f in p.boxes if f >= probe.nominal_slots] if ann else []
     past += [e for p in ann.persons for _, e in p.voice if e >= probe.nominal_slots] if ann else []
