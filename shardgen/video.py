@@ -178,11 +178,11 @@ def probe_file(path: Path, name: str, fps: Fraction, quality: int = DEFAULT_JPEG
         last = max(packets, key=lambda p: p[0])
         frame_dur = last[2] or (round_near_inf(1 / (Fraction(vs.average_rate) * tb)) if vs.average_rate else 1)
         clean_end = last[0] + frame_dur
-        nominal_end = clean_end
-        if vs.duration and vs.start_time is not None:
-            nominal_end = max(clean_end, vs.start_time + vs.duration)
+        stated = _stated_end(vs)
+        nominal_end = max(clean_end, stated) if stated is not None else clean_end
         if damage_dts is None and nominal_end - clean_end > frame_dur:  # the stream says it goes on
-            damage_dts, damage_why = clean_end, "the file ends before its stated duration (truncated)"
+            # the last packet read may itself be cut short without the demuxer saying so (matroska): not used
+            damage_dts, damage_why = packets[-1][1], "the file ends before its stated duration (truncated)"
         file_start_us = container.start_time if container.start_time is not None else 0
         offset = round_near_inf(Fraction(file_start_us, 1_000_000) / tb)
         end = min(clean_end, damage_dts) if damage_dts is not None else clean_end
@@ -220,6 +220,21 @@ def _first_frame_jpeg(path: Path, name: str, quality: int, max_side: int) -> tup
     except av.FFmpegError as exc:
         raise SourceError(f"{name}: the first video frame does not decode ({exc})") from None
     raise SourceError(f"{name}: no decodable video frames")
+
+
+def _stated_end(vs) -> int | None:
+    """Where the container says the video stream ends, in its time base: the stream's duration (mp4,
+    mov), else the DURATION tag FFmpeg's matroska muxer writes per track (mkv, webm); None if neither."""
+    if vs.duration and vs.start_time is not None:
+        return vs.start_time + vs.duration
+    tag = (vs.metadata or {}).get("DURATION")
+    if tag:
+        try:
+            h, m, sec = tag.split(":")
+            return round_near_inf((int(h) * 3600 + int(m) * 60 + Fraction(sec)) / vs.time_base)
+        except (ValueError, ZeroDivisionError):
+            return None
+    return None
 
 
 def output_size(width: int, height: int, max_side: int) -> tuple[int, int]:

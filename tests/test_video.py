@@ -208,15 +208,17 @@ def test_same_bytes_for_one_and_two_workers_and_resume_keys_on_size_and_mtime(tm
            {k: v for k, v in files[1].items() if str(k).endswith(".tar")}
 
 
-def test_truncated_file_builds_the_clips_before_the_damage_and_skips_the_rest(tmp_path):
-    src = video_source(tmp_path / "src", {"v": {"fps": 30, "seconds": 4.0, "size": (160, 120)}})
+@pytest.mark.parametrize("ext", ["mp4", "mkv"])
+def test_truncated_file_builds_the_clips_before_the_damage_and_skips_the_rest(tmp_path, ext):
+    """mp4 (+faststart: the index says 4 s; the cut packet reads short) and mkv (its DURATION tag says 4 s)."""
+    src = video_source(tmp_path / "src", {"v": {"fps": 30, "seconds": 4.0, "size": (160, 120), "ext": ext}})
     out_whole = tmp_path / "whole"
     build(src, out_whole, ["train"], SHORT, workers=1, progress=False)
     whole = dict(clips_in_order(out_whole))
     assert len(whole) == 4
-    video = src / "videos" / "v.mp4"
+    video = src / "videos" / f"v.{ext}"
     data = video.read_bytes()
-    video.write_bytes(data[: int(len(data) * 0.6)])  # index first (+faststart), so the file still says 4 s
+    video.write_bytes(data[: int(len(data) * 0.6)])  # the file still says it is 4 s long
     out = tmp_path / "cut"
     res = build(src, out, ["train"], SHORT, workers=1, progress=False)
     cut = dict(clips_in_order(out))
@@ -229,7 +231,7 @@ def test_truncated_file_builds_the_clips_before_the_damage_and_skips_the_rest(tm
         assert a["audio_source"].pop("duration_s") < b["audio_source"].pop("duration_s")  # only the stream's length differs
         assert a == b
     for reason in skipped.values():
-        assert "videos/v.mp4 is damaged at " in reason and " s (container time)" in reason
+        assert f"videos/v.{ext} is damaged at " in reason and " s (container time)" in reason
     assert any("damaged" in w for w in res.report["warnings"])
 
 
