@@ -3,10 +3,11 @@
 Why this module exists: a listed video with no ``video_imgs/<id>/`` may be a file,
 ``DIR/videos/<id>.<ext>`` (or under ``--videos``). We decode it with FFmpeg's libraries through
 PyAV (``av``: its wheels carry their own FFmpeg, so nothing outside pip is needed and the torch-free
-builder stays torch-free) and never write an intermediate file. torchcodec was the alternative: it
-returns torch tensors, each release needs its matching torch, and it loads a system FFmpeg (4-8)
-at run time instead of carrying one; its public API is decoded frames and samples, not packets (timestamps and flags without
-decoding), which probing and damage detection here rely on.
+builder stays torch-free) and never write an intermediate file.
+torchcodec was the alternative: it returns torch tensors, each release needs its matching torch, and
+it loads a system FFmpeg (4-8) at run time instead of carrying one; its public API is decoded frames
+and samples, not packets (timestamps and flags without decoding), which probing and damage detection
+here rely on.
 
 **Which frame is clip frame f.** Exactly the f-th (0-based) frame that ``ffmpeg -i V -vf fps=FPS``
 hands to its output — the fps filter's output, as ``-f framemd5`` or ``-fps_mode passthrough``
