@@ -286,10 +286,16 @@ def make_metadata(
     persons: list[Mapping[str, Any]],
     pad_frames: int = 0,
     derived: list[str] | tuple[str, ...] = (),
+    source: Mapping[str, Any] | None = None,
 ) -> dict:
-    """The ``.json`` member. Every field a consumer needs to place the clip in time and space."""
+    """The ``.json`` member. Every field a consumer needs to place the clip in time and space.
+
+    ``source`` is given for clips decoded from a video file (see :data:`VIDEO_SOURCE_KEYS`): it is
+    stored as ``meta["source"]`` and the time basis says container time. Clips of frame
+    directories have no ``source`` key, so their bytes are what they always were.
+    """
     f = fps_fraction(fps)
-    return {
+    meta = {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "key": key,
@@ -318,6 +324,29 @@ def make_metadata(
         "persons": [dict(p) for p in persons],
         "derived": list(derived),
     }
+    if source is not None:
+        meta["source"] = dict(source)
+        meta["time_basis"] = VIDEO_TIME_BASIS
+    return meta
+
+
+#: what ``meta["source"]`` holds for a clip decoded from a video file
+VIDEO_SOURCE_KEYS = (
+    "kind",                        # "video_file"
+    "file",                        # the file, relative to the source directory when inside it
+    "container", "codec", "pix_fmt", "size",   # FFmpeg's demuxer and decoder names, coded [width, height]
+    "native_fps",                  # the stream's average frame rate, exact "num/den"
+    "video_start_time",            # container time of the video stream's first frame (v0), seconds
+    "audio_start_time", "audio_codec",  # the audio stream's start (seconds) and codec; None without one
+    "audio_from",                  # "stream" (by container time), "wav" (wav/<id>.wav) or "none" (zeros)
+    "audio_padded_start_samples",  # zeros before the audio stream's first sample (the rest of audio_padded_samples is at the end)
+    "jpeg_quality", "max_side",    # how frames were encoded (max_side None: full resolution)
+)
+VIDEO_TIME_BASIS = (
+    "clip frame i (0-based) is frame start_frame+i of ffmpeg's fps filter (-vf fps=<fps>) on the video stream, "
+    "shown at container time source.video_start_time + (start_frame + i) / fps; audio sample j is at container "
+    "time source.video_start_time + (audio_start_sample + j) / sample_rate"
+)
 
 
 def encode_metadata(meta: Mapping[str, Any]) -> bytes:

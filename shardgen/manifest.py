@@ -101,9 +101,13 @@ def _reason_class(reason: str) -> str:
     """Group reasons for the summary ('missing frame img_00012.jpg' → 'missing frame')."""
     for prefix in ("missing frame", "zero-byte frame", "truncated JPEG", "not a JPEG", "unreadable frame",
                    "missing wav", "unreadable wav", "empty wav", "tail of", "no annotations", "frames directory",
-                   "no img_"):
+                   "no img_", "ambiguous video source"):
         if reason.startswith(prefix):
             return prefix
+    for marker, cls in ((" is damaged at ", "video file damaged"), (": no video stream", "video file without a video stream"),
+                        (": unreadable video file", "unreadable video file"), (": no decodable video frames", "video file without frames")):
+        if marker in reason:  # video-file reasons start with the file's name
+            return cls
     return reason
 
 
