@@ -27,6 +27,7 @@ from shardgen.format import BOXES_EXT, decode_npy, person_tracks, split_member_n
 from shardgen.manifest import MANIFEST_NAME, load_manifest
 
 from .sharding import ClipRef
+from .tario import discard
 
 REMOTE_SCHEMES = ("http://", "https://", "s3://")
 
@@ -173,10 +174,14 @@ def scan_local_shard(path: str, index: int = 0) -> ShardInfo:
 
 
 class _Window(io.RawIOBase):
-    """Read at most ``length`` bytes of an underlying stream."""
+    """Read at most ``length`` bytes of an underlying stream.
 
-    def __init__(self, raw: BinaryIO, length: int):
-        self._raw, self._left = raw, length
+    ``local``: the stream is a file on this machine, where a skip is a seek. A remote stream
+    (whose seek would drop the connection and open a new ranged request) skips by reading.
+    """
+
+    def __init__(self, raw: BinaryIO, length: int, *, local: bool = False):
+        self._raw, self._left, self._local = raw, length, local
 
     def readable(self):
         return True
@@ -190,20 +195,13 @@ class _Window(io.RawIOBase):
         return b
 
     def skip(self, n: int) -> int:
-        """Pass over ``n`` bytes of the window: a seek on a file, else read and discard."""
+        """Pass over ``n`` bytes of the window: a seek on a local file, else read and discard."""
+        if not self._local:
+            return discard(self, n)
         n = min(n, self._left)
-        if getattr(self._raw, "seekable", lambda: False)():
-            self._raw.seek(n, io.SEEK_CUR)
-            self._left -= n
-            return n
-        done = 0
-        while done < n:
-            b = self._raw.read(min(n - done, 1 << 20))
-            if not b:
-                break
-            done += len(b)
-        self._left -= done
-        return done
+        self._raw.seek(n, io.SEEK_CUR)
+        self._left -= n
+        return n
 
     def close(self):
         try:
@@ -245,11 +243,11 @@ def open_range(url: str, offset: int, length: int, *, remote_options: dict | Non
         if remote_options and remote_options.get("cache_dir"):
             fh = _cache(remote_options).open(url, expected_sha256=expected_sha256, expected_size=expected_size)
             fh.seek(offset)
-            return _Window(fh, length)
+            return _Window(fh, length, local=True)
         from .remote import open_shard
 
         raw = open_shard(url, start=offset, end=offset + length, **transport_options(remote_options))
         return _Window(raw, length)
     fh = open(url[7:] if url.startswith("file://") else url, "rb", buffering=0 if sparse else 1 << 20)
     fh.seek(offset)
-    return _Window(fh, length)
+    return _Window(fh, length, local=True)

@@ -80,11 +80,8 @@ def _pax_records(data: bytes, where: str) -> dict[str, str]:
     return out
 
 
-def _skip(stream: BinaryIO, n: int) -> int:
-    """Pass over ``n`` bytes: a seek where the stream can (a local file), else read and discard."""
-    skip = getattr(stream, "skip", None)
-    if skip is not None:
-        return skip(n)
+def discard(stream: BinaryIO, n: int) -> int:
+    """Read and drop ``n`` bytes (fewer at the end of the stream); returns how many were passed."""
     done = 0
     while done < n:
         b = stream.read(min(n - done, 1 << 20))
@@ -92,6 +89,12 @@ def _skip(stream: BinaryIO, n: int) -> int:
             break
         done += len(b)
     return done
+
+
+def _skip(stream: BinaryIO, n: int) -> int:
+    """Pass over ``n`` bytes: the stream's own ``skip`` (a seek on a local file), else read and discard."""
+    skip = getattr(stream, "skip", None)
+    return skip(n) if skip is not None else discard(stream, n)
 
 
 def iter_tar(
@@ -142,6 +145,8 @@ def iter_tar(
             raise TarError(f"{where}: member declares {size} bytes, over the {limit}-byte limit")
         if want is not None and regular:
             member_name = pax.get("path") or longname or name.decode("utf-8", "replace")
+            if "size" in pax and pax["size"] != str(size):
+                raise TarError(f"{where}: PAX size {pax['size']!r} disagrees with the header's {size}")
             if not want(member_name):
                 if _skip(stream, padded) < padded:
                     raise TruncatedTarError(f"{where}: archive ends inside a member")

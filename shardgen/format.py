@@ -392,6 +392,9 @@ def decode_metadata(data: bytes, *, name: str = "json", max_bytes: int = 16 << 2
         raise FormatError(f"{name}: frame_size {size!r} is not [width, height] in pixels")
     if not all(isinstance(p, dict) and isinstance(p.get("person_id"), str) for p in meta["persons"]):
         raise FormatError(f"{name}: every entry of 'persons' must be an object with a string person_id")
+    derived = meta.get("derived", [])
+    if not (isinstance(derived, list) and all(isinstance(d, str) for d in derived)):
+        raise FormatError(f"{name}: 'derived' {derived!r} is not a list of member kinds")
     return meta
 
 
