@@ -41,6 +41,7 @@ bench: venv test-services
 	$(PYTHON) scripts/bench.py
 	$(PYTHON) scripts/bench_build.py
 	$(PYTHON) scripts/bench_batching.py
+	$(PYTHON) scripts/bench_video.py
 
 clean:
 	rm -rf $(OUT) $(DEMO) .bench

@@ -126,8 +126,9 @@ class ShardStream(IterableDataset):
             return batch_sequence(len(self._budget_batches), seed=c.seed, epoch=epoch, shuffle=c.shuffle)
         return epoch_sequence(self._units, seed=c.seed, epoch=epoch, shuffle=c.shuffle)
 
-    def _layout(self, num_workers: int) -> Layout:
-        return Layout(self.cfg.world_size, max(0, int(num_workers)), 1 if self._budget else self.cfg.batch_size)
+    def layout(self, num_workers: int) -> Layout:
+        """The layout this stream reads in (0 workers plan like 1: the main process is the one reader)."""
+        return Layout(self.cfg.world_size, max(1, int(num_workers)), 1 if self._budget else self.cfg.batch_size)
 
     def _plan_n(self, n: int, layout: Layout, epoch: int, segment: int) -> EpochPlan:
         c = self.cfg
@@ -165,7 +166,7 @@ class ShardStream(IterableDataset):
 
     def plan(self, num_workers: int, epoch: int | None = None) -> EpochPlan:
         epoch = self.epoch if epoch is None else epoch
-        return self._plan_n(len(self._sequence(epoch)), self._layout(num_workers), epoch, len(self._segments(epoch)))
+        return self._plan_n(len(self._sequence(epoch)), self.layout(num_workers), epoch, len(self._segments(epoch)))
 
     def _arranged(self, plan: EpochPlan) -> list:
         c = self.cfg
@@ -206,7 +207,7 @@ class ShardStream(IterableDataset):
     def epoch_batches(self, slot: int, num_workers: int, epoch: int | None = None) -> list[list[Unit]]:
         """The items of each batch a slot (``rank * num_workers + worker``) yields in an epoch, without reading
         any data — what a planner or a frames-kept estimate needs (damage skipped at run time aside)."""
-        if self.cfg.batch_frames is not None:
+        if self._budget:
             return [[self._tracks[i] for i in self._budget_batches[b]] for b in self.slot_budget_batches(slot, num_workers, epoch)]
         plan = self.plan(num_workers, epoch)
         run, order = self._slot_run(slot, plan)
@@ -214,39 +215,33 @@ class ShardStream(IterableDataset):
         return [[run[t] for t in order[i:i + B]] for i in range(0, len(order), B)]
 
     def _batches(self, run: list[Unit], emit: list[int], n_batches: int, slot: int) -> Iterator:
+        """One batch per ``batch_size`` planned positions of ``emit``, so the k-th batch always covers the
+        k-th positions — which is what a resume skips by. An item lost to damage (``on_error="skip"``)
+        leaves its batch shorter; a batch that lost every item is replaced in place by a filler."""
         B = self.cfg.batch_size
         reader = self.reader.read(run, sorted(emit))
         held: dict[int, object] = {}
-        batch: list = []
-        last_good = None
-        first_error = None
         noise = None
-        made = 0
-        for t in emit:
-            while t not in held:
-                idxs, sample = next(reader)
-                for i in idxs:
-                    held[i] = sample
-            sample = held.pop(t)
-            try:
-                if isinstance(sample, Exception):
-                    raise sample
-                rng = random_stream(Stream.AUGMENT, self.cfg.seed, self.epoch, slot, t) if self.opts.augment else None
-                item, noise = self._transform(sample, run[t], rng, noise)
-            except Exception as exc:  # a hostile clip can fail anywhere in decoding: always named, or counted
-                failed = self._failed(exc, run[t])  # raises, or counts the skip
-                first_error = first_error or failed
-                continue
-            batch.append(item)
-            last_good = item
-            if len(batch) == B:
-                yield self._deliver(batch)
-                made += 1
-                batch = []
-        if batch:
-            yield self._deliver(batch)
-            made += 1
-        yield from self._fill(made, n_batches, last_good, first_error)
+        fill = _Fill(self)
+        for start in range(0, len(emit), B):
+            batch = []
+            for t in emit[start:start + B]:
+                while t not in held:
+                    idxs, sample = next(reader)
+                    for i in idxs:
+                        held[i] = sample
+                sample = held.pop(t)
+                try:
+                    if isinstance(sample, Exception):
+                        raise sample
+                    rng = random_stream(Stream.AUGMENT, self.cfg.seed, self.epoch, slot, t) if self.opts.augment else None
+                    item, noise = self._transform(sample, run[t], rng, noise)
+                except Exception as exc:  # a hostile clip can fail anywhere in decoding: always named, or counted
+                    fill.failed(self._failed(exc, run[t]))  # raises, or counts the skip
+                    continue
+                batch.append(item)
+            yield from fill.batch(batch)
+        yield from fill.finish(n_batches)
 
     def _frame_budget_batches(self, batch_ids: list[int]) -> Iterator:
         """Yield the given frame-budget batches: each track read sparsely, cut to the batch's shortest.
@@ -254,13 +249,13 @@ class ShardStream(IterableDataset):
         Only the first ``T`` frames of each track (``T``: the batch's shortest, from the manifest) are
         read and decoded; the MFCC is of the whole track's audio, then cut to ``4T`` rows (TalkNet's
         ``load_audio``). Should a track of the batch fail (``on_error="skip"``), the others stay cut
-        to the planned ``T``.
+        to the planned ``T``; a batch that lost every track is replaced in place by a filler.
 
         With ``augment=True`` a track's noise is another track of the same batch (TalkNet's
         ``overlap`` draws from its mini-batch's audio set).
         """
         use_crops = self.opts.use_derived and not self.opts.smooth_boxes
-        last_good, first_error, made = None, None, 0
+        fill = _Fill(self)
         for b in batch_ids:
             units = [self._tracks[i] for i in self._budget_batches[b]]
             T = min(u.track[2] for u in units)  # the batch is cut to its shortest track: read and decode no more
@@ -286,13 +281,9 @@ class ShardStream(IterableDataset):
                     items.append(track_item(sample, u.track, self.opts, rng, noise, keep=T)[0])
                     lengths += u.track[2]
                 except Exception as exc:
-                    failed = self._failed(exc, u)  # raises, or counts the skip
-                    first_error = first_error or failed
-            if items:
-                last_good = items[0]
-                yield self._deliver(items, lengths)
-                made += 1
-        yield from self._fill(made, len(batch_ids), last_good, first_error)
+                    fill.failed(self._failed(exc, u))  # raises, or counts the skip
+            yield from fill.batch(items, lengths)
+        yield from fill.finish(len(batch_ids))
 
     def _deliver(self, items: list, item_frames: int | None = None):
         """Collate and count; ``item_frames``: the items' frames before cutting, when they were read already cut."""
@@ -314,16 +305,6 @@ class ShardStream(IterableDataset):
         self._count(Counter.SKIPPED, 1)
         return named
 
-    def _fill(self, made: int, n_batches: int, last_good, first_error) -> Iterator:
-        """Only after skips: repeat a good item so every rank's step count stays equal."""
-        while made < n_batches:
-            if last_good is None:
-                raise ShardReadError(f"every clip of this reader's run failed; nothing to fill its batches with "
-                                     f"(first: {first_error})")
-            self._count(Counter.FILLER, 1)
-            yield self._collate([last_good])
-            made += 1
-
     def _count(self, which: Counter, n: int = 1) -> None:
         with self.counters.get_lock():
             self.counters[which] += n
@@ -334,6 +315,51 @@ class ShardStream(IterableDataset):
         if self.opts.mode == "asd-tracks":
             return track_item(sample, unit.track, self.opts, rng, noise)
         return raw_item(sample, self.opts, rng, noise)
+
+
+class _Fill:
+    """Keeps a reader's step count what ``len()`` promised when items are lost to damage (``on_error="skip"``).
+
+    Every planned batch yields exactly once, in its place: its good items, or — when it lost them
+    all — a filler batch repeating a good item. A loss before any good item is owed and paid, in
+    place, just before the first good batch; a run that never had a good item raises.
+    """
+
+    def __init__(self, stream: "ShardStream"):
+        self.stream = stream
+        self.last_good = None
+        self.first_error: Exception | None = None
+        self.owed = 0
+        self.made = 0
+
+    def failed(self, error: Exception) -> None:
+        self.first_error = self.first_error or error
+
+    def batch(self, items: list, item_frames: int | None = None) -> Iterator:
+        if not items:
+            if self.last_good is None:
+                self.owed += 1
+            else:
+                yield from self._filler()
+            return
+        self.last_good = items[0]
+        while self.owed:
+            self.owed -= 1
+            yield from self._filler()
+        self.made += 1
+        yield self.stream._deliver(items, item_frames)
+
+    def finish(self, n_batches: int) -> Iterator:
+        if self.last_good is None and (self.owed or self.made < n_batches):
+            raise ShardReadError(f"every clip of this reader's run failed; nothing to fill its batches with "
+                                 f"(first: {self.first_error})")
+        while self.made < n_batches:
+            yield from self._filler()
+
+    def _filler(self) -> Iterator:
+        self.stream._count(Counter.FILLER, 1)
+        self.made += 1
+        yield self.stream._collate([self.last_good])
 
 
 def _source_digest(index: SourceIndex) -> str:

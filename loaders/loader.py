@@ -107,12 +107,12 @@ class ASDLoader:
                 raise ValueError(f"cannot resume: {k} was {state.get(k)!r}, this loader has {mine[k]!r}")
         try:
             history = [Segment(Layout(int(w), int(nw), int(b)), int(k)) for w, nw, b, k in state.get("history", [])]
-            saved = Layout(int(state["world_size"]), int(state["num_workers"]),
+            saved = Layout(int(state["world_size"]), max(1, int(state["num_workers"])),
                            1 if state.get("batch_frames") is not None else int(state["batch_size"]))
             epoch, done = int(state["epoch"]), int(state["batches_done"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"cannot resume: malformed loader state ({exc!r})") from None
-        if saved != self.stream._layout(self.num_workers):
+        if saved != self.stream.layout(self.num_workers):
             if self.stream.cfg.samples_per_epoch is not None:
                 raise ValueError("cannot resume under another world_size / num_workers / batch_size with "
                                  "samples_per_epoch set: the epoch's length would be ambiguous")

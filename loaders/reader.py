@@ -55,9 +55,11 @@ class ClipReader:
 
         def want(name: str) -> bool:
             try:
-                ext = split_member_name(name)[1]
+                key, ext = split_member_name(name)
             except FormatError:
                 return True  # read it, so that the check below names it
+            if key != clip.key:
+                return True  # another clip's member inside this byte range: read it, so the check below names it
             return needed is None or ext in always or ext in needed
 
         try:
@@ -73,7 +75,7 @@ class ClipReader:
                     raise TarError(f"{shard.url} at byte {m.offset}: {exc}") from None
                 if key != clip.key:
                     raise TarError(f"{shard.url} at byte {m.offset}: found clip {key} inside the byte range of "
-                                   f"{clip.key} (shard and manifest disagree)")
+                                   f"{clip.key} (shard and manifest disagree)")  # skipped members too: see want
                 if ext in fields:
                     raise TarError(f"{shard.url} at byte {m.offset}: clip {key} has two .{ext} members")
                 fields[ext] = m.data
@@ -94,6 +96,8 @@ class ClipReader:
             return ShardReadError(f"{shard.url}: {exc}")
         except FormatError as exc:
             return FormatError(f"{shard.url}: {exc}")
+        except Exception as exc:  # a hostile clip must never escape un-named
+            return ShardReadError(f"{shard.url}: clip {clip.key}: {type(exc).__name__}: {exc}")
         finally:
             stream.close()
 

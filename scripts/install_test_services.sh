@@ -3,6 +3,8 @@
 #   - OpenStack Swift (proxy with s3api + tempauth, account/container/object
 #     servers) and memcached -> a real S3-compatible endpoint on 127.0.0.1
 #   - nginx -> a real HTTP server with Range support on 127.0.0.1
+#   - ffmpeg -> the reference the video-source tests compare against
+#     (frames of `ffmpeg -vf fps=N`, 16 kHz mono wavs, ffprobe stream starts)
 #
 # Idempotent: packages already installed are skipped (dpkg -s check), and
 # `apt-get update` only runs when something has to be installed and the
@@ -14,7 +16,7 @@ set -euo pipefail
 
 PACKAGES=(
   swift swift-proxy swift-account swift-container swift-object
-  python3-swift memcached nginx
+  python3-swift memcached nginx ffmpeg
 )
 
 export DEBIAN_FRONTEND=noninteractive

@@ -16,6 +16,7 @@ resumed build ends byte-identical to an uninterrupted one.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -71,18 +72,27 @@ def build(
     executor_options: dict | None = None,
     staging: Path | None = None,
     s3_options=None,
+    videos_dir: Path | None = None,
 ) -> BuildResult:
-    """Build ``splits`` of the source at ``data_dir`` into ``out_dir`` (a directory or ``s3://bucket/prefix``)."""
+    """Build ``splits`` of the source at ``data_dir`` into ``out_dir`` (a directory or ``s3://bucket/prefix``).
+
+    ``videos_dir`` (``--videos``): where ``<id>.<ext>`` video files are found for listed videos without
+    a frame directory (default ``data_dir/videos``).
+    """
     data_dir = Path(data_dir)
     remote = is_s3(out_dir)
     out_dir = str(out_dir) if remote else Path(out_dir)
     if not (data_dir / "split").is_dir():
         raise BuildError(f"{data_dir}: not a source directory (no split/ folder with <split>.list files)")
+    if videos_dir is not None and not Path(videos_dir).is_dir():
+        raise BuildError(f"{videos_dir}: --videos is not a directory")
     t0 = time.monotonic()
     if not remote:
         remove_stale_temps(out_dir)  # a build killed while writing its report leaves .build-report.json.tmp-<pid> here
     lists = read_splits(data_dir, splits)
-    contexts, dropped = _contexts(data_dir, splits, lists, params, annotation_files)
+    # FFmpeg's decoding threads share the cores with our worker processes: cores // workers each
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers)) if executor == "local" else 1
+    contexts, dropped = _contexts(data_dir, splits, lists, params, annotation_files, videos_dir, threads)
     ex = get_executor(executor, workers, **(executor_options or {}))
     videos, plans = _plan(ex, contexts, splits, lists, params, strict)
     outputs = {split: SplitOutput(out_dir, split, staging=staging, s3_options=s3_options) for split in splits}
@@ -100,8 +110,10 @@ def build(
 
 
 def _contexts(data_dir: Path, splits: list[str], lists: dict[str, list[str]], params: BuildParams,
-              annotation_files: list[Path] | None) -> tuple[dict[str, BuildContext], dict[str, dict]]:
-    """Each split's build context (its annotations loaded), and the annotation entries dropped per video."""
+              annotation_files: list[Path] | None, videos_dir: Path | None,
+              threads: int) -> tuple[dict[str, BuildContext], dict[str, dict]]:
+    """Each split's build context (its annotations loaded; ``threads``: FFmpeg's decoding threads for
+    video files), and the annotation entries dropped per video."""
     contexts: dict[str, BuildContext] = {}
     dropped: dict[str, dict] = {}
     for split in splits:
@@ -111,7 +123,7 @@ def _contexts(data_dir: Path, splits: list[str], lists: dict[str, list[str]], pa
             for vid in lists[split]:
                 if vid in anns and anns[vid].dropped:
                     dropped[f"{split}/{vid}"] = dict(sorted(anns[vid].dropped.items()))
-        contexts[split] = BuildContext(data_dir, params, anns)
+        contexts[split] = BuildContext(data_dir, params, anns, Path(videos_dir) if videos_dir else None, threads)
     return contexts, dropped
 
 
@@ -123,6 +135,9 @@ def _plan(ex, contexts: dict[str, BuildContext], splits: list[str], lists: dict[
     if strict and skips:
         lines = "\n".join(f"  {s.split}/{s.key or s.video_id}: {s.reason.message}" for s in skips[:50])
         raise StrictError(f"--strict: {len(skips)} clip(s)/video(s) would be skipped:\n{lines}")
+    problems = [f"  {v.split}/{v.video_id}: {p}" for v in videos for p in v.strict_problems]
+    if strict and problems:
+        raise StrictError(f"--strict: {len(problems)} video(s) would be built with zero audio:\n" + "\n".join(problems[:50]))
     plans = {split: assign_shards(split, [c for v in videos if v.split == split for c in v.clips],
                                   params.shard_bytes, params.shard_clips) for split in splits}
     return videos, plans

@@ -11,6 +11,7 @@ from .build import StrictError, build
 from .core.ava_eval import mean_ap
 from .core.storage import S3Options
 from .demo import make_demo_corpus
+from .demo_video import make_demo_videos
 from .eval_gt import write_ground_truth
 from .inspection import inspect_path
 from .plan import TAILS, BuildParams
@@ -42,7 +43,15 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--split", default="train,val", help="comma-separated splits to build (default: train,val; 'test' only when named)")
     b.add_argument("--annotations", action="append", type=Path, default=None,
                    help="annotation file (Ego4D AV .json or AVA .csv); repeatable. Default: DIR/json/av_<split>.json, else DIR/csv/*.csv")
-    b.add_argument("--fps", type=float, default=30.0, help="frame rate of the source images (default 30)")
+    b.add_argument("--fps", type=float, default=30.0, help="frame rate of the source images, or the rate video files are "
+                   "sampled at as ffmpeg's -vf fps=N does (default 30)")
+    b.add_argument("--videos", type=Path, default=None,
+                   help="directory of <id>.{mp4,mkv,mov,webm,avi} files for listed videos without video_imgs/<id>/ "
+                        "(default: DIR/videos)")
+    b.add_argument("--jpeg-quality", type=int, default=90,
+                   help="video files: JPEG quality of decoded frames (default 90, the quantisation of ffmpeg's -q:v 2)")
+    b.add_argument("--max-side", type=int, default=0,
+                   help="video files: downscale frames so the longer side is at most N pixels (default: full resolution)")
     b.add_argument("--clip-seconds", type=float, default=15.0, help="clip length in seconds (default 15 → 450 frames at 30 fps)")
     b.add_argument("--stride-seconds", type=float, default=None, help="start-to-start distance of clips (default: = clip length, no overlap)")
     b.add_argument("--tail", choices=TAILS, default="keep-short",
@@ -92,6 +101,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--seconds", type=float, default=45.0, help="length of each video (default 45)")
     d.add_argument("--width", type=int, default=640)
     d.add_argument("--height", type=int, default=360)
+    d.add_argument("--video", action="store_true",
+                   help="also write each video as videos/<id>.mp4 (H.264 + AAC) and leave out video_imgs/ and wav/, "
+                        "so 'shardgen build' decodes the files")
 
     pv = sub.add_parser("preview", help="draw a contact sheet of one clip: frames with face boxes, audio, label tracks",
                         description="Draw one clip (the first, or --clip KEY): ~10 frames with every person's face box "
@@ -146,7 +158,7 @@ def _build(args) -> int:
         min_clip_seconds=args.min_clip_seconds, audio_format=args.audio_format, shard_bytes=args.shard_bytes,
         shard_clips=args.shard_clips, derive=tuple(sorted(x for x in args.derive.split(",") if x)),
         originals=not args.no_originals, allow_unannotated=args.allow_unannotated,
-        ava_time_offset=args.ava_time_offset,
+        ava_time_offset=args.ava_time_offset, jpeg_quality=args.jpeg_quality, max_side=args.max_side,
     )
     splits = [s for s in args.split.split(",") if s]
     try:
@@ -155,7 +167,7 @@ def _build(args) -> int:
             strict=args.strict, overwrite=args.overwrite, progress=not args.no_progress,
             check_space=not args.no_space_check, executor=args.executor,
             executor_options={"address": args.address} if args.executor == "ray" else None,
-            staging=args.staging, s3_options=_s3_options(args),
+            staging=args.staging, s3_options=_s3_options(args), videos_dir=args.videos,
         )
     except StrictError as exc:
         print(f"shardgen build: {exc}", file=sys.stderr)
@@ -191,6 +203,10 @@ def _verify(args) -> int:
 
 
 def _demo(args) -> int:
+    if args.video:
+        root = make_demo_videos(args.out, seconds=args.seconds, width=args.width, height=args.height)
+        print(f"demo corpus in {root}, as video files in {root / 'videos'}")
+        return 0
     root = make_demo_corpus(args.out, seconds=args.seconds, width=args.width, height=args.height)
     print(f"demo corpus in {root}")
     return 0

@@ -42,6 +42,8 @@ class BuildParams:
     originals: bool = True
     allow_unannotated: bool = False
     ava_time_offset: float = 0.0
+    jpeg_quality: int = 90  # video files only: JPEG quality of decoded frames (= video.DEFAULT_JPEG_QUALITY)
+    max_side: int = 0  # video files only: downscale so the longer side is at most this (0: full resolution)
 
     def __post_init__(self):
         if self.tail not in TAILS:
@@ -54,6 +56,8 @@ class BuildParams:
             raise ValueError("--shard-bytes must be positive and --shard-clips non-negative")
         if not self.originals and "small" not in self.derive:
             raise ValueError("--no-originals needs --derive small (a clip must keep some frames)")
+        if not 1 <= self.jpeg_quality <= 100 or self.max_side < 0:
+            raise ValueError("--jpeg-quality must be 1..100 and --max-side non-negative")
         bad = set(self.derive) - {"small", "crops"}
         if bad:
             raise ValueError(f"unknown derived members {sorted(bad)}: choose from small, crops")
@@ -74,6 +78,9 @@ class BuildParams:
     def to_json(self) -> dict:
         d = asdict(self)
         d["derive"] = list(self.derive)
+        for name, default in (("jpeg_quality", 90), ("max_side", 0)):  # only video files use them: left out
+            if d[name] == default:  # at their defaults, so frame-directory builds record what they always did
+                del d[name]
         d["clip_frames"], d["stride_frames"] = self.clip_frames, self.stride_frames
         return d
 
@@ -127,6 +134,9 @@ class ClipPlan:
     frame_bytes: tuple[int, ...]  # size of each source JPEG, for exact planning and change detection
     planned_bytes: int
     source_digest: str = ""  # fingerprint of the clip's sources: frames, wav, annotations (for resume)
+    video: object = None  # a video.VideoSource when the clip is decoded from a video file
+    frame_pts: tuple[int, ...] = ()  # video files: the input frame timestamp each clip frame shows
+    audio_from: str = "wav"  # "wav" (wav/<id>.wav), "stream" (the file's audio stream), "none" (zeros)
 
     @property
     def n_frames(self) -> int:
@@ -142,6 +152,8 @@ class VideoPlan:
     clips: list[ClipPlan] = field(default_factory=list)
     skips: list[Skip] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    strict_problems: list[str] = field(default_factory=list)  # built anyway, but --strict refuses them
+    source: str = "frames"  # or "video_file"
 
 
 def tar_member_bytes(size: int, name_len: int = 60) -> int:

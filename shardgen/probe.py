@@ -47,7 +47,7 @@ def probe_video(
     if not wav.is_file():
         video_reason = Reason(SkipCode.MISSING_WAV, f"missing wav: wav/{video_id}.wav")
     else:
-        video_reason = _check_wav(wav, frames.n_frames, params.fps, vp.warnings)
+        video_reason = check_wav(wav, frames.n_frames, params.fps, vp.warnings)
     ann = annotations.get(video_id) if annotations is not None else None
     past = [f for p in ann.persons for f in p.boxes if f >= frames.n_frames] if ann else []
     past += [e for p in ann.persons for _, e in p.voice if e >= frames.n_frames] if ann else []
@@ -98,7 +98,7 @@ def probe_video(
     return vp
 
 
-def _check_wav(path: Path, n_frames: int, fps: float, warnings: list[str]) -> Reason | None:
+def check_wav(path: Path, n_frames: int, fps: float, warnings: list[str]) -> Reason | None:
     try:
         info = sf.info(str(path))
     except Exception as exc:

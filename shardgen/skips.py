@@ -27,6 +27,11 @@ class SkipCode(StrEnum):
     EMPTY_WAV = "empty wav"
     SHORT_TAIL = "tail of"
     NO_ANNOTATIONS = "no annotations"
+    AMBIGUOUS_VIDEO_SOURCE = "ambiguous video source"
+    VIDEO_DAMAGED = "video file damaged"
+    NO_VIDEO_STREAM = "video file without a video stream"
+    UNREADABLE_VIDEO = "unreadable video file"
+    NO_VIDEO_FRAMES = "video file without frames"
 
 
 class Reason(NamedTuple):

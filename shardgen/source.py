@@ -31,7 +31,14 @@ JPEG_EOI = b"\xff\xd9"
 
 
 class SourceError(ValueError):
-    """The source layout is unusable (the message names the file and the problem)."""
+    """The source layout is unusable (the message names the file and the problem).
+
+    ``code``: the :class:`~shardgen.skips.SkipCode` a probe records when this skips a video (None:
+    the caller decides)."""
+
+    def __init__(self, message: str, code: SkipCode | None = None):
+        super().__init__(message)
+        self.code = code
 
 
 def frame_filename(frame_index0: int) -> str:

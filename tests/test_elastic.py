@@ -157,6 +157,7 @@ def test_elastic_planning_for_any_layouts(sizes, old, new, seed, buffer, data):
     delivered = [key for b in first for batch in b[:k] for key in batch]
     w1, nw1, b1 = new
     history = [Segment(Layout(w0, nw0, b0), k)] if k else []
+    assume(k or N >= w1 * nw1)  # a fresh epoch needs an item for every reader (a continuation may have none)
     rest = [layout_batches(w1, nw1, b1, history, r) for r in range(w1)]
     assert len({n for _, n in rest}) == 1 and all(len(b) == n for b, n in rest)
     keys = [key for b, _ in rest for batch in b for key in batch]

@@ -185,6 +185,27 @@ def test_map_equals_the_official_procedure(eval_corpus, build_name, tmp_path):
     assert mean_ap(gt, predictions(split, tmp_path / "worst.csv", lambda lab, m: 1 - lab.float())["path"]) < 100 * positives / n_rows + 15
 
 
+@pytest.mark.parametrize("levels", [2, 3, 11])
+def test_map_with_tied_scores_equals_the_official_procedure(eval_corpus, tmp_path, levels):
+    """Scores on a few levels (a saturated sigmoid gives many exact 1.0): tie order decides the AP, and
+    ours is the order pandas' sort gives the official script."""
+    split = eval_corpus["overlap"] / "val"
+    gt = tmp_path / "gt.csv"
+    write_ground_truth(split, gt)
+    gen = torch.Generator().manual_seed(levels)
+
+    def tied(labels, meta):
+        raw = 0.4 * labels.float() + 0.6 * torch.rand(labels.shape, generator=gen)
+        return torch.round(raw * (levels - 1)) / (levels - 1)
+
+    predictions(split, tmp_path / "tied.csv", tied)
+    ours, ref = mean_ap(gt, tmp_path / "tied.csv"), pandas_official_map(gt, tmp_path / "tied.csv")
+    assert abs(ours - ref) < 1e-4, (ours, ref)
+    script = official_script_map(gt, tmp_path / "tied.csv")
+    if script is not None:
+        assert abs(ours - script) < 1e-2
+
+
 def test_rank_files_are_merged_and_the_cli_prints_map(eval_corpus, tmp_path, capsys):
     split = eval_corpus["plain"] / "val"
     gt = tmp_path / "gt.csv"

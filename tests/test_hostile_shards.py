@@ -228,8 +228,11 @@ def test_damage_in_the_middle_costs_only_that_clip(base, tmp_path):
     bad = (clips[2][0], [("../../../../tmp/evil.json" if e == "json" else e, d) for e, d in clips[2][1]])
     mpath = write_shard_and_manifest(tmp_path / "h", clips[:2] + [bad] + clips[3:], tracks=base["tracks"])
     keys, stats, _, _ = run(mpath, on_error="skip")
-    assert keys[:5] == [c[0] for c in clips[:2] + clips[3:]]
-    assert stats["items"] == 5 and stats["skipped"] == 1
+    good = [c[0] for c in clips[:2] + clips[3:]]
+    # the lost clip's batch is a filler in its place (repeating the last good clip), so batch k still
+    # covers the k-th planned clips and a resume after k batches stays exact
+    assert keys == good[:2] + [good[1]] + good[2:]
+    assert stats["items"] == 5 and stats["skipped"] == 1 and stats["filler_batches"] == 1
     with pytest.raises(ShardReadError, match=r"h-000000\.tar.*unsafe member name '\.\./\.\./\.\./\.\./tmp/evil\.json'"):
         run(mpath)
 
@@ -295,7 +298,8 @@ def test_huge_declared_size_through_the_loader(base, tmp_path):
     with pytest.raises(ShardReadError, match=r"h-000000\.tar at byte \d+: member declares 1099511627776 bytes, over the"):
         run(mpath)
     keys, stats, _, _ = run(mpath, on_error="skip")
-    assert stats["skipped"] == 1 and stats["items"] == 2 and keys[:2] == [clips[0][0], clips[2][0]]
+    # the lost clip's batch is a filler in its place (repeating clip 0), so the batches keep their positions
+    assert stats["skipped"] == 1 and stats["items"] == 2 and keys == [clips[0][0], clips[0][0], clips[2][0]]
 
 
 def test_memory_stays_bounded_on_hostile_sizes(tmp_path):
@@ -439,6 +443,8 @@ HOSTILE_CLIPS = {
     "frame_size zero": _meta_case(frame_size=[0, 0]),
     "frame_size string": _meta_case(frame_size="64x48"),
     "persons not objects": _meta_case(persons=[1]),
+    "derived not a list": _meta_case(derived=5),
+    "derived of numbers": _meta_case(derived=[1, 2]),
     "persons missing": _meta_case(persons=KeyError),
     "key of another clip": _meta_case(key="v/clip_f000999"),
     "start_frame negative": _meta_case(start_frame=-5),
@@ -508,6 +514,26 @@ def test_hostile_clip_is_a_named_error_or_a_counted_skip(base, tmp_path, case):
         keys, stats, n_batches, n_len = run(mpath, on_error="skip", mode=mode)
         assert (stats["skipped"], stats["items"]) == ((1, 2) if fails else (0, 3)), (mode, stats)
         assert n_batches == n_len
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_CLIPS))
+def test_hostile_clip_in_frame_budget_batches_is_named_or_counted(base, tmp_path, case):
+    """Frame-budget batches read a track's members sparsely: a hostile clip is still a named error (or, if
+    the damage lies in members the track does not need, no error), and with skip the step count holds."""
+    spec = HOSTILE_CLIPS[case]
+    mpath = write_shard_and_manifest(tmp_path / "h", _hostile_clip(base, spec), tracks=base["tracks"])
+    key = base["clips"][1][0]
+    try:
+        run(mpath, mode="asd-tracks", batch_frames=1)
+    except ShardReadError as err:
+        assert "h-000000.tar" in str(err) and key in str(err), str(err)
+        raised = True
+    else:
+        raised = False
+    keys, stats, n_batches, n_len = run(mpath, on_error="skip", mode="asd-tracks", batch_frames=1)
+    assert n_batches == n_len and (stats["skipped"] > 0) == raised, stats
+    if not spec.get("only") and "meta" in spec and case != "derived g without members":  # g: not a track's member
+        assert raised, "a hostile metadata member is read by every track of its clip"
 
 
 def test_hostile_clip_error_crosses_the_worker_boundary_named(base, tmp_path):

@@ -24,6 +24,7 @@ from shardgen.plan import BuildParams, assign_shards
 from shardgen.source import SourceError
 from shardgen.core.storage.atomic import TMP_MARK
 from tests.sources import write_source
+from tests.videos import video_source
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -196,3 +197,18 @@ def test_worker_death_with_no_retries_left_names_the_shard(ray_session, tmp_path
     assert not (target.local_dir / shard.name).exists()  # never a partial shard under its final name
     assert not (ray_session / shard.name).exists() and (ray_session / f"{shard.name}.crashed").read_text().strip()
     assert not temps(tmp_path / "o")  # the dead attempt's temp file is removed on the way out too
+
+
+@needs_ray
+def test_video_file_build_with_ray_is_byte_identical_to_local(ray_session, tmp_path):
+    """Clips decoded from video files (issue 14): the same bytes from Ray as from 1 and 2 local workers."""
+    src = video_source(tmp_path / "src", {"a": {"fps": 30, "seconds": 2.0}, "b": {"fps": 25, "seconds": 2.0}})
+    params = BuildParams(clip_seconds=1.0, shard_clips=1)
+    outs = {}
+    for name, kw in {"local1": {"workers": 1}, "local2": {"workers": 2}, "ray": {"workers": 2, "executor": "ray"}}.items():
+        outs[name] = tmp_path / name
+        build(src, outs[name], ["train"], params, progress=False, **kw)
+    files = {name: {str(p.relative_to(o)): p.read_bytes() for p in sorted((o / "train").rglob("*")) if p.is_file()}
+             for name, o in outs.items()}
+    assert sum(k.endswith(".tar") for k in files["ray"]) == 4
+    assert files["ray"] == files["local1"] == files["local2"]

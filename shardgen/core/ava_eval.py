@@ -17,9 +17,10 @@ the timestamp read as a float (as pandas reads it), boxes equal within 1e-9, sor
 (descending), precision ``tp / rank``, recall ``tp / positives``, precision made non-increasing
 from the right, and the VOC area over the recall steps. It is stricter than the script where the
 script is silent: a ground-truth frame without a prediction, or a prediction without a
-ground-truth frame, is an error naming one (the script only compares row counts). Tied scores keep
-ground-truth row order (the script leaves them to pandas' unstable sort). Several prediction
-files (one per rank) are merged; a frame scored in several gets the mean score.
+ground-truth frame, is an error naming one (the script only compares row counts). Tied scores are
+ordered as pandas orders them (:func:`descending_order`). Several prediction files (one per rank)
+are merged; a frame with rows in several files (or several rows) gets the mean of those rows'
+scores (a PredictionWriter row is already the mean of that writer's scores).
 """
 
 from __future__ import annotations
@@ -198,6 +199,18 @@ def average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
     return float(np.sum((r[steps] - r[steps - 1]) * p[steps]))
 
 
+def descending_order(scores: np.ndarray) -> np.ndarray:
+    """The rows by score, highest first, tied scores in the order pandas' ``sort_values(ascending=False)``
+    gives them (the official script's sort): numpy's quicksort of the reversed array, reversed back.
+
+    Tie order changes the AP of tied scores with mixed labels, and the script leaves it to that
+    (unstable) sort, so we take the same one over the same (ground-truth) row order; with the same
+    numpy the two agree exactly."""
+    n = len(scores)
+    reversed_idx = np.arange(n)[::-1]
+    return reversed_idx[scores[::-1].argsort(kind="quicksort")][::-1]
+
+
 def mean_ap(ground_truth, predictions) -> float:
     """AVA-ActiveSpeaker frame mAP in percent of ``predictions`` (one CSV path or several) against ``ground_truth``."""
     pred_paths = [predictions] if isinstance(predictions, (str, os.PathLike)) else list(predictions)
@@ -222,7 +235,7 @@ def mean_ap(ground_truth, predictions) -> float:
     if not positive.any():
         raise EvalError(f"{ground_truth}: no {SPEAKING} frame, so average precision is undefined")
     scores = np.array([pred[u].score_sum / pred[u].scored for u in uids])
-    order = np.argsort(-scores, kind="stable")
+    order = descending_order(scores)
     tp = np.cumsum(positive[order])
     precision = tp / np.arange(1, len(order) + 1)
     recall = tp / positive.sum()

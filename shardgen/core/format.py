@@ -283,10 +283,16 @@ def make_metadata(
     persons: list[Mapping[str, Any]],
     pad_frames: int = 0,
     derived: list[str] | tuple[str, ...] = (),
+    source: Mapping[str, Any] | None = None,
 ) -> dict:
-    """The ``.json`` member. Every field a consumer needs to place the clip in time and space."""
+    """The ``.json`` member. Every field a consumer needs to place the clip in time and space.
+
+    ``source`` is given for clips decoded from a video file (see :data:`VIDEO_SOURCE_KEYS`): it is
+    stored as ``meta["source"]`` and the time basis says container time. Clips of frame
+    directories have no ``source`` key, so their bytes are what they always were.
+    """
     f = fps_fraction(fps)
-    return {
+    meta = {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
         "key": key,
@@ -315,6 +321,29 @@ def make_metadata(
         "persons": [dict(p) for p in persons],
         "derived": list(derived),
     }
+    if source is not None:
+        meta["source"] = dict(source)
+        meta["time_basis"] = VIDEO_TIME_BASIS
+    return meta
+
+
+#: what ``meta["source"]`` holds for a clip decoded from a video file
+VIDEO_SOURCE_KEYS = (
+    "kind",                        # "video_file"
+    "file",                        # the file, relative to the source directory when inside it
+    "container", "codec", "pix_fmt", "size",   # FFmpeg's demuxer and decoder names, coded [width, height]
+    "native_fps",                  # the stream's average frame rate, exact "num/den"
+    "video_start_time",            # container time of the video stream's first frame (v0), seconds
+    "audio_start_time", "audio_codec",  # the audio stream's start (seconds) and codec; None without one
+    "audio_from",                  # "stream" (by container time), "wav" (wav/<id>.wav) or "none" (zeros)
+    "audio_padded_start_samples",  # zeros before the audio stream's first sample (the rest of audio_padded_samples is at the end)
+    "jpeg_quality", "max_side",    # how frames were encoded (max_side None: full resolution)
+)
+VIDEO_TIME_BASIS = (
+    "clip frame i (0-based) is frame start_frame+i of ffmpeg's fps filter (-vf fps=<fps>) on the video stream, "
+    "shown at container time source.video_start_time + (start_frame + i) / fps; audio sample j is at container "
+    "time source.video_start_time + (audio_start_sample + j) / sample_rate"
+)
 
 
 def encode_metadata(meta: Mapping[str, Any]) -> bytes:
@@ -367,6 +396,9 @@ def decode_metadata(data: bytes, *, name: str = "json", max_bytes: int = 16 << 2
         raise FormatError(f"{name}: frame_size {size!r} is not [width, height] in pixels")
     if not all(isinstance(p, dict) and isinstance(p.get("person_id"), str) for p in meta["persons"]):
         raise FormatError(f"{name}: every entry of 'persons' must be an object with a string person_id")
+    derived = meta.get("derived", [])
+    if not (isinstance(derived, list) and all(isinstance(d, str) for d in derived)):
+        raise FormatError(f"{name}: 'derived' {derived!r} is not a list of member kinds")
     return meta
 
 

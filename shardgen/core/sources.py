@@ -181,6 +181,6 @@ def open_clips(shard: ShardInfo, offset: int, length: int, options: TransportOpt
     if is_remote(shard.url) and options.cache_dir:
         fh = shard_cache(options).open(shard.url, expected_sha256=shard.sha256, expected_size=shard.bytes)
         fh.seek(offset)
-    else:
-        fh = open_range(shard.url, options, start=offset, end=offset + length, sparse=sparse)
-    return Window(fh, length)
+        return Window(fh, length, local=True)
+    fh = open_range(shard.url, options, start=offset, end=offset + length, sparse=sparse)
+    return Window(fh, length, local=not is_remote(shard.url))

@@ -84,7 +84,7 @@ def _pax_records(data: bytes, where: str) -> dict[str, str]:
 
 
 def _skip(stream: BinaryIO, n: int) -> int:
-    """Pass over ``n`` bytes: a seek where the stream can (a local file), else read and discard."""
+    """Pass over ``n`` bytes: the stream's own ``skip`` (a seek on a local file), else read and discard."""
     skip = getattr(stream, "skip", None)
     return skip(n) if skip is not None else discard(stream.read, n)
 
@@ -137,6 +137,8 @@ def iter_tar(
             raise TarError(f"{where}: member declares {size} bytes, over the {limit}-byte limit")
         if want is not None and regular:
             member_name = pax.get("path") or longname or name.decode("utf-8", "replace")
+            if "size" in pax and pax["size"] != str(size):
+                raise TarError(f"{where}: PAX size {pax['size']!r} disagrees with the header's {size}")
             if not want(member_name):
                 if _skip(stream, padded) < padded:
                     raise TruncatedTarError(f"{where}: archive ends inside a member")

@@ -21,6 +21,21 @@ def is_temp_name(name: str) -> bool:
 
 
 @contextmanager
+def _publishing(path: Path, durable: bool):
+    """The temp name beside ``path``; renamed to ``path`` on success, removed on any failure."""
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        _raise_naming(exc, path)
+        raise
+    if durable:
+        _fsync_dir(path.parent)
+
+
+@contextmanager
 def atomic_file(path: Path, *, durable: bool = True):
     """Open ``.<name>.tmp-<pid>`` beside ``path`` for writing; on success fsync and rename it to ``path``.
 
@@ -30,20 +45,26 @@ def atomic_file(path: Path, *, durable: bool = True):
     corpus's thousands of frames.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}{TMP_MARK}{os.getpid()}")
-    try:
+    with _publishing(path, durable) as tmp:
         with open(tmp, "wb") as fh:
             yield fh
             fh.flush()
             if durable:
                 os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        _raise_naming(exc, path)
-        raise
-    if durable:
-        _fsync_dir(path.parent)
+
+
+@contextmanager
+def atomic_path(path: Path, *, durable: bool = True):
+    """:func:`atomic_file` for a writer that needs a file name (PyAV's muxer): yields the temp path."""
+    path = Path(path)
+    with _publishing(path, durable) as tmp:
+        yield tmp
+        if durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
 
 def remove_stale_temps(directory: Path) -> list[Path]:

@@ -353,10 +353,14 @@ def skip_body(read: Callable[[int], bytes], n: int, chunk_size: int = 1 << 20) -
 
 
 class Window(io.RawIOBase):
-    """Read at most ``length`` bytes of an underlying stream (and close it when closed)."""
+    """Read at most ``length`` bytes of an underlying stream (and close it when closed).
 
-    def __init__(self, raw, length: int):
-        self._raw, self._left = raw, length
+    ``local``: the stream is a file on this machine, where a skip is a seek. A remote stream
+    (whose seek would drop the connection and open a new ranged request) skips by reading.
+    """
+
+    def __init__(self, raw, length: int, *, local: bool = False):
+        self._raw, self._left, self._local = raw, length, local
 
     def readable(self):
         return True
@@ -370,15 +374,13 @@ class Window(io.RawIOBase):
         return b
 
     def skip(self, n: int) -> int:
-        """Pass over ``n`` bytes of the window: a seek on a file, else read and discard."""
+        """Pass over ``n`` bytes of the window: a seek on a local file, else read and discard."""
+        if not self._local:
+            return discard(self.read, n)
         n = min(n, self._left)
-        if getattr(self._raw, "seekable", lambda: False)():
-            self._raw.seek(n, io.SEEK_CUR)
-            self._left -= n
-            return n
-        done = discard(self._raw.read, n)
-        self._left -= done
-        return done
+        self._raw.seek(n, io.SEEK_CUR)
+        self._left -= n
+        return n
 
     def close(self):
         try:
