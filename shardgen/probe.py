@@ -49,15 +49,12 @@ def probe_video(
     else:
         video_reason = check_wav(wav, frames.n_frames, params.fps, vp.warnings)
     ann = annotations.get(video_id) if annotations is not None else None
-    past = [f for p in ann.persons for f in p.boxes if f >= frames.n_frames] if ann else []
-    past += [e for p in ann.persons for _, e in p.voice if e >= frames.n_frames] if ann else []
+    past = frames_past_the_end(ann, frames.n_frames)
     if past:  # labels exist only for frames with an image: say so rather than drop them unseen
         vp.warnings.append(f"annotations reach frame {max(past)} but video_imgs/{video_id} ends at frame {frames.n_frames - 1} "
                            f"(0-based): {len(past)} box(es)/voice segment end(s) past the last image are unused "
                            "(wrong --fps, or frames missing at the end?)")
-    if video_reason is None and annotations is not None and ann is None and not params.allow_unannotated:
-        video_reason = Reason(SkipCode.NO_ANNOTATIONS, "no annotations for this video in the split's annotation file "
-                                                       "(--allow-unannotated builds it unlabelled)")
+    video_reason = video_reason or unannotated(annotations, ann, params)
     if video_reason:
         for span in spans:
             skip(span, video_reason)
@@ -96,6 +93,22 @@ def probe_video(
             ).hexdigest(),
         ))
     return vp
+
+
+def frames_past_the_end(ann: VideoAnnotations | None, n_frames: int) -> list[int]:
+    """Annotated frames (boxes, voice-segment ends) at or past ``n_frames``: unused, worth a warning."""
+    if not ann:
+        return []
+    return [f for p in ann.persons for f in p.boxes if f >= n_frames] + [e for p in ann.persons for _, e in p.voice if e >= n_frames]
+
+
+def unannotated(annotations: dict[str, VideoAnnotations] | None, ann: VideoAnnotations | None,
+                params: BuildParams) -> Reason | None:
+    """Why a video the split's annotation files do not cover is skipped (None: it is covered, or allowed)."""
+    if annotations is not None and ann is None and not params.allow_unannotated:
+        return Reason(SkipCode.NO_ANNOTATIONS, "no annotations for this video in the split's annotation file "
+                                               "(--allow-unannotated builds it unlabelled)")
+    return None
 
 
 def check_wav(path: Path, n_frames: int, fps: float, warnings: list[str]) -> Reason | None:

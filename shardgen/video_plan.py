@@ -21,7 +21,7 @@ from pathlib import Path
 from .annotations import VideoAnnotations, annotation_digest
 from .core import format as fmt
 from .plan import BuildParams, ClipPlan, Span, VideoPlan, estimate_clip_bytes, plan_spans
-from .probe import check_wav, probe_video
+from .probe import check_wav, frames_past_the_end, probe_video, unannotated
 from .skips import Reason, Skip, SkipCode
 from .source import SourceError, wav_path
 from .video import VIDEO_EXTS, find_video_files, output_size, probe_file
@@ -115,14 +115,11 @@ def probe_video_file(
         vp.warnings.append(f"{name} asks to be shown rotated by {probe.rotation} degrees: frames are stored as coded, "
                            "unrotated (the ffmpeg CLI would rotate them), and annotations must be in coded pixels")
     ann = annotations.get(video_id) if annotations is not None else None
-    past = [f for p in ann.persons for f in p.boxes if f >= probe.nominal_slots] if ann else []
-    past += [e for p in ann.persons for _, e in p.voice if e >= probe.nominal_slots] if ann else []
+    past = frames_past_the_end(ann, probe.nominal_slots)
     if past:
         vp.warnings.append(f"annotations reach frame {max(past)} but {name} ends at frame {probe.nominal_slots - 1} "
                            f"(0-based, at --fps {params.fps}): {len(past)} box(es)/voice segment end(s) are unused")
-    if video_reason is None and annotations is not None and ann is None and not params.allow_unannotated:
-        video_reason = Reason(SkipCode.NO_ANNOTATIONS, "no annotations for this video in the split's annotation file "
-                                                       "(--allow-unannotated builds it unlabelled)")
+    video_reason = video_reason or unannotated(annotations, ann, params)
     if video_reason:
         for span in spans:
             skip(span, video_reason)
