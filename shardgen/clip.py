@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .core import codecs
 from .core import format as fmt
 from .annotations import VideoAnnotations
 from .audio import cut_clip_audio, load_video_audio
@@ -101,11 +102,11 @@ def _members_and_labels(clip: ClipPlan, ctx: BuildContext):
     meta["originals"] = params.originals
     members = [
         (fmt.META_EXT, fmt.encode_metadata(meta)),
-        (params.audio_format, fmt.encode_audio(samples, params.audio_format)),
-        (fmt.VISIBLE_EXT, fmt.encode_npy(labels.visible)),
-        (fmt.VOICE_EXT, fmt.encode_npy(labels.voice)),
-        (fmt.BOXES_EXT, fmt.encode_npy(labels.boxes)),
-        (fmt.SPEAKING_EXT, fmt.encode_npy(labels.speaking)),
+        (params.audio_format, codecs.encode_audio(samples, params.audio_format)),
+        (fmt.VISIBLE_EXT, codecs.encode_npy(labels.visible)),
+        (fmt.VOICE_EXT, codecs.encode_npy(labels.voice)),
+        (fmt.BOXES_EXT, codecs.encode_npy(labels.boxes)),
+        (fmt.SPEAKING_EXT, codecs.encode_npy(labels.speaking)),
     ]
     if params.originals:
         members.extend((fmt.frame_ext(i + 1), data) for i, data in enumerate(jpegs))

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
+from .core import codecs
 from .core import format as fmt
 from .core.ava_eval import GT_COLUMNS, NOT_SPEAKING, SPEAKING, FrameRow, track_rows, write_csv
 from .core.crops import interpolate_boxes
@@ -54,8 +55,8 @@ def _clip_labels(index: SourceIndex, clip, remote_options) -> tuple[dict, object
     if missing:
         raise fmt.FormatError(f"{shard.url}: clip {clip.key} has no .{missing[0]} member")
     meta = fmt.decode_metadata(fields[fmt.META_EXT], name=f"{clip.key}.json")
-    boxes = fmt.decode_npy(fields[fmt.BOXES_EXT], name=f"{clip.key}.{fmt.BOXES_EXT}", dtype="float32", ndim=3)
-    speaking = fmt.decode_npy(fields[fmt.SPEAKING_EXT], name=f"{clip.key}.{fmt.SPEAKING_EXT}", dtype="uint8", ndim=2)
+    boxes = codecs.decode_npy(fields[fmt.BOXES_EXT], name=f"{clip.key}.{fmt.BOXES_EXT}", dtype="float32", ndim=3)
+    speaking = codecs.decode_npy(fields[fmt.SPEAKING_EXT], name=f"{clip.key}.{fmt.SPEAKING_EXT}", dtype="uint8", ndim=2)
     P, T = len(meta["persons"]), meta["n_frames"]
     if boxes.shape != (P, T, 4) or speaking.shape != (P, T):
         raise fmt.FormatError(f"{shard.url}: clip {clip.key}: boxes {boxes.shape} / speaking {speaking.shape} "

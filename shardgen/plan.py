@@ -19,6 +19,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 
+from .core import codecs
 from .core import format as fmt
 from .skips import Reason, Skip, SkipCode
 
@@ -164,7 +165,7 @@ def tar_member_bytes(size: int, name_len: int = 60) -> int:
 
 def estimate_clip_bytes(params: BuildParams, frame_bytes: tuple[int, ...], n_frames: int, n_persons: int, name_len: int) -> int:
     a, b = fmt.audio_sample_range(0, n_frames, params.fps)
-    audio = fmt.wav_size(b - a)
+    audio = codecs.wav_size(b - a)
     total = tar_member_bytes(4096 + 400 * n_persons, name_len) + tar_member_bytes(audio, name_len)
     total += 2 * tar_member_bytes(128 + n_frames, name_len)
     total += tar_member_bytes(128 + 16 * n_persons * n_frames, name_len) + tar_member_bytes(128 + n_persons * n_frames, name_len)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .core import codecs
 from .core import format as fmt
 from .core.manifest import MANIFEST_NAME
 from .core.sources import ShardInfo, open_clips, resolve
@@ -138,10 +139,10 @@ def split_stats(manifest_path: str, *, remote_options: TransportOptions | dict |
             for ext in fmt.LABEL_EXTS:
                 if ext not in fields:
                     raise fmt.FormatError(f"{name}: label member .{ext} missing")
-            visible = fmt.decode_npy(fields[fmt.VISIBLE_EXT], name=name, dtype="uint8", ndim=1)
-            voice = fmt.decode_npy(fields[fmt.VOICE_EXT], name=name, dtype="uint8", ndim=1)
-            boxes = fmt.decode_npy(fields[fmt.BOXES_EXT], name=name, dtype="float32", ndim=3)
-            speaking = fmt.decode_npy(fields[fmt.SPEAKING_EXT], name=name, dtype="uint8", ndim=2)
+            visible = codecs.decode_npy(fields[fmt.VISIBLE_EXT], name=name, dtype="uint8", ndim=1)
+            voice = codecs.decode_npy(fields[fmt.VOICE_EXT], name=name, dtype="uint8", ndim=1)
+            boxes = codecs.decode_npy(fields[fmt.BOXES_EXT], name=name, dtype="float32", ndim=3)
+            speaking = codecs.decode_npy(fields[fmt.SPEAKING_EXT], name=name, dtype="uint8", ndim=2)
             face = ~np.isnan(boxes[..., 0])
             n_frames += visible.size
             n_visible += int(visible.sum())

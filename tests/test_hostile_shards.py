@@ -309,7 +309,8 @@ def test_memory_stays_bounded_on_hostile_sizes(tmp_path):
 import io, json, resource, sys
 sys.path.insert(0, sys.argv[1]); sys.path.insert(0, sys.argv[2])
 import numpy as np
-from shardgen.core.format import FormatError, decode_metadata, decode_npy
+from shardgen.core.codecs import decode_npy
+from shardgen.core.format import FormatError, decode_metadata
 from shardgen.core.tario import TarError, iter_tar
 from tests.test_hostile_shards import _Zeros, header, npy_header_only
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

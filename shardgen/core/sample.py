@@ -10,8 +10,9 @@ from typing import Mapping
 
 import numpy as np
 
-from .format import (AUDIO_EXTS, BOXES_EXT, crop_ext, decode_audio, decode_metadata,
-                     decode_npy, FormatError, frame_ext, gray_ext, LABEL_EXTS, META_EXT, SPEAKING_EXT, VISIBLE_EXT, VOICE_EXT)
+from .codecs import decode_audio, decode_npy
+from .format import (AUDIO_EXTS, BOXES_EXT, LABEL_EXTS, META_EXT, SPEAKING_EXT, VISIBLE_EXT, VOICE_EXT, FormatError,
+                     crop_ext, decode_metadata, frame_ext, gray_ext)
 
 
 class ClipSample:

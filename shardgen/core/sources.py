@@ -24,7 +24,8 @@ from typing import BinaryIO, Sequence
 
 import braceexpand
 
-from .format import BOXES_EXT, decode_npy, person_tracks, split_member_name
+from .codecs import decode_npy
+from .format import BOXES_EXT, person_tracks, split_member_name
 from .manifest import MANIFEST_NAME, read_manifest
 from .storage import ShardCache, TransportOptions, Window, is_remote, join, open_range, parent
 
