@@ -259,7 +259,14 @@ class ShardStream(IterableDataset):
         for b in batch_ids:
             units = [self._tracks[i] for i in self._budget_batches[b]]
             T = min(u.track[2] for u in units)  # the batch is cut to its shortest track: read and decode no more
-            samples = [self.reader.read_track(u, use_crops=use_crops, frames=T) for u in units]
+            samples: list = [None] * len(units)
+            by_clip: dict = {}  # a batch's tracks of one clip (similar lengths sort together): one read
+            for j, u in enumerate(units):
+                by_clip.setdefault(u.clip, []).append(j)
+            for group in by_clip.values():
+                sample = self.reader.read_tracks([units[j] for j in group], use_crops=use_crops, frames=T)
+                for j in group:
+                    samples[j] = sample
             clean = [None] * len(units)
             if self.opts.augment:
                 for j, (u, s) in enumerate(zip(units, samples)):

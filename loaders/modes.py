@@ -22,7 +22,7 @@ import torch
 
 from shardgen.core.crops import crop_scale_for, interpolate_boxes, smooth_boxes, talknet_crop
 from shardgen.core.decode import FACE, decode_gray, gray_frame, gray_small, rgb_frame
-from shardgen.core.features import fit_to_frames, talknet_mfcc
+from shardgen.core.features import fit_to_frames, mfcc_geometry, talknet_mfcc
 from shardgen.core.format import FormatError, audio_sample_range
 from shardgen.core.sample import ClipSample
 
@@ -151,7 +151,11 @@ def track_item(sample: ClipSample, track: tuple, opts: ModeOptions, rng=None, no
     if opts.augment and rng is not None:
         faces = augment.visual(faces, rng)
         samples = augment.mix_noise(samples, noise, rng)
-    audio = fit_to_frames(talknet_mfcc(samples, fps=m["fps"], sample_rate=sr), n)
+    mfcc_audio = samples
+    if kept < n:  # only the first 4·kept rows survive the cut: a prefix of the audio gives exactly those rows
+        frame_len, frame_step = mfcc_geometry(m["fps"], sr)
+        mfcc_audio = samples[: (4 * kept - 1) * frame_step + frame_len]
+    audio = fit_to_frames(talknet_mfcc(mfcc_audio, fps=m["fps"], sample_rate=sr), kept)
     labels = sample.speaking[p, first:first + kept]
     item = (torch.from_numpy(np.ascontiguousarray(audio, np.float32)), torch.from_numpy(faces),
             torch.from_numpy(labels.astype(np.int64)))

@@ -8,7 +8,7 @@ whose first part held the damage is re-read alone to tell whose it was. Errors a
 place of the lost clips, never raised here, so the caller decides: raise, or skip and count.
 
 Frame-budget batches span many clips and use one face track of each, so they read *sparsely*
-(:meth:`ClipReader.read_track`): the clip's metadata, audio and label members, then only that
+(:meth:`ClipReader.read_tracks`): the clip's metadata, audio and label members, then only that
 track's frames (or stored crops); every other member's header is read and checked, its data
 seeked past on a local file.
 """
@@ -39,16 +39,21 @@ class ClipReader:
         self.remote_options = remote_options
         self.max_member_bytes = max_member_bytes
 
-    def read_track(self, unit: Unit, *, use_crops: bool, frames: int | None = None) -> object:
-        """One face track's part of its clip: a partial :class:`ClipSample`, or the error in its place.
+    def read_tracks(self, units: list[Unit], *, use_crops: bool, frames: int | None = None) -> object:
+        """Face tracks' part of their clip (all ``units`` of one clip), in one read: a partial
+        :class:`ClipSample` holding what every one of them needs, or the error in its place.
 
         ``use_crops``: take the stored TalkNet crops when the clip has them (else the frames).
-        ``frames``: only the track's first this many frames are needed.
+        ``frames``: only each track's first this many frames are needed.
         """
-        clip = unit.clip
+        clip = units[0].clip
+        if any(u.clip != clip for u in units):
+            raise ValueError("read_tracks reads the tracks of one clip")
         shard = self.index.shards[clip.shard]
-        p, first, n = (int(v) for v in unit.track)
-        n = n if frames is None else max(1, min(n, int(frames)))
+        spans = []
+        for u in units:
+            p, first, n = (int(v) for v in u.track)
+            spans.append((p, first, n if frames is None else max(1, min(n, int(frames)))))
         always = {META_EXT, *AUDIO_EXTS, *LABEL_EXTS}
         needed: set[str] | None = None  # known once the metadata (the first member) is read
         fields: dict[str, bytes] = {}
@@ -82,7 +87,8 @@ class ClipReader:
                 if ext == META_EXT and needed is None:
                     meta = decode_metadata(m.data, name=f"{key}.json")
                     crops = use_crops and "c" in meta.get("derived", ())
-                    needed = {crop_ext(p, first + i + 1) if crops else frame_ext(first + i + 1) for i in range(n)}
+                    needed = {crop_ext(p, first + i + 1) if crops else frame_ext(first + i + 1)
+                              for p, first, n in spans for i in range(n)}
                 if needed is not None and needed.issubset(fields):
                     break  # frames come after metadata, audio and labels: the rest of the clip is not read
             if needed is None:
@@ -90,7 +96,7 @@ class ClipReader:
             sample = ClipSample(clip.key, fields, partial=True)
             missing = sorted(needed.difference(fields))
             if missing:
-                raise FormatError(f"{clip.key}: member .{missing[0]} missing (track {unit.track})")
+                raise FormatError(f"{clip.key}: member .{missing[0]} missing (tracks {[u.track for u in units]})")
             return sample
         except (TarError, OSError) as exc:
             return ShardReadError(f"{shard.url}: {exc}")

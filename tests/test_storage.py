@@ -305,9 +305,11 @@ def test_resume_after_read_timeout(backend, request, cutting_proxy, data_dir):
         proxy = cutting_proxy(s3.port, cut_every=MiB, mode="stall", max_cuts=2, stall_seconds=10)
         kw = {"s3_options": s3.options(endpoint_url=proxy.url, max_retries=0)}
     t0 = time.monotonic()
-    with open_shard(url, **{**FAST, "timeout": (2, 0.5)}, **kw) as f:
+    with open_shard(url, **{**FAST, "timeout": (2, 1.0)}, **kw) as f:
         got = f.read()
-        assert f.reconnects == 2, f.errors
+        # each of the proxy's 2 stalls costs one reconnect; a slow first answer of Swift's Python proxy
+        # on a busy 2-core machine may cost one more
+        assert 2 <= f.reconnects <= 3 and sum("Timeout" in e for e in f.errors) == f.reconnects, f.errors
     assert got == want
     assert time.monotonic() - t0 < 8
 
