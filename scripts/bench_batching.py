@@ -6,7 +6,7 @@
    batches (``batch_frames``) group tracks of similar length. Computed from the epoch plan
    (:meth:`ShardStream.epoch_batches`, no data read) over 4 shuffled epochs, on the demo corpus
    cut into 5 s clips and on the real clip of ``../shared/realdata`` (when present).
-2. **Throughput.** Frames delivered per second, one process, best of 3 epochs, of
+2. **Throughput.** Frames delivered per second, one process, best of 5 epochs, of
    ``batch_frames`` against the baseline ``batch_size=1`` (one track a batch, nothing cut), in the
    same run, on plain 640x360 shards and on shards built with ``--derive crops``.
 
@@ -70,7 +70,7 @@ def frames_kept(split, kw: dict, epochs: int = 4) -> tuple[float, int]:
     return kept / total, batches // epochs
 
 
-def throughput(split, variants: list[dict], runs: int = 3) -> list[float]:
+def throughput(split, variants: list[dict], runs: int = 5) -> list[float]:
     """Frames delivered per second of each variant, best of ``runs``, the variants taking turns (so a busy
     moment of the machine does not land on one variant only)."""
     best = [0.0] * len(variants)
@@ -96,7 +96,7 @@ def main() -> None:
             kept, nb = frames_kept(split, kw)
             label = ", ".join(f"{k}={v}" for k, v in kw.items())
             print(f"| {name} | {len(lengths)} | {min(lengths)}–{max(lengths)} | {label} | {nb} | {100 * kept:.1f} % |")
-    print("\n**Throughput** (frames delivered per second, 1 process, best of 3 epochs, variants taking turns)\n")
+    print("\n**Throughput** (frames delivered per second, 1 process, best of 5 epochs, variants taking turns)\n")
     print("| shards | batch_size=1 (baseline) | batch_frames=500 | batch_frames=2500 | ratio (2500 vs baseline) |")
     print("|---|---:|---:|---:|---:|")
     for name, split in splits.items():
