@@ -60,12 +60,23 @@ def kill_source(tmp_path_factory):
            "--shard-clips", "1", "--workers", "2", "--allow-unannotated", "--no-progress"]
     clean = root / "clean"
     t = time.monotonic()
-    subprocess.run(cmd + ["--out", str(clean)], check=True, cwd=ROOT, capture_output=True)
-    return cmd, clean, time.monotonic() - t, root
+    proc = subprocess.Popen(cmd + ["--out", str(clean)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = last = None  # when shards first and last appeared: the window the pool writes in
+    while proc.poll() is None:
+        n = sum(1 for _ in clean.rglob("*.tar")) if clean.exists() else 0
+        if n and first is None:
+            first = time.monotonic() - t
+        if n < 40:
+            last = time.monotonic() - t
+        time.sleep(0.005)
+    assert proc.wait() == 0, proc.stderr.read()
+    clean_s = time.monotonic() - t
+    window = (first if first is not None else 0.02, max(last or clean_s, first or 0.02))
+    return cmd, clean, clean_s, window, root
 
 
 def test_kill_9_at_random_points_then_resume_is_byte_identical(kill_source):
-    cmd, clean, clean_s, root = kill_source
+    cmd, clean, clean_s, window, root = kill_source
     ref = tree(clean)
     assert sum(n.endswith(".tar") for n in ref) == 40
     rng = random.Random(20240606)
@@ -76,10 +87,18 @@ def test_kill_9_at_random_points_then_resume_is_byte_identical(kill_source):
         assert attempts < 4 * KILLS, "the build keeps finishing before the kill: the machine is far faster than expected"
         out = root / f"chain{chains}"
         chains += 1
-        for _ in range(CHAIN):
+        for i in range(CHAIN):
             proc = subprocess.Popen(cmd + ["--out", str(out)], cwd=ROOT, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL, start_new_session=True)
-            time.sleep(rng.uniform(0.02, 1.1 * clean_s))
+            # anywhere in the build, except each chain's first kill (its output is still empty): before the
+            # first shard in even chains, inside the window the shards were written in in odd ones — start-up
+            # alone is ~0.3 s of imports, so uniform times could miss either stage
+            if i == 0:
+                early = (chains - 1) % 2 == 0
+                delay = rng.uniform(0.02, max(0.03, 0.8 * window[0])) if early else rng.uniform(*window)
+            else:
+                delay = rng.uniform(0.02, 1.1 * clean_s)
+            time.sleep(delay)
             parent_only = kills % 3 == 2
             if proc.poll() is not None:
                 continue  # it finished first: not a kill
