@@ -23,7 +23,7 @@ class ClipSample:
     of persons, frames are numbered 1..T without holes. Errors name the clip key.
     """
 
-    __slots__ = ("key", "meta", "fields", "visible", "voice", "boxes", "speaking", "audio_ext")
+    __slots__ = ("key", "meta", "fields", "visible", "voice", "boxes", "speaking", "audio_ext", "_audio")
 
     def __init__(self, key: str, fields: Mapping[str, bytes], *, partial: bool = False):
         """``partial``: the caller read only some frame members (one face track's, say) and checks
@@ -78,8 +78,13 @@ class ClipSample:
         return self.fields.get(crop_ext(person, i + 1))
 
     def audio(self) -> tuple[np.ndarray, int]:
-        samples, sr = decode_audio(self.fields[self.audio_ext], self.audio_ext, name=f"{self.key}.{self.audio_ext}")
-        if sr != self.meta["sample_rate"] or len(samples) != self.meta.get("audio_samples", len(samples)):
-            raise FormatError(f"{self.key}: audio has {len(samples)} samples at {sr} Hz, metadata says "
-                              f"{self.meta.get('audio_samples')} at {self.meta['sample_rate']} Hz")
-        return samples, sr
+        """The clip's samples (int16, read-only) and rate, decoded once: the tracks of one clip, and the
+        noise mix of an augmented batch, all take their audio from here."""
+        if getattr(self, "_audio", None) is None:
+            samples, sr = decode_audio(self.fields[self.audio_ext], self.audio_ext, name=f"{self.key}.{self.audio_ext}")
+            if sr != self.meta["sample_rate"] or len(samples) != self.meta.get("audio_samples", len(samples)):
+                raise FormatError(f"{self.key}: audio has {len(samples)} samples at {sr} Hz, metadata says "
+                                  f"{self.meta.get('audio_samples')} at {self.meta['sample_rate']} Hz")
+            samples.setflags(write=False)
+            self._audio = (samples, sr)
+        return self._audio
