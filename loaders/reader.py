@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from shardgen.core.format import (AUDIO_EXTS, LABEL_EXTS, META_EXT, FormatError, crop_ext, decode_metadata, frame_ext,
-                                  split_member_name)
+from shardgen.core.format import AUDIO_EXTS, LABEL_EXTS, META_EXT, FormatError, crop_ext, decode_metadata, frame_ext
 from shardgen.core.sample import ClipSample
-from shardgen.core.sources import SourceIndex, open_clips
+from shardgen.core.sources import SourceIndex, open_clips, read_clip_members
 from shardgen.core.storage import TransportOptions
 from shardgen.core.tario import DEFAULT_MAX_MEMBER, TarError, iter_samples, iter_tar
 
@@ -55,46 +54,32 @@ class ClipReader:
             p, first, n = (int(v) for v in u.track)
             spans.append((p, first, n if frames is None else max(1, min(n, int(frames)))))
         always = {META_EXT, *AUDIO_EXTS, *LABEL_EXTS}
-        needed: set[str] | None = None  # known once the metadata (the first member) is read
-        fields: dict[str, bytes] = {}
+        plan: dict = {}  # "needed": the frame members, known once the metadata (the first member) is read
 
-        def want(name: str) -> bool:
-            try:
-                key, ext = split_member_name(name)
-            except FormatError:
-                return True  # read it, so that the check below names it
-            if key != clip.key:
-                return True  # another clip's member inside this byte range: read it, so the check below names it
-            return needed is None or ext in always or ext in needed
+        def needed(fields: dict) -> set[str] | None:
+            if "needed" not in plan and META_EXT in fields:
+                meta = decode_metadata(fields[META_EXT], name=f"{clip.key}.json")
+                crops = use_crops and "c" in meta.get("derived", ())
+                plan["needed"] = {crop_ext(p, first + i + 1) if crops else frame_ext(first + i + 1)
+                                  for p, first, n in spans for i in range(n)}
+            return plan.get("needed")
+
+        def wanted(ext: str, fields: dict) -> bool:
+            frames = needed(fields)
+            return frames is None or ext in always or ext in frames
+
+        def complete(fields: dict) -> bool:  # frames come after metadata, audio and labels
+            frames = needed(fields)
+            return frames is not None and frames.issubset(fields)
 
         try:
-            stream = open_clips(shard, clip.offset, clip.bytes, self.remote_options, sparse=True)
-        except Exception as exc:
-            return ShardReadError(f"{shard.url}: cannot open ({exc})")
-        try:
-            for m in iter_tar(stream, source=shard.url, length=clip.bytes, base_offset=clip.offset,
-                              max_member_bytes=self.max_member_bytes, want=want):
-                try:
-                    key, ext = split_member_name(m.name)
-                except FormatError as exc:
-                    raise TarError(f"{shard.url} at byte {m.offset}: {exc}") from None
-                if key != clip.key:
-                    raise TarError(f"{shard.url} at byte {m.offset}: found clip {key} inside the byte range of "
-                                   f"{clip.key} (shard and manifest disagree)")  # skipped members too: see want
-                if ext in fields:
-                    raise TarError(f"{shard.url} at byte {m.offset}: clip {key} has two .{ext} members")
-                fields[ext] = m.data
-                if ext == META_EXT and needed is None:
-                    meta = decode_metadata(m.data, name=f"{key}.json")
-                    crops = use_crops and "c" in meta.get("derived", ())
-                    needed = {crop_ext(p, first + i + 1) if crops else frame_ext(first + i + 1)
-                              for p, first, n in spans for i in range(n)}
-                if needed is not None and needed.issubset(fields):
-                    break  # frames come after metadata, audio and labels: the rest of the clip is not read
-            if needed is None:
+            fields = read_clip_members(shard, clip, self.remote_options, wanted=wanted, complete=complete,
+                                       max_member_bytes=self.max_member_bytes)
+            frames = needed(fields)
+            if frames is None:
                 raise FormatError(f"{clip.key}: no .json metadata member")
             sample = ClipSample(clip.key, fields, partial=True)
-            missing = sorted(needed.difference(fields))
+            missing = sorted(frames.difference(fields))
             if missing:
                 raise FormatError(f"{clip.key}: member .{missing[0]} missing (tracks {[u.track for u in units]})")
             return sample
@@ -104,8 +89,6 @@ class ClipReader:
             return FormatError(f"{shard.url}: {exc}")
         except Exception as exc:  # a hostile clip must never escape un-named
             return ShardReadError(f"{shard.url}: clip {clip.key}: {type(exc).__name__}: {exc}")
-        finally:
-            stream.close()
 
     def read(self, run: list[Unit], needed: list[int]) -> Iterator[tuple[list[int], object]]:
         """Read the needed clips in run order, each once (units of one clip share it)."""

@@ -19,9 +19,8 @@ from .core import format as fmt
 from .core.ava_eval import GT_COLUMNS, NOT_SPEAKING, SPEAKING, FrameRow, track_rows, write_csv
 from .core.crops import interpolate_boxes
 from .core.manifest import MANIFEST_NAME
-from .core.sources import SourceIndex, open_clips, resolve
+from .core.sources import SourceIndex, read_clip_members, resolve
 from .core.storage import TransportOptions
-from .core.tario import iter_tar
 
 _WANTED = {fmt.META_EXT, fmt.BOXES_EXT, fmt.SPEAKING_EXT}
 
@@ -38,19 +37,8 @@ def split_source(source: str, split: str) -> str:
 
 def _clip_labels(index: SourceIndex, clip, remote_options) -> tuple[dict, object, object]:
     shard = index.shards[clip.shard]
-    fields: dict[str, bytes] = {}
-    stream = open_clips(shard, clip.offset, clip.bytes, remote_options, sparse=True)
-    try:
-        for m in iter_tar(stream, source=shard.url, length=clip.bytes, base_offset=clip.offset,
-                          want=lambda name: name.rpartition("/")[2].partition(".")[2] in _WANTED):
-            key, ext = fmt.split_member_name(m.name)
-            if key != clip.key:
-                raise fmt.FormatError(f"{shard.url} at byte {m.offset}: clip {key} inside {clip.key}'s byte range")
-            fields[ext] = m.data
-            if _WANTED.issubset(fields):
-                break
-    finally:
-        stream.close()
+    fields = read_clip_members(shard, clip, remote_options, wanted=lambda ext, _: ext in _WANTED,
+                               complete=_WANTED.issubset)
     missing = sorted(_WANTED.difference(fields))
     if missing:
         raise fmt.FormatError(f"{shard.url}: clip {clip.key} has no .{missing[0]} member")

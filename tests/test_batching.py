@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import loaders
-import loaders.reader
+import shardgen.core.sources as core_sources
 from loaders.sharding import Unit, frame_budget_batches
 from shardgen.core.sources import ClipRef
 from shardgen.build import build
@@ -190,7 +190,7 @@ def test_stats_count_frames_delivered_against_track_frames(varied_build):
 def test_sparse_reads_take_only_what_a_track_needs(varied_build, monkeypatch):
     split = varied_build / "crops" / "train"
     read = {"bytes": 0}
-    real_open = loaders.reader.open_clips
+    real_open = core_sources.open_clips  # what the sparse member read opens its byte range with
 
     def counting(*a, **kw):
         stream = real_open(*a, **kw)
@@ -203,7 +203,7 @@ def test_sparse_reads_take_only_what_a_track_needs(varied_build, monkeypatch):
         stream.read = read_and_count
         return stream
 
-    monkeypatch.setattr(loaders.reader, "open_clips", counting)
+    monkeypatch.setattr(core_sources, "open_clips", counting)
     m = json.loads((split / "manifest.json").read_text())
     clip_bytes = sum(c["bytes"] for c in m["clips"] for _ in c["tracks"])
     n = sum(1 for _ in loaders.make_loader(split, mode="asd-tracks", batch_frames=BUDGET, shuffle=False))

@@ -20,14 +20,15 @@ import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Sequence
+from typing import BinaryIO, Callable, Sequence
 
 import braceexpand
 
 from .codecs import decode_npy
-from .format import BOXES_EXT, person_tracks, split_member_name
+from .format import BOXES_EXT, FormatError, person_tracks, split_member_name
 from .manifest import MANIFEST_NAME, read_manifest
 from .storage import ShardCache, TransportOptions, Window, is_remote, join, open_range, parent
+from .tario import DEFAULT_MAX_MEMBER, TarError, iter_tar
 
 
 @dataclass(frozen=True)
@@ -185,3 +186,41 @@ def open_clips(shard: ShardInfo, offset: int, length: int, options: TransportOpt
         return Window(fh, length, local=True)
     fh = open_range(shard.url, options, start=offset, end=offset + length, sparse=sparse)
     return Window(fh, length, local=not is_remote(shard.url))
+
+
+def read_clip_members(shard: ShardInfo, clip: ClipRef, options: TransportOptions | None = None, *,
+                      wanted: Callable[[str, dict], bool], complete: Callable[[dict], bool],
+                      max_member_bytes: int = DEFAULT_MAX_MEMBER) -> dict[str, bytes]:
+    """Some members of one clip, ``{ext: bytes}``, read sparsely: every header is read and checked, the
+    data of members ``wanted(ext, fields_so_far)`` declines is passed over (seeked past on a local file),
+    and reading stops once ``complete(fields)``. A member of another clip inside the byte range, or a
+    repeated one, is a :class:`TarError` naming the shard and byte — whether it was wanted or not.
+    """
+    fields: dict[str, bytes] = {}
+
+    def want(name: str) -> bool:
+        try:
+            key, ext = split_member_name(name)
+        except FormatError:
+            return True  # read it, so that the check below names it
+        return key != clip.key or wanted(ext, fields)  # another clip's member: read it, so it is named below
+
+    stream = open_clips(shard, clip.offset, clip.bytes, options, sparse=True)
+    try:
+        for m in iter_tar(stream, source=shard.url, length=clip.bytes, base_offset=clip.offset,
+                          max_member_bytes=max_member_bytes, want=want):
+            try:
+                key, ext = split_member_name(m.name)
+            except FormatError as exc:
+                raise TarError(f"{shard.url} at byte {m.offset}: {exc}") from None
+            if key != clip.key:
+                raise TarError(f"{shard.url} at byte {m.offset}: found clip {key} inside the byte range of "
+                               f"{clip.key} (shard and manifest disagree)")
+            if ext in fields:
+                raise TarError(f"{shard.url} at byte {m.offset}: clip {key} has two .{ext} members")
+            fields[ext] = m.data
+            if complete(fields):
+                break
+    finally:
+        stream.close()
+    return fields
