@@ -27,6 +27,7 @@ from tqdm import tqdm
 from .annotations import find_annotation_files, load_annotations
 from .clip import BuildContext
 from .executors import get_executor
+from .core.clip_index import INDEX_NAME
 from .core.manifest import MANIFEST_NAME, encode_manifest
 from .build_report import format_summary, make_report, split_summary
 from .manifest import make_manifest
@@ -200,7 +201,8 @@ def _publish_manifests(outputs: dict[str, SplitOutput], splits: list[str], lists
     manifests: dict[str, str | Path] = {}
     summaries = []
     for split in splits:
-        manifest = make_manifest(split, params, plans[split], done[split])
+        manifest, index_bytes = make_manifest(split, params, plans[split], done[split])
+        outputs[split].write(INDEX_NAME, index_bytes)  # before the manifest that names it (S3 too)
         outputs[split].write(MANIFEST_NAME, encode_manifest(manifest))
         manifests[split] = outputs[split].url(MANIFEST_NAME)
         summaries.append(split_summary(split, lists[split], [v for v in videos if v.split == split], manifest, params))
@@ -224,6 +226,7 @@ def _prepare_split(output: SplitOutput, split: str, params: BuildParams, shards:
             output.remove_shard(name)
         existing = []
     output.remove(MANIFEST_NAME)  # rewritten last, after every shard exists
+    output.remove(INDEX_NAME)
     output.write(PARAMS_NAME, params_bytes)
     planned = {sp.name for sp in shards}
     for name in existing:

@@ -16,12 +16,11 @@ def split_summary(split: str, listed: list[str], videos: list[VideoPlan], manife
     skips = [s for v in videos for s in v.skips]
     clip_skips = [s for s in skips if s.key is not None]
     written = manifest["totals"] if manifest else {"clips": 0, "frames": 0, "hours": 0.0, "bytes": 0, "shards": 0}
-    built = {c["video_id"] for c in manifest["clips"]} if manifest else set()
     return {
         "split": split,
         "videos_listed": len(listed),
         "videos_found": sum(v.found for v in videos),
-        "videos_built": len(built),
+        "videos_built": written.get("videos", 0),
         "clips_written": written["clips"],
         "clips_skipped": len(clip_skips),
         "videos_skipped_whole": sum(1 for s in skips if s.key is None),

@@ -9,11 +9,13 @@ from pathlib import Path
 
 from .build import StrictError, build
 from .core.ava_eval import mean_ap
+from .core.clip_index import INDEX_NAME
 from .core.storage import S3Options
 from .demo import make_demo_corpus
 from .demo_video import make_demo_videos
 from .eval_gt import write_ground_truth
 from .inspection import inspect_path
+from .manifest import upgrade_manifest
 from .plan import TAILS, BuildParams
 from .preview import preview
 from .report import write_report
@@ -137,6 +139,11 @@ def _parser() -> argparse.ArgumentParser:
                                    "'mAP NN.NNNN' (percent).")
     e.add_argument("ground_truth", type=Path, help="CSV written by shardgen eval-gt")
     e.add_argument("predictions", type=Path, nargs="+", help="CSV(s) written by loaders.PredictionWriter")
+    u = sub.add_parser("upgrade-manifest", help="convert an older build's manifest (clips inline) to manifest + clips.idx",
+                       description="A manifest of schema_version 1 listed every clip inline; this avshards reads the "
+                                   "clip rows from a clips.idx sidecar. Writes clips.idx, then the new manifest.json "
+                                   "(the old one is kept as manifest.v1.json). The shards are not touched. Local only.")
+    u.add_argument("split_dirs", type=Path, nargs="+", help="split directories (or their manifest.json)")
     return p
 
 
@@ -237,7 +244,13 @@ def _eval_map(args) -> int:
     return 0
 
 
-_COMMANDS = {"build": _build, "inspect": _inspect, "verify": _verify, "demo": _demo, "preview": _preview,
+def _upgrade_manifest(args) -> int:
+    for d in args.split_dirs:
+        print(f"{upgrade_manifest(d)}: version 2, clip rows in {INDEX_NAME}")
+    return 0
+
+
+_COMMANDS = {"upgrade-manifest": _upgrade_manifest, "build": _build, "inspect": _inspect, "verify": _verify, "demo": _demo, "preview": _preview,
              "report": _report, "eval-gt": _eval_gt, "eval-map": _eval_map}
 
 if __name__ == "__main__":

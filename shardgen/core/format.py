@@ -278,19 +278,24 @@ _REQUIRED_META = {
 }
 
 
-def load_versioned_json(data: bytes, *, name: str, schema: str, what: str, record: str) -> dict:
+def load_versioned_json(data: bytes, *, name: str, schema: str, what: str, record: str,
+                        version: int = SCHEMA_VERSION, older: str = "") -> dict:
     """JSON bytes of one of our records (a clip's metadata, a manifest) → dict; another schema or
-    ``SCHEMA_VERSION`` is refused saying to rebuild or upgrade. ``what`` / ``record`` word the errors."""
+    ``version`` is refused saying to rebuild or upgrade (``older``: what to say of an older version).
+    ``what`` / ``record`` word the errors."""
     try:
         obj = json.loads(data)
     except Exception as exc:
         raise FormatError(f"{name}: {what} is not JSON ({exc})") from None
     if not isinstance(obj, dict) or obj.get("schema") != schema:
         raise FormatError(f"{name}: not an {schema} {record}")
-    if obj.get("schema_version") != SCHEMA_VERSION:
+    found = obj.get("schema_version")
+    if older and isinstance(found, int) and not isinstance(found, bool) and found < version:
+        raise FormatError(f"{name}: {what} schema_version {found} is older than this avshards reads ({version}): {older}")
+    if found != version:
         raise FormatError(
             f"{name}: {'' if what == 'metadata' else what + ' '}schema_version {obj.get('schema_version')!r} is not "
-            f"supported (this avshards reads version {SCHEMA_VERSION}); rebuild the shards or upgrade avshards"
+            f"supported (this avshards reads version {version}); rebuild the shards or upgrade avshards"
         )
     return obj
 

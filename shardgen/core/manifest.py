@@ -1,10 +1,15 @@
-"""The manifest: one split's index, written by the builder and read by everyone else.
+"""The manifest: one split's table of contents, written by the builder and read by everyone else.
 
-``<out>/<split>/manifest.json`` holds the byte-affecting build parameters, every shard with size
-and sha256, every clip with its shard, byte offset, byte count, sha256 and face tracks, and totals.
-It holds nothing that varies between identical builds (no time stamps, paths or worker counts),
-so identical input gives an identical manifest. The loader plans epochs from it, ``shardgen
-verify`` checks shards against it; the builder assembles it (:mod:`shardgen.manifest`).
+``<out>/<split>/manifest.json`` holds the byte-affecting build parameters, totals, every shard
+with size and sha256, and the name, size and sha256 of the split's clip index (``clips.idx``,
+:mod:`.clip_index`: every clip's shard, byte range, sha256 and face tracks in binary columns).
+It stays small (a 1M-clip split's manifest is its shard list) and holds nothing that varies
+between identical builds (no time stamps, paths or worker counts), so identical input gives an
+identical manifest and index. The loader plans epochs from the index, ``shardgen verify`` checks
+shards against both; the builder assembles them (:mod:`shardgen.manifest`).
+
+Version 1 manifests (avshards before the clip index) listed every clip inline; they are refused
+with a message naming ``shardgen upgrade-manifest``, which converts one in place.
 """
 
 from __future__ import annotations
@@ -14,10 +19,13 @@ import os
 from pathlib import Path
 
 from . import format as fmt
-from .storage import TransportOptions, is_remote, join, read_bytes
+from .clip_index import ClipIndex, digest, index_from_bytes, open_index
+from .storage import TransportOptions, is_remote, join, parent, read_bytes
 
 MANIFEST_SCHEMA = "avshards/manifest"
 MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 2  # 2: clip rows moved to the clips.idx sidecar
+UPGRADE_HINT = "convert it in place with `shardgen upgrade-manifest <split dir>`, or rebuild the split"
 
 
 def encode_manifest(manifest: dict) -> bytes:
@@ -27,7 +35,13 @@ def encode_manifest(manifest: dict) -> bytes:
 def load_manifest(path: Path | str, data: bytes | None = None) -> dict:
     """Read and check a manifest (bytes may be given when it came over the network)."""
     raw = data if data is not None else Path(path).read_bytes()
-    return fmt.load_versioned_json(raw, name=str(path), schema=MANIFEST_SCHEMA, what="manifest", record="file")
+    m = fmt.load_versioned_json(raw, name=str(path), schema=MANIFEST_SCHEMA, what="manifest", record="file",
+                                version=MANIFEST_VERSION, older=UPGRADE_HINT)
+    entry = m.get("index")
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or "/" in entry["name"] \
+            or not isinstance(m.get("shards"), list):
+        raise fmt.FormatError(f"{path}: manifest names no clip index (or no shard list)")
+    return m
 
 
 def manifest_url(source: str | os.PathLike) -> str:
@@ -43,3 +57,33 @@ def read_manifest(url: str | os.PathLike, options: TransportOptions | None = Non
     if not is_remote(url) and not Path(url).is_file():
         raise FileNotFoundError(f"{url}: no manifest there (build with shardgen, or name the .tar shards)")
     return load_manifest(url, read_bytes(url, options))
+
+
+def read_index(manifest: dict, manifest_at: str | os.PathLike, options: TransportOptions | None = None, *,
+               check_sha256: bool | None = None) -> ClipIndex:
+    """The clip index a manifest names, beside it: memory-mapped where local, fetched in one request where
+    remote. Its size, counts and (for fetched bytes, or when ``check_sha256``) sha256 must match the manifest."""
+    entry = manifest["index"]
+    url = join(parent(os.fspath(manifest_at)), entry["name"])
+    remote = is_remote(url)
+    if remote:
+        data = read_bytes(url, options)
+        index = index_from_bytes(data, name=url)
+    else:
+        if not Path(url).is_file():
+            raise FileNotFoundError(f"{url}: the clip index that {manifest_at} names is missing "
+                                    "(copy it with the manifest, or rebuild the split)")
+        index = open_index(url)
+        data = None
+    size = len(data) if data is not None else Path(url).stat().st_size
+    if size != entry.get("bytes"):
+        raise fmt.FormatError(f"{url}: {size} bytes, the manifest says {entry.get('bytes')} (index and manifest disagree)")
+    if (remote if check_sha256 is None else check_sha256):
+        got = digest(data if data is not None else Path(url).read_bytes())
+        if got != entry.get("sha256"):
+            raise fmt.FormatError(f"{url}: sha256 {got[:12]}… differs from the manifest's (index and manifest disagree)")
+    totals = manifest.get("totals", {})
+    if len(index) != entry.get("clips", totals.get("clips")) or index.n_tracks != entry.get("tracks", index.n_tracks):
+        raise fmt.FormatError(f"{url}: {len(index)} clips / {index.n_tracks} tracks, the manifest says "
+                              f"{entry.get('clips')} / {entry.get('tracks')}")
+    return index.check(len(manifest["shards"]), url)

@@ -6,7 +6,8 @@ Accepted sources (each local or as an ``http(s)://`` / ``s3://`` URL):
 * a shard (``.../train-000000.tar``), a brace pattern (``train-{000000..000041}.tar``);
 * a list or tuple of any of these.
 
-Clip byte ranges come from the manifest (the builder writes one per split). Shards named
+Clip byte ranges come from the split's clip index (:mod:`.clip_index`, named by its manifest):
+one memory-mapped table for the whole source, never a Python object per clip. Shards named
 without a manifest use the ``manifest.json`` beside them when there is one; otherwise local
 shards are indexed by reading their tar headers, and remote ones need a manifest.
 
@@ -16,6 +17,7 @@ to :mod:`shardgen.core.storage`, where the one address parser chooses the backen
 
 from __future__ import annotations
 
+import functools
 import os
 import tarfile
 from dataclasses import dataclass, field
@@ -23,23 +25,14 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Sequence
 
 import braceexpand
+import numpy as np
 
+from .clip_index import ClipIndex, ClipIndexWriter, ClipRef, concat_indexes
 from .codecs import decode_npy
 from .format import BOXES_EXT, FormatError, person_tracks, split_member_name
-from .manifest import MANIFEST_NAME, read_manifest
+from .manifest import MANIFEST_NAME, read_index, read_manifest
 from .storage import ShardCache, TransportOptions, Window, is_remote, join, open_range, parent
 from .tario import DEFAULT_MAX_MEMBER, TarError, iter_tar
-
-
-@dataclass(frozen=True)
-class ClipRef:
-    """One clip as the manifest places it: which shard, its key and its byte range."""
-
-    shard: int  # index into the source's shard list
-    key: str
-    offset: int
-    bytes: int
-    tracks: tuple = ()  # ((person_row, first_frame, n_frames), ...) from the manifest
 
 
 @dataclass
@@ -48,17 +41,31 @@ class ShardInfo:
     name: str
     bytes: int | None = None
     sha256: str | None = None
-    clips: list[ClipRef] = field(default_factory=list)
 
 
 @dataclass
 class SourceIndex:
+    """What a source names: its shards, and one clip index over all of them (shard numbers index ``shards``)."""
+
     shards: list[ShardInfo]
+    clips: ClipIndex
     manifests: list[dict] = field(default_factory=list)
 
+    @functools.cached_property
+    def bounds(self) -> np.ndarray:
+        """``[S+1]``: shard ``s``'s clips are index rows ``bounds[s]:bounds[s+1]``."""
+        return self.clips.shard_bounds(len(self.shards))
+
+    def shard_rows(self, shard: int) -> range:
+        return range(int(self.bounds[shard]), int(self.bounds[shard + 1]))
+
+    def shard_refs(self, shard: int) -> list[ClipRef]:
+        """One shard's clips as :class:`ClipRef` (a shard at a time: tools that walk every clip)."""
+        return self.clips.refs(self.shard_rows(shard))
+
     def shard_clips(self) -> list[list[ClipRef]]:
-        """Each shard's clips, in shard order."""
-        return [s.clips for s in self.shards]
+        """Each shard's clips, in shard order (small sources only: a Python object per clip)."""
+        return [self.shard_refs(s) for s in range(len(self.shards))]
 
 
 def resolve(source, *, remote_options: TransportOptions | dict | None = None) -> SourceIndex:
@@ -66,27 +73,29 @@ def resolve(source, *, remote_options: TransportOptions | dict | None = None) ->
     remote_options = TransportOptions.coerce(remote_options)
     specs: Sequence = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     shards: list[ShardInfo] = []
+    parts: list[tuple[ClipIndex, int]] = []
     manifests: list[dict] = []
-    manifest_cache: dict[str, dict | None] = {}
+    beside: dict[str, tuple | None] = {}  # folder → (manifest, its index) for shards named one by one
     for spec in specs:
         spec = str(spec)
         for url in _expand(spec):
-            if url.endswith(".json"):
-                m = read_manifest(url, remote_options)
-                manifests.append(m)
-                shards += _from_manifest(m, parent(url), len(shards))
-            elif url.endswith(".tar"):
+            if url.endswith(".tar"):
                 folder = parent(url)
-                if folder not in manifest_cache:
-                    manifest_cache[folder] = _try_manifest(join(folder, MANIFEST_NAME), remote_options)
-                shards.append(_single_shard(url, manifest_cache[folder], len(shards), remote_options))
-            else:  # a split directory or prefix
-                m = read_manifest(join(url, MANIFEST_NAME), remote_options)
+                if folder not in beside:
+                    beside[folder] = _try_manifest(join(folder, MANIFEST_NAME), remote_options)
+                info, index = _single_shard(url, beside[folder], remote_options)
+            else:  # a manifest, or a split directory or prefix holding one
+                murl = url if url.endswith(".json") else join(url, MANIFEST_NAME)
+                m = read_manifest(murl, remote_options)
                 manifests.append(m)
-                shards += _from_manifest(m, url, len(shards))
+                info = [ShardInfo(join(parent(murl), s["name"]), s["name"], s["bytes"], s["sha256"]) for s in m["shards"]]
+                index = read_index(m, murl, remote_options)
+            infos = info if isinstance(info, list) else [info]
+            parts.append((index, len(shards)))
+            shards += infos
     if not shards:
         raise ValueError(f"source {source!r} names no shards")
-    return SourceIndex(shards, manifests)
+    return SourceIndex(shards, concat_indexes(parts), manifests)
 
 
 def _expand(spec: str) -> list[str]:
@@ -95,53 +104,49 @@ def _expand(spec: str) -> list[str]:
     return [spec]
 
 
-def _try_manifest(url: str, remote_options: TransportOptions) -> dict | None:
+def _try_manifest(url: str, remote_options: TransportOptions) -> tuple | None:
+    """The manifest beside a shard and its index, or None when there is none (a manifest there that is
+    damaged or from an older avshards is an error, not a reason to index the shard by hand)."""
     try:
-        return read_manifest(url, remote_options)
-    except (FileNotFoundError, OSError, ValueError):
+        m = read_manifest(url, remote_options)
+    except FileNotFoundError:
         return None
+    except FormatError:
+        raise
+    except (OSError, ValueError):
+        return None
+    return m, read_index(m, url, remote_options)
 
 
-def _from_manifest(m: dict, base: str, first_index: int) -> list[ShardInfo]:
-    out = [ShardInfo(join(base, s["name"]), s["name"], s["bytes"], s["sha256"]) for s in m["shards"]]
-    for c in m["clips"]:
-        i = c["shard"]
-        out[i].clips.append(ClipRef(first_index + i, c["key"], c["offset"], c["bytes"], _tracks(c)))
-    return out
-
-
-def _single_shard(url: str, manifest: dict | None, index: int, remote_options: TransportOptions) -> ShardInfo:
+def _single_shard(url: str, beside: tuple | None, remote_options: TransportOptions) -> tuple[ShardInfo, ClipIndex]:
     name = url.rsplit("/", 1)[-1]
-    if manifest is not None:
+    if beside is not None:
+        manifest, index = beside
         for i, s in enumerate(manifest["shards"]):
             if s["name"] == name:
-                info = ShardInfo(url, name, s["bytes"], s["sha256"])
-                info.clips = [ClipRef(index, c["key"], c["offset"], c["bytes"], _tracks(c))
-                              for c in manifest["clips"] if c["shard"] == i]
-                return info
+                bounds = index.shard_bounds(len(manifest["shards"]))
+                return ShardInfo(url, name, s["bytes"], s["sha256"]), index.slice(int(bounds[i]), int(bounds[i + 1]))
     if is_remote(url):
         raise ValueError(f"{url}: remote shards need the manifest.json that shardgen writes beside them")
-    return scan_local_shard(url, index)
+    return scan_local_shard(url)
 
 
-def _tracks(clip_record: dict) -> tuple:
-    return tuple(tuple(t) for t in clip_record.get("tracks", ()))
-
-
-def scan_local_shard(path: str, index: int = 0) -> ShardInfo:
+def scan_local_shard(path: str) -> tuple[ShardInfo, ClipIndex]:
     """Index a local shard without a manifest: clip keys, byte ranges and face tracks from the tar."""
-    clips: list[ClipRef] = []
+    rows: list[tuple] = []
     start = end = 0
     key = None
     tracks: tuple = ()
+    members = 0
     try:
         with tarfile.open(path, mode="r:") as tar:
             for info in tar:
                 k, ext = split_member_name(info.name)
                 if k != key:
                     if key is not None:
-                        clips.append(ClipRef(index, key, start, info.offset - start, tracks))
-                    key, start, tracks = k, info.offset, ()
+                        rows.append((key, start, info.offset - start, members, tracks))
+                    key, start, tracks, members = k, info.offset, (), 0
+                members += 1
                 if ext == BOXES_EXT:
                     boxes = decode_npy(tar.extractfile(info).read(), name=info.name, dtype="float32", ndim=3)
                     tracks = tuple(person_tracks(boxes))
@@ -153,8 +158,11 @@ def scan_local_shard(path: str, index: int = 0) -> ShardInfo:
     except (tarfile.TarError, OSError, ValueError) as exc:  # ValueError: FormatError from an unsafe member name
         raise ValueError(f"{path}: cannot index shard ({exc})") from None
     if key is not None:
-        clips.append(ClipRef(index, key, start, end - start, tracks))
-    return ShardInfo(str(path), Path(path).name, os.path.getsize(path), None, clips)
+        rows.append((key, start, end - start, members, tracks))
+    writer = ClipIndexWriter()
+    # n_frames is not known without the metadata: a track's end bounds it (no sha256: nothing to check against)
+    writer.add_shard(0, [(k, o, b, "", m, max([f + n for _, f, n in t] or [0]), 0, t) for k, o, b, m, t in rows])
+    return ShardInfo(str(path), Path(path).name, os.path.getsize(path), None), writer.index()
 
 
 _caches: dict[tuple, ShardCache] = {}
