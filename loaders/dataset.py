@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Iterator
 
+import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
 from shardgen.core.format import FormatError
@@ -25,9 +26,9 @@ from shardgen.core.tario import DEFAULT_MAX_MEMBER, TarError
 
 from .modes import ModeOptions, collate_raw, collate_talknet, raw_item, talknet_item, track_audio, track_item
 from .reader import ClipReader, ShardReadError
-from .sharding import (EpochPlan, Layout, Segment, Stream, Unit, arrange_epoch, batch_sequence, batches_to_skip,
-                       delivered_positions, epoch_sequence, frame_budget_batches, plan_epoch, random_stream, slot_index,
-                       slot_order, slot_run)
+from .sharding import (BudgetBatches, EpochPlan, Layout, RunUnits, Segment, Stream, Unit, UnitTable, arrange_epoch,
+                       batch_sequence, batches_to_skip, delivered_positions, epoch_sequence, frame_budget_batches,
+                       plan_epoch, random_stream, slot_index, slot_order, slot_run)
 
 ON_ERROR = ("raise", "skip")
 
@@ -85,32 +86,29 @@ class ShardStream(IterableDataset):
         self.history: list[Segment] = []  # this epoch's segments read in other layouts (elastic resume)
         self._sequence_cache: tuple = (None, [])
         self.counters = mp.get_context("fork").Array("q", len(Counter), lock=True)
-        self._units = self._units_by_shard()
+        self.units = UnitTable(index, per_track=opts.mode == "asd-tracks")
         self.reader = ClipReader(index, remote_options, cfg.max_member_bytes)
         self.source_digest = _source_digest(index)
         self._collate = collate_raw if opts.mode == "raw" else functools.partial(collate_talknet, faces_dtype=opts.faces_dtype)
-        self._tracks: list[Unit] = []
-        self._budget_batches: list[list[int]] = []
+        self._budget_batches = BudgetBatches(np.zeros(0, np.int64), np.zeros(1, np.int64))
         if cfg.batch_frames is not None:
             if opts.mode != "asd-tracks":
                 raise ValueError(f"batch_frames packs face tracks: it needs mode='asd-tracks', not {opts.mode!r}")
-            self._tracks = [u for shard in self._units for u in shard]
-            self._budget_batches = frame_budget_batches(self._tracks, cfg.batch_frames)
+            c = index.clips.columns  # ties: the clip key, then the track's person row and first frame
+            self._budget_batches = frame_budget_batches(
+                self.units.track_lengths(), (index.clips.key_order()[self.units.track_clips()], c["track_person"],
+                                             c["track_first"]), cfg.batch_frames)
 
     # ------------------------------------------------------------------ planning
-    def _units_by_shard(self) -> list[list[Unit]]:
-        if self.opts.mode == "asd-tracks":
-            return [[Unit(c, t) for c in s.clips for t in c.tracks] for s in self.index.shards]
-        return [[Unit(c) for c in s.clips] for s in self.index.shards]
-
     @property
     def n_units(self) -> int:
-        return sum(len(u) for u in self._units)
+        return len(self.units)
 
     @property
     def budget_batches(self) -> list[list[Unit]]:
-        """The fixed frame-budget batches (``batch_frames``), as face tracks; empty otherwise."""
-        return [[self._tracks[i] for i in b] for b in self._budget_batches]
+        """The fixed frame-budget batches (``batch_frames``), as face tracks; empty otherwise (small sources:
+        a Python object per track)."""
+        return [[self.units.unit(i) for i in b] for b in self._budget_batches]
 
     # An epoch is planned over a layout-free sequence: the clips (or tracks) in shard order, or the
     # frame-budget batches, shuffled per epoch. A resume under another layout (ranks, workers,
@@ -124,7 +122,7 @@ class ShardStream(IterableDataset):
         c = self.cfg
         if self._budget:
             return batch_sequence(len(self._budget_batches), seed=c.seed, epoch=epoch, shuffle=c.shuffle)
-        return epoch_sequence(self._units, seed=c.seed, epoch=epoch, shuffle=c.shuffle)
+        return epoch_sequence(self.units.bounds, seed=c.seed, epoch=epoch, shuffle=c.shuffle)
 
     def layout(self, num_workers: int) -> Layout:
         """The layout this stream reads in (0 workers plan like 1: the main process is the one reader)."""
@@ -160,7 +158,7 @@ class ShardStream(IterableDataset):
                                        buffer=1 if self._budget else c.shuffle_buffer,
                                        drop_last=c.drop_last and not self._budget, segment=i,
                                        batch_of=seg.layout.batch_size)
-            seq = [u for j, u in enumerate(seq) if j not in gone]
+            seq = seq[~gone]
         self._sequence_cache = (key, seq)
         return seq
 
@@ -176,7 +174,7 @@ class ShardStream(IterableDataset):
     def slot_budget_batches(self, slot: int, num_workers: int, epoch: int | None = None) -> list[int]:
         """Which frame-budget batches (indices into :attr:`budget_batches`) a slot yields this epoch, in order."""
         plan = self.plan(num_workers, epoch)
-        return slot_run(self._arranged(plan), plan, slot, 1, False)
+        return slot_run(self._arranged(plan), plan, slot, 1, False).tolist()
 
     # ------------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator:
@@ -197,10 +195,10 @@ class ShardStream(IterableDataset):
         n_batches = plan.batches_per_slot - skip
         yield from self._batches(run, emit, n_batches, slot)
 
-    def _slot_run(self, slot: int, plan: EpochPlan) -> tuple[list[Unit], list[int]]:
+    def _slot_run(self, slot: int, plan: EpochPlan) -> tuple[RunUnits, np.ndarray]:
         """A slot's run of items (read in this order) and the order the shuffle buffer emits them in."""
         c = self.cfg
-        run = slot_run(self._arranged(plan), plan, slot, c.batch_size, c.drop_last)
+        run = RunUnits(self.units, slot_run(self._arranged(plan), plan, slot, c.batch_size, c.drop_last))
         return run, slot_order(len(run), seed=c.seed, epoch=plan.epoch, slot=slot, buffer=c.shuffle_buffer,
                                shuffle=c.shuffle, segment=len(self._segments(plan.epoch)))
 
@@ -208,24 +206,24 @@ class ShardStream(IterableDataset):
         """The items of each batch a slot (``rank * num_workers + worker``) yields in an epoch, without reading
         any data — what a planner or a frames-kept estimate needs (damage skipped at run time aside)."""
         if self._budget:
-            return [[self._tracks[i] for i in self._budget_batches[b]] for b in self.slot_budget_batches(slot, num_workers, epoch)]
+            return [[self.units.unit(i) for i in self._budget_batches[b]] for b in self.slot_budget_batches(slot, num_workers, epoch)]
         plan = self.plan(num_workers, epoch)
         run, order = self._slot_run(slot, plan)
         B = self.cfg.batch_size
-        return [[run[t] for t in order[i:i + B]] for i in range(0, len(order), B)]
+        return [[run[int(t)] for t in order[i:i + B]] for i in range(0, len(order), B)]
 
-    def _batches(self, run: list[Unit], emit: list[int], n_batches: int, slot: int) -> Iterator:
+    def _batches(self, run: RunUnits, emit: np.ndarray, n_batches: int, slot: int) -> Iterator:
         """One batch per ``batch_size`` planned positions of ``emit``, so the k-th batch always covers the
         k-th positions — which is what a resume skips by. An item lost to damage (``on_error="skip"``)
         leaves its batch shorter; a batch that lost every item is replaced in place by a filler."""
         B = self.cfg.batch_size
-        reader = self.reader.read(run, sorted(emit))
+        reader = self.reader.read(run, np.sort(emit))
         held: dict[int, object] = {}
         noise = None
         fill = _Fill(self)
         for start in range(0, len(emit), B):
             batch = []
-            for t in emit[start:start + B]:
+            for t in emit[start:start + B].tolist():
                 while t not in held:
                     idxs, sample = next(reader)
                     for i in idxs:
@@ -235,7 +233,8 @@ class ShardStream(IterableDataset):
                     if isinstance(sample, Exception):
                         raise sample
                     rng = random_stream(Stream.AUGMENT, self.cfg.seed, self.epoch, slot, t) if self.opts.augment else None
-                    item, noise = self._transform(sample, run[t], rng, noise)
+                    unit = run[t]
+                    item, noise = self._transform(sample, unit, rng, noise)
                 except Exception as exc:  # a hostile clip can fail anywhere in decoding: always named, or counted
                     fill.failed(self._failed(exc, run[t]))  # raises, or counts the skip
                     continue
@@ -257,7 +256,7 @@ class ShardStream(IterableDataset):
         use_crops = self.opts.use_derived and not self.opts.smooth_boxes
         fill = _Fill(self)
         for b in batch_ids:
-            units = [self._tracks[i] for i in self._budget_batches[b]]
+            units = [self.units.unit(i) for i in self._budget_batches[b]]
             T = min(u.track[2] for u in units)  # the batch is cut to its shortest track: read and decode no more
             samples: list = [None] * len(units)
             by_clip: dict = {}  # a batch's tracks of one clip (similar lengths sort together): one read
@@ -372,8 +371,10 @@ class _Fill:
 def _source_digest(index: SourceIndex) -> str:
     """Identifies the shards (names, sizes, hashes and clips, in order): a resume must read the same ones."""
     h = hashlib.sha256()
-    for s in index.shards:
-        h.update(f"{s.name}|{s.bytes}|{s.sha256}|{len(s.clips)}|{s.clips[0].key if s.clips else ''}\n".encode())
+    bounds = index.bounds
+    for i, s in enumerate(index.shards):
+        lo, hi = int(bounds[i]), int(bounds[i + 1])
+        h.update(f"{s.name}|{s.bytes}|{s.sha256}|{hi - lo}|{index.clips.key(lo) if hi > lo else ''}\n".encode())
     return h.hexdigest()[:16]
 
 

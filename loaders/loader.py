@@ -12,7 +12,7 @@ import warnings
 from torch.utils.data import DataLoader
 
 from .dataset import Counter, ShardStream
-from .sharding import Layout, Segment
+from .sharding import PLANNER_VERSION, Layout, Segment
 
 
 class ASDLoader:
@@ -77,7 +77,7 @@ class ASDLoader:
 
     # What fixes the epoch's sequence and its batches: a resume needs these unchanged. The layout
     # (world_size, num_workers, batch_size) may change: see load_state_dict.
-    _MUST_MATCH = ("source", "units", "mode", "seed", "shuffle", "shuffle_buffer", "batch_frames", "drop_last",
+    _MUST_MATCH = ("planner", "source", "units", "mode", "seed", "shuffle", "shuffle_buffer", "batch_frames", "drop_last",
                    "samples_per_epoch", "remainder")
 
     def state_dict(self) -> dict:
@@ -86,7 +86,7 @@ class ASDLoader:
         Ranks step in lockstep, so the state of rank 0 serves every rank (``rank`` is informational).
         """
         s, c = self.stream, self.stream.cfg
-        return {"epoch": self.epoch, "batches_done": self._done, "source": s.source_digest, "units": s.n_units,
+        return {"planner": PLANNER_VERSION, "epoch": self.epoch, "batches_done": self._done, "source": s.source_digest, "units": s.n_units,
                 "mode": s.opts.mode, "seed": c.seed, "shuffle": c.shuffle, "shuffle_buffer": c.shuffle_buffer,
                 "batch_size": c.batch_size, "batch_frames": c.batch_frames, "drop_last": c.drop_last,
                 "samples_per_epoch": c.samples_per_epoch, "remainder": c.remainder, "world_size": c.world_size,

@@ -15,7 +15,7 @@ seeked past on a local file.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterable, Iterator, Sequence
 
 from shardgen.core.format import AUDIO_EXTS, LABEL_EXTS, META_EXT, FormatError, crop_ext, decode_metadata, frame_ext
 from shardgen.core.sample import ClipSample
@@ -90,23 +90,27 @@ class ClipReader:
         except Exception as exc:  # a hostile clip must never escape un-named
             return ShardReadError(f"{shard.url}: clip {clip.key}: {type(exc).__name__}: {exc}")
 
-    def read(self, run: list[Unit], needed: list[int]) -> Iterator[tuple[list[int], object]]:
-        """Read the needed clips in run order, each once (units of one clip share it)."""
-        groups: list[tuple] = []  # (clip, [run indices])
+    def read(self, run: Sequence[Unit], needed: Iterable[int]) -> Iterator[tuple[list[int], object]]:
+        """Read the needed clips in run order, each once (units of one clip share it).
+
+        Lazy: clips are gathered only up to the end of the current contiguous byte range (at most a
+        shard), read, and let go, so a run of a million clips never holds a million references.
+        """
+        segment: list[tuple] = []  # (clip, [run indices]) whose byte ranges touch, in one shard
         for i in needed:
+            i = int(i)
             clip = run[i].clip
-            if groups and groups[-1][0] == clip:
-                groups[-1][1].append(i)
-            else:
-                groups.append((clip, [i]))
-        g = 0
-        while g < len(groups):
-            h = g + 1
-            while (h < len(groups) and groups[h][0].shard == groups[h - 1][0].shard
-                   and groups[h][0].offset == groups[h - 1][0].offset + groups[h - 1][0].bytes):
-                h += 1
-            yield from self._segment(groups[g:h])
-            g = h
+            if segment and segment[-1][0] == clip:
+                segment[-1][1].append(i)
+                continue
+            if segment:
+                last = segment[-1][0]
+                if clip.shard != last.shard or clip.offset != last.offset + last.bytes:
+                    yield from self._segment(segment)
+                    segment = []
+            segment.append((clip, [i]))
+        if segment:
+            yield from self._segment(segment)
 
     def _segment(self, groups: list[tuple]) -> Iterator[tuple[list[int], object]]:
         while groups:

@@ -119,9 +119,11 @@ def run_stream(source: str) -> tuple[int, int]:
 
     opts = _remote_options()
     stream = ShardStream(resolve(source, remote_options=opts), ModeOptions(), StreamConfig(shuffle=False), opts)
-    run = [u for units in stream._units for u in units]
+    from loaders.sharding import RunUnits
+
+    run = RunUnits(stream.units, range(len(stream.units)))
     n = nbytes = 0
-    for _, sample in stream.reader.read(run, list(range(len(run)))):
+    for _, sample in stream.reader.read(run, range(len(run))):
         if isinstance(sample, Exception):
             raise sample
         n += 1

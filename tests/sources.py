@@ -98,3 +98,29 @@ def read_clips(*shards: Path) -> dict[str, dict[str, bytes]]:
 
 def npy(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def index_clips(split: Path | str) -> list[dict]:
+    """A built split's clip rows, read from its ``clips.idx``, as the dicts a version-1 manifest listed
+    inline (``key, shard, offset, bytes, sha256, members, video_id, start_frame, n_frames, pad_frames,
+    tracks``). ``split``: the split directory or its manifest.json (local)."""
+    from shardgen.core.manifest import read_index, read_manifest
+
+    url = str(Path(split) / "manifest.json") if Path(split).is_dir() else str(split)
+    index = read_index(read_manifest(url), url)
+    c = index.columns
+    return [{"key": index.key(r), "shard": int(c["shard"][r]), "offset": int(c["offset"][r]), "bytes": int(c["bytes"][r]),
+             "sha256": index.sha256(r), "members": int(c["members"][r]), "video_id": index.video_id(r),
+             "start_frame": int(c["start_frame"][r]), "n_frames": int(c["n_frames"][r]),
+             "pad_frames": int(c["pad_frames"][r]), "tracks": [list(t) for t in index.tracks(r)]}
+            for r in range(len(index))]
+
+
+def v1_manifest(split: Path | str) -> bytes:
+    """The version-1 ``manifest.json`` (clips inline, no clip index) that avshards before the clip index
+    wrote for the same build: a fresh build's manifest and ``clips.idx`` folded back together."""
+    path = Path(split) / "manifest.json" if Path(split).is_dir() else Path(split)
+    m = json.loads(path.read_text())
+    doc = {"schema": m["schema"], "schema_version": 1, "split": m["split"], "params": m["params"],
+           "totals": m["totals"], "shards": m["shards"], "clips": index_clips(path)}
+    return (json.dumps(doc, indent=1) + "\n").encode()

@@ -20,12 +20,12 @@ from hypothesis import strategies as st
 
 import loaders
 import shardgen.core.sources as core_sources
-from loaders.sharding import Unit, frame_budget_batches
-from shardgen.core.sources import ClipRef
+from loaders.sharding import frame_budget_batches
+from shardgen.core.clip_index import open_index
 from shardgen.build import build
 from shardgen.demo import make_demo_corpus
 from shardgen.plan import BuildParams
-from tests.sources import npy, read_clips
+from tests.sources import index_clips, npy, read_clips
 
 BUDGET = 200  # frames: 2-4 tracks of 2 s clips a batch
 
@@ -47,8 +47,9 @@ def talknet_minibatches(lines: list[tuple], batch_size: int) -> list[list[tuple]
 
 
 def manifest_tracks(split_dir: Path) -> list[tuple]:
-    m = json.loads((split_dir / "manifest.json").read_text())
-    return [((c["key"], p, first), n) for c in m["clips"] for p, first, n in c["tracks"]]
+    """Every face track the build's clip index lists, as TalkNet's ``(track, length)`` lines."""
+    index = open_index(split_dir / "clips.idx")
+    return [((index.key(i), p, first), n) for i in range(len(index)) for p, first, n in index.tracks(i)]
 
 
 def reference_batches(split_dir: Path, budget: int = BUDGET) -> list[tuple]:
@@ -204,8 +205,7 @@ def test_sparse_reads_take_only_what_a_track_needs(varied_build, monkeypatch):
         return stream
 
     monkeypatch.setattr(core_sources, "open_clips", counting)
-    m = json.loads((split / "manifest.json").read_text())
-    clip_bytes = sum(c["bytes"] for c in m["clips"] for _ in c["tracks"])
+    clip_bytes = sum(c["bytes"] for c in index_clips(split) for _ in c["tracks"])
     n = sum(1 for _ in loaders.make_loader(split, mode="asd-tracks", batch_frames=BUDGET, shuffle=False))
     assert n > 0 and 0 < read["bytes"] < 0.4 * clip_bytes
 
@@ -250,12 +250,15 @@ def test_option_errors(varied_build):
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(1, 400), min_size=1, max_size=80), st.integers(1, 3000), st.randoms(use_true_random=False))
 def test_packing_equals_talknets_rule_for_any_lengths(lengths, budget, rnd):
-    units, lines = [], []
+    tracks, lines = [], []
     for i, n in enumerate(lengths):
         key, p, first = f"v{rnd.randrange(3)}/clip_f{rnd.randrange(4) * 60:06d}", rnd.randrange(12), i
-        units.append(Unit(ClipRef(0, key, 0, 0), (p, first, n)))
+        tracks.append((key, p, first))
         lines.append(((key, p, first), n))
-    ours = [[(units[i].clip.key, units[i].track[0], units[i].track[1]) for i in b] for b in frame_budget_batches(units, budget)]
+    keys = sorted({k for k, _, _ in tracks})
+    tiebreak = [np.array([keys.index(k) for k, _, _ in tracks]), np.array([p for _, p, _ in tracks]),
+                np.array([f for _, _, f in tracks])]
+    ours = [[tracks[i] for i in b] for b in frame_budget_batches(np.array(lengths), tiebreak, budget)]
     assert ours == [[t for t, _ in b] for b in talknet_minibatches(lines, budget)]
 
 
@@ -266,7 +269,7 @@ def test_a_truncated_shard_is_named_or_its_lost_tracks_counted(varied_build, tmp
     shutil.copytree(varied_build / "out" / "train", d)
     m = json.loads((d / "manifest.json").read_text())
     shard = d / m["shards"][0]["name"]
-    last = [c for c in m["clips"] if c["shard"] == 0][-1]
+    last = [c for c in index_clips(d) if c["shard"] == 0][-1]
     shard.write_bytes(shard.read_bytes()[: last["offset"] + 4096])  # the shard's last clip loses its frames
     kw = dict(mode="asd-tracks", batch_frames=BUDGET, shuffle=False)
     with pytest.raises(loaders.ShardReadError) as err:
@@ -298,7 +301,7 @@ def test_resume_after_skipped_damage_yields_exactly_the_rest(varied_build, tmp_p
     d = tmp_path / "damaged"
     shutil.copytree(varied_build / "out" / "train", d)
     m = json.loads((d / "manifest.json").read_text())
-    victim = m["clips"][1]  # shard 0's second clip: corrupt the header of its metadata member
+    victim = index_clips(d)[1]  # shard 0's second clip: corrupt the header of its metadata member
     shard = d / m["shards"][victim["shard"]]["name"]
     data = bytearray(shard.read_bytes())
     data[victim["offset"] + 10] ^= 0xFF

@@ -34,7 +34,7 @@ from shardgen.annotations import ava
 from shardgen.build import BuildError, _check_space, build
 from shardgen.plan import BuildParams
 from shardgen.source import SourceError
-from tests.sources import ego4d_json, write_source
+from tests.sources import ego4d_json, index_clips, write_source
 from tests.test_build import all_shards, npy, read_clips
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ def test_frame_gap_at_the_start_and_frame_numbering(tmp_path):
     (src / "video_imgs" / "v" / "img_00001.jpg").unlink()
     out = tmp_path / "o"
     build(src, out, ["train"], P1U, progress=False)
-    assert [c["key"] for c in manifest(out)["clips"]] == ["v/clip_f000030"]
+    assert [c["key"] for c in index_clips(out / "train")] == ["v/clip_f000030"]
     assert {s["key"]: s["reason"] for s in report(out)["skipped"]} == {"v/clip_f000000": "missing frame img_00001.jpg"}
 
     (src / "video_imgs" / "v" / "img_00000.jpg").write_bytes(b"\xff\xd8\xff\xd9")
@@ -80,7 +80,7 @@ def test_frames_beyond_the_annotation_range(tmp_path):
     src = write_source(tmp_path / "s", {"v": 60}, annotations=ann)
     out = tmp_path / "o"
     build(src, out, ["train"], P1, progress=False)
-    assert [c["key"] for c in manifest(out)["clips"]] == ["v/clip_f000000", "v/clip_f000030"]
+    assert [c["key"] for c in index_clips(out / "train")] == ["v/clip_f000000", "v/clip_f000030"]
     warnings = report(out)["warnings"]
     assert any("annotations reach frame 210" in w and "ends at frame 59" in w and "17 box(es)/voice segment end(s)" in w
                for w in warnings), warnings
@@ -151,7 +151,7 @@ def test_unreadable_and_empty_wavs_skip_the_video_with_a_reason(tmp_path):
     r = {s["key"]: s["reason"] for s in report(out)["skipped"]}
     assert r["garbage/clip_f000000"].startswith("unreadable wav wav/garbage.wav")
     assert r["empty/clip_f000000"] == "empty wav wav/empty.wav"
-    assert [c["key"] for c in manifest(out)["clips"]] == ["ok/clip_f000000"]
+    assert [c["key"] for c in index_clips(out / "train")] == ["ok/clip_f000000"]
 
 
 # ----------------------------------------------------------------------------- annotations

@@ -33,7 +33,9 @@ from loaders import ShardReadError
 from shardgen.core.tario import TarError, iter_tar
 from shardgen.build import build
 from shardgen.plan import BuildParams
-from tests.sources import ego4d_json, write_source
+from shardgen.core.clip_index import INDEX_NAME, ClipIndexWriter, encode_index
+from shardgen.core.manifest import MANIFEST_VERSION
+from tests.sources import ego4d_json, index_clips, write_source
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("talknet", "asd-tracks", "raw")
@@ -92,13 +94,18 @@ def write_shard_and_manifest(directory: Path, clips: list[Clip], *, tracks: dict
         else:
             for ext, data in members:
                 body += member(ext if "/" in ext or "\\" in ext else f"{key}.{ext}", data)
-        rows.append({"key": key, "shard": 0, "offset": start, "bytes": len(body) - start,
-                     "tracks": (tracks or {}).get(key, [])})
+        t = [tuple(x) for x in (tracks or {}).get(key, [])]
+        rows.append((key, start, len(body) - start, "", len(members), max([f + n for _, f, n in t] or [1]), 0, t))
     body += b"\0" * 1024
     (directory / name).write_bytes(body)
-    m = {"schema": "avshards/manifest", "schema_version": 1, "split": "h", "params": {},
-         "shards": [{"name": name, "bytes": len(body), "sha256": hashlib.sha256(body).hexdigest(), "clips": len(rows)}],
-         "clips": rows}
+    writer = ClipIndexWriter()
+    writer.add_shard(0, rows)
+    index = encode_index(writer.index())
+    (directory / INDEX_NAME).write_bytes(index)
+    m = {"schema": "avshards/manifest", "schema_version": MANIFEST_VERSION, "split": "h", "params": {},
+         "index": {"name": INDEX_NAME, "bytes": len(index), "sha256": hashlib.sha256(index).hexdigest(),
+                   "clips": len(rows), "tracks": sum(len(r[7]) for r in rows)},
+         "shards": [{"name": name, "bytes": len(body), "sha256": hashlib.sha256(body).hexdigest(), "clips": len(rows)}]}
     (directory / "manifest.json").write_text(json.dumps(m))
     return directory / "manifest.json"
 
@@ -115,6 +122,7 @@ def base(tmp_path_factory):
     out = root / "out"
     build(src, out, ["train"], BuildParams(clip_seconds=0.5), progress=False)
     m = json.loads((out / "train" / "manifest.json").read_text())
+    m["clips"] = index_clips(out / "train")  # the clip rows, from clips.idx, beside the manifest's shard list
     clips: list[Clip] = []
     with tarfile.open(out / "train" / m["shards"][0]["name"]) as tar:
         for info in tar:
@@ -381,9 +389,9 @@ def test_wrong_schema_version(base, tmp_path):
     keys, stats, _, _ = run(mpath, on_error="skip")
     assert stats["skipped"] == 1 and stats["items"] == 2
     m = json.loads(mpath.read_text())
-    m["schema_version"] = 2
+    m["schema_version"] = 3
     mpath.write_text(json.dumps(m))
-    with pytest.raises(ValueError, match=r"manifest\.json: manifest schema_version 2 is not supported"):
+    with pytest.raises(ValueError, match=r"manifest\.json: manifest schema_version 3 is not supported"):
         loaders.make_loader(mpath)
 
 

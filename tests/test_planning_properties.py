@@ -27,7 +27,6 @@ from shardgen.annotations import Person, VideoAnnotations
 from shardgen.labels import clip_labels
 from shardgen.plan import TAILS, BuildParams, plan_spans
 from shardgen.skips import SkipCode
-from shardgen.core.sources import ClipRef
 from loaders.sharding import batches_to_skip, buffered_order, epoch_sequence, plan_epoch, slot_order, slot_run
 
 FAST = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -171,8 +170,9 @@ def test_clip_labels_match_a_per_frame_brute_force(data, start, n_real, pad):
 # ----------------------------------------------------------------------------- epoch planning
 
 
-def make_shards(sizes: list[int]) -> list[list[ClipRef]]:
-    return [[ClipRef(s, f"s{s}/clip_f{i:06d}", i * 1000, 1000) for i in range(n)] for s, n in enumerate(sizes)]
+def make_bounds(sizes: list[int]) -> np.ndarray:
+    """Shard ``s`` holds unit ids ``bounds[s]:bounds[s+1]`` (what the loader plans over)."""
+    return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
 
 
 @FAST
@@ -180,7 +180,7 @@ def make_shards(sizes: list[int]) -> list[list[ClipRef]]:
        B=st.integers(1, 6), drop_last=st.booleans(), shuffle=st.booleans(), seed=st.integers(0, 2**32 - 1),
        epoch=st.integers(0, 50), spe=st.none() | st.integers(1, 200))
 def test_every_slot_gets_equal_batches_and_no_clip_twice(sizes, world, workers, B, drop_last, shuffle, seed, epoch, spe):
-    shards = make_shards(sizes)
+    bounds = make_bounds(sizes)
     N, slots = sum(sizes), world * workers
     usable = N if spe is None else min(N, spe)
     try:
@@ -188,24 +188,25 @@ def test_every_slot_gets_equal_batches_and_no_clip_twice(sizes, world, workers, 
     except ValueError:
         assert usable // slots == 0 or (drop_last and usable // slots < B)  # refused only when a reader would starve
         return
-    seq = epoch_sequence(shards, seed=seed, epoch=epoch, shuffle=shuffle)
-    assert sorted(c.key for c in seq) == sorted(c.key for s in shards for c in s)  # a permutation of all clips
-    blocks = [c.shard for i, c in enumerate(seq) if i == 0 or seq[i - 1].shard != c.shard]
+    seq = epoch_sequence(bounds, seed=seed, epoch=epoch, shuffle=shuffle)
+    assert sorted(seq.tolist()) == list(range(N))  # a permutation of all clips
+    shard_of = (np.searchsorted(bounds, seq, side="right") - 1).tolist()
+    blocks = [s for i, s in enumerate(shard_of) if i == 0 or shard_of[i - 1] != s]
     assert len(blocks) == len(set(blocks))  # each shard's clips stay together ...
-    for s in shards:
-        pos = [seq.index(c) for c in s]
-        assert pos == sorted(pos)  # ... in file order: sequential reads
-    runs = [slot_run(seq, plan, k, B, drop_last) for k in range(slots)]
+    for s in range(len(sizes)):
+        ids = [u for u, t in zip(seq.tolist(), shard_of) if t == s]
+        assert ids == list(range(bounds[s], bounds[s + 1]))  # ... in file order: sequential reads
+    runs = [slot_run(seq, plan, k, B, drop_last).tolist() for k in range(slots)]
     per_slot = {len(r) for r in runs}
     assert len(per_slot) == 1
     n_batches = {(len(r) // B if drop_last else math.ceil(len(r) / B)) for r in runs}
     assert n_batches == {plan.batches_per_slot}
-    keys = [c.key for r in runs for c in r]
+    keys = [c for r in runs for c in r]
     assert len(keys) == len(set(keys))  # no clip twice in an epoch
     assert plan.dropped == N - plan.clips_per_slot * slots and plan.clips_per_slot == usable // slots
     for k in range(slots):
         order = slot_order(len(runs[k]), seed=seed, epoch=epoch, slot=k, buffer=8, shuffle=shuffle)
-        assert sorted(order) == list(range(len(runs[k])))
+        assert sorted(order.tolist()) == list(range(len(runs[k])))
     for done in range(plan.batches_per_slot * workers + 1):  # resume arithmetic: the workers' skips add up to k
         assert sum(batches_to_skip(done, w, workers) for w in range(workers)) == done
 
@@ -213,7 +214,7 @@ def test_every_slot_gets_equal_batches_and_no_clip_twice(sizes, world, workers, 
 @FAST
 @given(n=st.integers(0, 300), buffer=st.integers(0, 40), seed=st.integers(0, 2**32 - 1))
 def test_buffered_order_is_a_permutation_within_the_buffer(n, buffer, seed):
-    order = buffered_order(n, buffer, np.random.default_rng(seed))
+    order = buffered_order(n, buffer, np.random.default_rng(seed)).tolist()
     assert sorted(order) == list(range(n))
     if buffer <= 1:
         assert order == list(range(n))
@@ -234,9 +235,13 @@ def test_buffered_order_is_a_permutation_within_the_buffer(n, buffer, seed):
 
 def key_index(sizes: list[int]):
     """A source of shards with ``sizes`` clips each, without bytes: the planning's input."""
+    from shardgen.core.clip_index import ClipIndexWriter
     from shardgen.core.sources import ShardInfo, SourceIndex
 
-    return SourceIndex([ShardInfo(f"s{i}.tar", f"s{i}.tar", None, None, c) for i, c in enumerate(make_shards(sizes))])
+    writer = ClipIndexWriter()
+    for s, n in enumerate(sizes):
+        writer.add_shard(s, [(f"s{s}/clip_f{i:06d}", i * 1000, 1000, "", 1, 1, 0, ()) for i in range(n)])
+    return SourceIndex([ShardInfo(f"s{i}.tar", f"s{i}.tar", None, None) for i in range(len(sizes))], writer.index())
 
 
 def key_stream(index, cfg):

@@ -23,7 +23,7 @@ from shardgen.output import SplitOutput
 from shardgen.plan import BuildParams, assign_shards
 from shardgen.source import SourceError
 from shardgen.core.storage.atomic import TMP_MARK
-from tests.sources import write_source
+from tests.sources import index_clips, write_source
 from tests.videos import video_source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,7 +132,7 @@ def test_killed_worker_is_retried_without_losing_or_duplicating_clips(ray_sessio
     assert left and all(n.startswith(f".{victim}{TMP_MARK}") for n in left)  # it died with its temp file open
     assert not temps(out)  # … which is gone now
     assert split_files(out) == split_files(local_build)
-    keys = [c["key"] for c in json.loads((out / "train" / "manifest.json").read_text())["clips"]]
+    keys = [c["key"] for c in index_clips(out / "train")]
     assert len(keys) == len(set(keys)) == 9  # 3 train videos × 3 clips, each exactly once
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import loaders
-from tests.sources import ego4d_json, write_source
+from tests.sources import ego4d_json, index_clips, write_source
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--split", "train,val", "--clip-seconds", "1", "--shard-clips", "3", "--no-progress", "--workers", "2"]
@@ -50,7 +50,7 @@ def s3_build(source, local_build, s3_server, tmp_path_factory):
 
 
 def _clip_keys(local_build: Path, split: str) -> list[str]:
-    return [c["key"] for c in json.loads((local_build / split / "manifest.json").read_text())["clips"]]
+    return [c["key"] for c in index_clips(local_build / split)]
 
 
 def test_s3_build_writes_the_local_bytes(s3_build, local_build, s3_server):

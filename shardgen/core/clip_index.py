@@ -47,7 +47,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -155,6 +155,18 @@ class ClipIndex:
 
     def refs(self, rows: Iterable[int]) -> list[ClipRef]:
         return [self.ref(r) for r in rows]
+
+    def record(self, row: int) -> dict:
+        """One row as the readable record a version-1 manifest listed inline (for people, tools and tests)."""
+        c = self.columns
+        return {"key": self.key(row), "shard": int(c["shard"][row]), "offset": int(c["offset"][row]),
+                "bytes": int(c["bytes"][row]), "sha256": self.sha256(row), "members": int(c["members"][row]),
+                "video_id": self.video_id(row), "start_frame": int(c["start_frame"][row]),
+                "n_frames": int(c["n_frames"][row]), "pad_frames": int(c["pad_frames"][row]),
+                "tracks": [list(t) for t in self.tracks(row)]}
+
+    def records(self, rows: Iterable[int] | None = None) -> Iterator[dict]:
+        return (self.record(r) for r in (range(len(self)) if rows is None else rows))
 
     def slice(self, lo: int, hi: int) -> "ClipIndex":
         """Rows ``lo:hi`` (one shard's clips) as an index of their own, their shard numbered 0."""
