@@ -1,7 +1,7 @@
 """``shardgen eval-gt``: a built split's face tracks as AVA-ActiveSpeaker ground truth.
 
-One row per frame of every face track of the split — the tracks the manifest lists and the
-loader's ``asd-tracks`` mode yields, their interior gaps filled exactly as the loader fills them
+One row per frame of every face track of the split — the tracks its clip index (``clips.idx``)
+lists and the loader's ``asd-tracks`` mode yields, their interior gaps filled exactly as the loader fills them
 — labelled ``SPEAKING_AUDIBLE`` where that person's voice segment covers the frame, else
 ``NOT_SPEAKING``. Only each clip's metadata and label arrays are read (the frames and audio are
 seeked past), through the same range reads as the loader, so a build on disk, behind HTTP or in
@@ -58,8 +58,8 @@ def ground_truth(source, *, split: str = "val", remote_options: TransportOptions
     remote_options = TransportOptions.coerce(remote_options)
     index = resolve(split_source(source, split), remote_options=remote_options)
     rows: dict[tuple, tuple[FrameRow, str]] = {}
-    for shard in index.shards:
-        for clip in shard.clips:
+    for shard in range(len(index.shards)):
+        for clip in index.shard_refs(shard):  # one shard's clips at a time, from the clip index
             meta, boxes, speaking = _clip_labels(index, clip, remote_options)
             tracks = clip.tracks or fmt.person_tracks(boxes)
             for p, first, n in tracks:

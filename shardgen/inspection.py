@@ -1,4 +1,11 @@
-"""``shardgen inspect``: what is in a shard or a split — clips, members, label balance."""
+"""``shardgen inspect``: what is in a shard or a split — clips, members, label balance.
+
+For a split (its ``manifest.json``, directory or prefix) the head shows the manifest's totals and
+parameters and a summary of its clip index (``clips.idx``: clips, face tracks, videos, bytes),
+read and checked as the loader reads it; an index that is missing or damaged is said on that
+line (``shardgen verify`` says more) and the shards are still listed. The clips below are read
+from the shards themselves, local or remote.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,8 @@ from collections import Counter
 from pathlib import Path
 
 from .core.sample import ClipSample
-from .core.manifest import MANIFEST_NAME, read_manifest
+from .core.format import FormatError
+from .core.manifest import MANIFEST_NAME, read_index, read_manifest
 from .core.storage import TransportOptions, is_remote, join, object_size, open_range, parent
 from .core.tario import iter_samples, iter_tar
 
@@ -25,7 +33,7 @@ def inspect_path(source: str | os.PathLike, *, max_clips: int | None = None,
         t = manifest["totals"]
         head = [f"{path}: split {manifest['split']}, {t['shards']} shards, {t['clips']} clips, "
                 f"{t['frames']} frames, {t['hours']:.3f} h, {t['bytes'] / 1e6:.1f} MB",
-                f"params: {manifest['params']}"]
+                _index_line(manifest, path, options), f"params: {manifest['params']}"]
     else:
         size = object_size(path, options)
         if size is None:
@@ -56,6 +64,23 @@ def inspect_path(source: str | os.PathLike, *, max_clips: int | None = None,
                     f"speaking {sums['speaking'] / max(sums['person_frames'], 1):.3f} (of person-frames)")
     body.append("members: " + ", ".join(f"{k} ×{v}" for k, v in sorted(members.items())))
     return "\n".join(head + body + ["clips:"] + lines + ([f"  ... {n - len(lines)} more"] if n > len(lines) else []))
+
+
+def _index_line(manifest: dict, path: str, options: TransportOptions) -> str:
+    """The clip index's summary, from the index itself (its size, counts and columns checked against the manifest)."""
+    name = manifest["index"]["name"]
+    try:
+        index = read_index(manifest, path, options)
+    except FileNotFoundError:
+        return f"index: {name} is missing (the manifest names it; shardgen verify checks it)"
+    except (FormatError, ValueError) as exc:
+        msg = str(exc)
+        url = join(parent(path), name)
+        msg = msg[len(url) + 2:] if msg.startswith(f"{url}: ") else msg
+        return f"index: {name} is unusable: {msg}"
+    videos = len(index.columns["video_offsets"]) - 1
+    return (f"index: {name}, {len(index)} clips, {index.n_tracks} face tracks, {videos} videos, "
+            f"{manifest['index']['bytes']} bytes")
 
 
 def _member_kind(ext: str) -> str:

@@ -8,7 +8,8 @@ with every person's face box and id, then the waveform, a spectrogram and the la
 as :mod:`shardgen.core.format` defines them), so a shift between streams is visible at a glance.
 
 The clip is read like the loader reads it: :func:`shardgen.core.sources.resolve` finds its byte
-range (manifest, split directory, shard, URL) and only that range is read and checked by
+range in the source's clip index (manifest and ``clips.idx``, split directory, shard, URL) and
+only that range is read and checked by
 :class:`~shardgen.core.sample.ClipSample`. The layout is computed here in pixels
 (:class:`Layout`), not by matplotlib's auto-layout, so tests can map seconds to pixel columns.
 
@@ -25,7 +26,8 @@ import numpy as np
 from PIL import Image
 
 from .core.decode import gray_small, rgb_frame
-from .core.format import FormatError, audio_sample_range
+from .core.clip_index import ClipIndex
+from .core.format import FormatError, audio_sample_range, parse_clip_key
 from .core.sample import ClipSample
 from .core.sources import open_clips, resolve
 from .core.storage import TransportOptions
@@ -89,28 +91,55 @@ def person_color(row: int) -> tuple[float, float, float]:
 def load_clip(source, key: str | None = None, *, remote_options: TransportOptions | dict | None = None) -> ClipSample:
     """One checked clip from a shard, manifest, split directory or URL; the first clip unless ``key``.
 
-    Only the clip's own byte range is read (from the manifest's offset, or from the shard's tar
-    headers when there is no manifest).
+    The clip is found in the source's clip index by its video and start frame (no object per clip
+    is made), and only the clip's own byte range is read (from the index's offset, or from the
+    shard's tar headers when there is no manifest).
     """
     index = resolve(str(source), remote_options=remote_options)
-    refs = [(shard, ref) for shard in index.shards for ref in shard.clips]
-    if not refs:
+    clips = index.clips
+    if not len(clips):
         raise ValueError(f"{source}: holds no clips")
-    if key is None:
-        shard, ref = refs[0]
-    else:
-        found = [(s, r) for s, r in refs if r.key == key]
-        if not found:
-            near = [r.key for _, r in refs if r.key.split("/")[0] == key.split("/")[0]] or [r.key for _, r in refs]
-            raise ValueError(f"clip {key!r} is not in {source}; it has {len(refs)} clips, e.g. "
-                             f"{', '.join(near[:5])}{', ...' if len(near) > 5 else ''}")
-        shard, ref = found[0]
+    row = 0 if key is None else _find_row(clips, key)
+    if row is None:
+        near = _rows_of_video(clips, key.split("/")[0])
+        if not len(near):
+            near = np.arange(min(6, len(clips)))
+        keys = [clips.key(int(r)) for r in near[:5]]
+        raise ValueError(f"clip {key!r} is not in {source}; it has {len(clips)} clips, e.g. "
+                         f"{', '.join(keys)}{', ...' if len(near) > 5 else ''}")
+    ref = clips.ref(row)
+    shard = index.shards[ref.shard]
     with open_clips(shard, ref.offset, ref.bytes, remote_options) as stream:
         members = iter_tar(stream, source=shard.name, length=ref.bytes, base_offset=ref.offset)
         for k, fields, _ in iter_samples(members, source=shard.name):
             if k == ref.key:
                 return ClipSample(k, fields)
     raise FormatError(f"{shard.name}: clip {ref.key} is not at byte {ref.offset} (manifest and shard disagree)")
+
+
+def _rows_of_video(clips: ClipIndex, video_id: str) -> np.ndarray:
+    """Index rows of one video's clips, in index order (at most 6: enough to name 5 and say there are more)."""
+    try:
+        v = clips.video_names().index(video_id)
+    except ValueError:
+        return np.zeros(0, np.int64)
+    return np.flatnonzero(np.asarray(clips.columns["video"]) == v)[:6]
+
+
+def _find_row(clips: ClipIndex, key: str) -> int | None:
+    """The first index row whose key is ``key`` (by video and start frame, vectorised), or None."""
+    try:
+        video_id, start = parse_clip_key(key)
+    except FormatError:
+        return None
+    try:
+        v = clips.video_names().index(video_id)
+    except ValueError:
+        return None
+    hit = np.flatnonzero((np.asarray(clips.columns["video"]) == v) & (np.asarray(clips.columns["start_frame"]) == start))
+    if not len(hit) or clips.key(int(hit[0])) != key:  # a non-canonical spelling of the number is not the key
+        return None
+    return int(hit[0])
 
 
 # --------------------------------------------------------------------------- what is drawn

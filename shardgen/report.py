@@ -2,8 +2,9 @@
 
 The build summary says how many clips were written; it does not say whether a split is 90 %
 silence, whether faces are too small for 112-px crops, or why clips were dropped. This report
-reads each manifest, the label arrays of every clip (only those members: the tar headers are
-walked and the audio and frames skipped, so a large split costs a few small reads per clip) and
+reads each manifest and its clip index (``clips.idx``: every clip's byte range, shard by shard),
+the label arrays of every clip (only those members: the tar headers are walked and the audio and
+frames skipped, so a large split costs a few small reads per clip) and
 ``<out>/build-report.json`` beside the split directories, and writes a self-contained HTML page
 (charts embedded as base64 PNG) or a single PNG.
 """
@@ -129,13 +130,17 @@ def split_stats(manifest_path: str, *, remote_options: TransportOptions | dict |
     m = index.manifests[0]
     n_frames = n_visible = n_voice = person_frames = n_speaking = face_frames = speaking_face = 0
     sizes = []
-    for shard in index.shards:
-        for ref in shard.clips:
+    clips = index.clips
+    for number, shard in enumerate(index.shards):
+        rows = index.shard_rows(number)
+        offsets = np.asarray(clips.columns["offset"][rows.start:rows.stop], dtype=np.int64)  # one shard's ranges
+        lengths = np.asarray(clips.columns["bytes"][rows.start:rows.stop], dtype=np.int64)
+        for row, offset, length in zip(rows, offsets.tolist(), lengths.tolist()):
             if is_remote(shard.url):
-                fields = _labels_stream(shard, ref.offset, ref.bytes, remote_options)
+                fields = _labels_stream(shard, offset, length, remote_options)
             else:
-                fields = _labels_local(shard.url, ref.offset)
-            name = f"{shard.name}:{ref.key}"
+                fields = _labels_local(shard.url, offset)
+            name = f"{shard.name}:{clips.key(row)}"
             for ext in fmt.LABEL_EXTS:
                 if ext not in fields:
                     raise fmt.FormatError(f"{name}: label member .{ext} missing")

@@ -17,7 +17,7 @@ from scipy.io import wavfile
 from shardgen.build import BuildError, build
 from shardgen.plan import BuildParams
 from shardgen.source import SourceError
-from tests.sources import ego4d_json, npy, read_clips, tiny_jpeg, write_source
+from tests.sources import ego4d_json, index_clips, npy, read_clips, tiny_jpeg, v1_manifest, write_source
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,8 +113,7 @@ def small_source(tmp_path):
 def test_clip_boundaries_and_tail_policies(small_source, tmp_path):
     p = BuildParams(clip_seconds=1.0)  # 30 frames
     build(small_source, tmp_path / "o", ["train", "val"], p, progress=False)
-    m = json.loads((tmp_path / "o" / "train" / "manifest.json").read_text())
-    assert [(c["start_frame"], c["n_frames"]) for c in m["clips"]] == [(0, 30), (30, 30)]  # 15-frame tail < 1 s: skipped
+    assert [(c["start_frame"], c["n_frames"]) for c in index_clips(tmp_path / "o" / "train")] == [(0, 30), (30, 30)]  # 15-frame tail < 1 s: skipped
     report = json.loads((tmp_path / "o" / "build-report.json").read_text())
     tails = [s for s in report["skipped"] if s["video_id"] == "vid_a"]
     assert len(tails) == 1 and tails[0]["start_frame"] == 60 and "shorter than --min-clip-seconds" in tails[0]["reason"]
@@ -130,8 +129,7 @@ def test_clip_boundaries_and_tail_policies(small_source, tmp_path):
     assert vis0[9] == 0 and vis0[10] == 1 and vis0[29] == 1
 
     build(small_source, tmp_path / "pad", ["train"], BuildParams(clip_seconds=1.0, tail="pad", min_clip_seconds=0.1), progress=False)
-    m = json.loads((tmp_path / "pad" / "train" / "manifest.json").read_text())
-    assert [(c["start_frame"], c["n_frames"], c["pad_frames"]) for c in m["clips"]][-1] == (60, 30, 15)
+    assert [(c["start_frame"], c["n_frames"], c["pad_frames"]) for c in index_clips(tmp_path / "pad" / "train")][-1] == (60, 30, 15)
     last = read_clips(all_shards(tmp_path / "pad", "train")[0])["vid_a/clip_f000060"]
     assert last["f000030.jpg"] == last["f000015.jpg"]  # padded with the last real frame
     assert npy(last["voice.npy"])[15:].sum() == 0 and npy(last["visible.npy"])[15:].sum() == 0
@@ -152,9 +150,55 @@ def test_same_bytes_for_any_worker_count_and_repeat(small_source, tmp_path):
 
     for split in ("train", "val"):
         ref = files(outs[0] / split)
-        assert len([n for n in ref if n.endswith(".tar")]) >= 1 and "manifest.json" in ref
+        assert len([n for n in ref if n.endswith(".tar")]) >= 1 and "manifest.json" in ref and "clips.idx" in ref
         for other in outs[1:]:
             assert files(other / split) == ref
+
+
+def test_a_version_1_manifest_is_refused_naming_upgrade_manifest_which_converts_it_byte_identically(
+        small_source, tmp_path, capsys):
+    """A split built before the clip index (clips inline in manifest.json, schema_version 1, no clips.idx)
+    is refused by every reader with the command that converts it; after ``shardgen upgrade-manifest``
+    its manifest.json and clips.idx are the bytes a fresh build writes."""
+    import shutil
+
+    import loaders
+    from shardgen.cli import main
+    from shardgen.core.format import FormatError
+    from shardgen.core.sources import resolve
+    from shardgen.verify import verify_manifest
+
+    fresh = tmp_path / "fresh" / "train"
+    build(small_source, fresh.parent, ["train"], BuildParams(clip_seconds=1.0, shard_clips=1), progress=False)
+    old = tmp_path / "old" / "train"
+    shutil.copytree(fresh, old)
+    (old / "clips.idx").unlink()
+    (old / "manifest.json").write_bytes(v1_manifest(fresh))
+    v1 = json.loads((old / "manifest.json").read_text())
+    assert v1["schema_version"] == 1 and "index" not in v1 and len(v1["shards"]) == 2
+    assert [c["key"] for c in v1["clips"]] == ["vid_a/clip_f000000", "vid_a/clip_f000030"]
+    assert v1["clips"][0]["tracks"] == [[0, 10, 20]] and v1["clips"][1]["shard"] == 1  # tracks and shards round-trip
+
+    hint = r"manifest schema_version 1 is older than this avshards reads \(2\): .*`shardgen upgrade-manifest"
+    for source in (old, old / "manifest.json", old / "train-000001.tar"):  # a shard beside it is not indexed by hand
+        with pytest.raises(FormatError, match=hint):
+            resolve(str(source))
+    with pytest.raises(FormatError, match=hint):
+        loaders.make_loader(old)
+    capsys.readouterr()
+    assert main(["verify", str(old)]) == 2
+    err = capsys.readouterr().err
+    assert "shardgen verify: error:" in err and "shardgen upgrade-manifest" in err and str(old / "manifest.json") in err
+    assert main(["inspect", str(old)]) == 2 and "shardgen upgrade-manifest" in capsys.readouterr().err
+
+    assert main(["upgrade-manifest", str(old)]) == 0
+    assert f"{old / 'manifest.json'}: version 2, clip rows in clips.idx" in capsys.readouterr().out
+    for name in ("manifest.json", "clips.idx"):
+        assert (old / name).read_bytes() == (fresh / name).read_bytes(), name
+    assert (old / "manifest.v1.json").read_bytes() == v1_manifest(fresh)  # the old one is kept beside it
+    assert verify_manifest(old).ok and len(resolve(str(old)).clips) == 2
+    assert main(["upgrade-manifest", str(old / "manifest.json")]) == 0  # a second run leaves a version-2 split alone
+    assert (old / "manifest.json").read_bytes() == (fresh / "manifest.json").read_bytes()
 
 
 def test_audio_resampled_from_44k_stereo_and_short_wav_padded(tmp_path):
@@ -211,8 +255,7 @@ def test_bad_inputs_are_skipped_with_reasons(tmp_path):
     assert r["zero/clip_f000000"] == "zero-byte frame img_00001.jpg"
     assert r["nowav/clip_f000000"] == r["nowav/clip_f000030"] == "missing wav: wav/nowav.wav"
     assert "frames directory video_imgs/absent is missing" in r["absent"]
-    m = json.loads((out / "train" / "manifest.json").read_text())
-    built = {c["key"] for c in m["clips"]}
+    built = {c["key"] for c in index_clips(out / "train")}
     assert built == {"ok/clip_f000000", "ok/clip_f000030", "gap/clip_f000000", "trunc/clip_f000030",
                      "notjpeg/clip_f000000", "zero/clip_f000030"}
     # every clip of every listed video is accounted for: 6 videos × 2 clips = written + skipped
@@ -285,9 +328,10 @@ def test_long_video_ids_and_offsets_agree_with_index(tmp_path):
     m = json.loads((tmp_path / "o" / "train" / "manifest.json").read_text())
     shard = tmp_path / "o" / "train" / m["shards"][0]["name"]
     data = shard.read_bytes()
-    idx = scan_local_shard(str(shard))  # offsets re-derived from the tar headers by tarfile
-    assert [(c.key, c.offset, c.bytes, hashlib.sha256(data[c.offset:c.offset + c.bytes]).hexdigest()) for c in idx.clips] \
-        == [(c["key"], c["offset"], c["bytes"], c["sha256"]) for c in m["clips"]]
+    _, idx = scan_local_shard(str(shard))  # offsets re-derived from the tar headers by tarfile
+    assert [(c.key, c.offset, c.bytes, hashlib.sha256(data[c.offset:c.offset + c.bytes]).hexdigest())
+            for c in idx.refs(range(len(idx)))] \
+        == [(c["key"], c["offset"], c["bytes"], c["sha256"]) for c in index_clips(tmp_path / "o" / "train")]
     import webdataset as wds
 
     keys = [s["__key__"] for s in wds.WebDataset(str(tmp_path / "o" / "train" / m["shards"][0]["name"]), shardshuffle=False)]

@@ -28,6 +28,7 @@ from shardgen.demo import make_demo_corpus
 from shardgen.eval_gt import write_ground_truth
 from shardgen.core.format import TRACK_MAX_GAP
 from shardgen.plan import BuildParams
+from tests.sources import index_clips
 
 FPS = 30
 
@@ -77,9 +78,8 @@ def expected_track_frames(boxed: set[int], windows: list[tuple[int, int]]) -> se
 
 
 def clip_windows(split_dir: Path) -> dict[str, list[tuple[int, int]]]:
-    m = json.loads((split_dir / "manifest.json").read_text())
     out: dict = {}
-    for c in m["clips"]:
+    for c in index_clips(split_dir):
         out.setdefault(c["video_id"], []).append((c["start_frame"], c["start_frame"] + c["n_frames"] - c["pad_frames"]))
     return out
 

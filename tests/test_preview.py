@@ -20,6 +20,7 @@ from shardgen.core.sample import ClipSample  # noqa: E402
 from shardgen.plan import BuildParams  # noqa: E402
 from shardgen import preview as pv  # noqa: E402
 from shardgen import report as rp  # noqa: E402
+from tests.sources import index_clips  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH = 800
@@ -117,6 +118,27 @@ def test_missing_clip_key_is_a_clear_error(small_build, capsys):
         pv.load_clip(small_build / "train", "demo_train_000/clip_f000999")
     assert main(["preview", str(small_build / "train"), "--clip", "nope/clip_f000000", "-o", "/dev/null"]) == 2
     assert "not in" in capsys.readouterr().err
+
+
+def test_a_clip_is_found_by_key_in_the_index_with_the_same_answers_as_a_list_of_every_key(small_build):
+    """load_clip looks a key up in the clip index's columns (video, start frame); what it finds, and the
+    message for a key it does not find, are those of a search through every clip's key in index order."""
+    split = small_build / "train"
+    keys = [c["key"] for c in index_clips(split)]
+    assert len(keys) >= 5 and len({k.split("/")[0] for k in keys}) >= 2
+    for key in keys:
+        assert pv.load_clip(split, key).key == key
+
+    def message(key):  # the search through every key, as load_clip did before the clip index
+        near = [k for k in keys if k.split("/")[0] == key.split("/")[0]] or keys
+        return (f"clip {key!r} is not in {split}; it has {len(keys)} clips, e.g. "
+                f"{', '.join(near[:5])}{', ...' if len(near) > 5 else ''}")
+
+    video = keys[0].split("/")[0]
+    for key in (f"{video}/clip_f000999", f"{video}/clip_f0000000", f"{video}/garbage", "nope/clip_f000000", "nope", ""):
+        with pytest.raises(ValueError) as err:
+            pv.load_clip(split, key)
+        assert str(err.value) == message(key), key
 
 
 # --------------------------------------------------------------------------- report

@@ -5,6 +5,10 @@ Remotely: a build is made locally, copied to a bucket (Swift s3api) and served b
 byte inside a clip is flipped in a second copy (uploaded / served the same way). Over every
 transport the clean build verifies (exit 0) and the damaged one fails (exit 1) naming the shard
 and the clip — with exactly the lines a local verify of the same bytes prints.
+
+The clip index (``clips.idx``) is checked too: verify compares it with the size and sha256 the
+manifest records and names it when it is missing, cut or altered (the shards are still checked),
+and every reader refuses a missing or unreadable one naming the file.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -20,10 +25,12 @@ from pathlib import Path
 import pytest
 
 from shardgen.build import build
+from shardgen.core.format import FormatError
+from shardgen.core.sources import resolve
 from shardgen.core.storage import S3Store
 from shardgen.plan import BuildParams
 from shardgen.verify import verify_manifest
-from tests.sources import ego4d_json, write_source
+from tests.sources import ego4d_json, index_clips, write_source
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = ["--split", "train", "--clip-seconds", "1", "--shard-clips", "2", "--no-progress", "--workers", "1"]
@@ -43,7 +50,7 @@ def builds(tmp_path_factory):
     shutil.copytree(clean, damaged)
     m = json.loads((clean / "train" / "manifest.json").read_text())
     assert len(m["shards"]) >= 2
-    clip = next(c for c in m["clips"] if c["shard"] == 1)
+    clip = next(c for c in index_clips(clean / "train") if c["shard"] == 1)
     shard = damaged / "train" / m["shards"][1]["name"]
     data = bytearray(shard.read_bytes())
     data[clip["offset"] + clip["bytes"] // 2] ^= 0x01
@@ -57,7 +64,7 @@ def test_verify_names_the_damaged_shard_and_clip(real_build, tmp_path):
     manifest = copy / "train" / "manifest.json"
     assert verify_manifest(manifest).ok
     m = json.loads(manifest.read_text())
-    clip = m["clips"][1]
+    clip = index_clips(manifest)[1]
     shard = copy / "train" / m["shards"][clip["shard"]]["name"]
     data = bytearray(shard.read_bytes())
     data[clip["offset"] + 5000] ^= 0x01
@@ -78,13 +85,14 @@ def test_verify_names_the_shard_and_clip_of_any_flipped_byte(tmp_path):
     build(src, out, ["train"], BuildParams(clip_seconds=0.5, shard_clips=2, allow_unannotated=True), progress=False)
     mpath = out / "train" / "manifest.json"
     m = json.loads(mpath.read_text())
+    rows = index_clips(mpath)
     assert len(m["shards"]) == 3 and verify_manifest(mpath).ok
     rng = random.Random(6)
     checked = 0
     for index, shard in enumerate(m["shards"]):
         path = out / "train" / shard["name"]
         original = path.read_bytes()
-        clips = [c for c in m["clips"] if c["shard"] == index]
+        clips = [c for c in rows if c["shard"] == index]
         end = clips[-1]["offset"] + clips[-1]["bytes"]
         second = clips[-1]["offset"]
         positions = {0, 100, 124 + 5, 148 + 2,  # first header: name, size field, checksum field
@@ -108,12 +116,104 @@ def test_verify_names_the_shard_and_clip_of_any_flipped_byte(tmp_path):
     assert checked >= 30 and verify_manifest(mpath).ok
     # and from the command line: exit 1, the shard and clip named
     path = out / "train" / m["shards"][1]["name"]
-    clip = [c for c in m["clips"] if c["shard"] == 1][0]
+    clip = [c for c in rows if c["shard"] == 1][0]
     damaged = bytearray(path.read_bytes())
     damaged[clip["offset"] + 700] ^= 0x10
     path.write_bytes(bytes(damaged))
     cli = subprocess.run([sys.executable, "-m", "shardgen", "verify", str(mpath)], capture_output=True, text=True, cwd=ROOT)
     assert cli.returncode == 1 and f"FAIL {path.name}: sha256 mismatch; damaged: clip {clip['key']}" in cli.stdout
+
+
+def _sha_byte(d: bytes, split: Path) -> int:
+    """Where the first clip's sha256 sits in ``clips.idx`` (a byte no structural check can vouch for)."""
+    at = d.find(bytes.fromhex(index_clips(split)[0]["sha256"]))
+    assert at > 0
+    return at + 7
+
+
+INDEX_DAMAGE = {  # name → (bytes of clips.idx → damaged bytes); every one is caught by verify
+    "cut in half": lambda d, split: d[:len(d) // 2],
+    "cut inside the header": lambda d, split: d[:40],
+    "empty": lambda d, split: b"",
+    "a flipped bit in the magic": lambda d, split: bytes([d[0] ^ 1]) + d[1:],
+    "a flipped bit in a clip's sha256": lambda d, split: d[:_sha_byte(d, split)] + bytes([d[_sha_byte(d, split)] ^ 4])
+    + d[_sha_byte(d, split) + 1:],
+    "a byte appended": lambda d, split: d + b"\0",
+}
+# what a local reader (mapping the file, not reading it) is sure to notice: everything but a flipped sha256 bit
+STRUCTURAL = [k for k in INDEX_DAMAGE if "sha256" not in k]
+
+
+@pytest.fixture
+def copy(builds, tmp_path) -> Path:
+    """A fresh copy of the clean build's train split."""
+    shutil.copytree(builds["clean"], tmp_path / "copy")
+    return tmp_path / "copy" / "train"
+
+
+@pytest.mark.parametrize("damage", list(INDEX_DAMAGE))
+def test_a_damaged_clip_index_is_named_by_verify_and_the_shards_are_still_checked(copy, damage, capsys):
+    from shardgen.cli import main
+
+    index = copy / "clips.idx"
+    index.write_bytes(INDEX_DAMAGE[damage](index.read_bytes(), copy))
+    res = verify_manifest(copy)
+    assert len(res.problems) == 1 and res.problems[0].startswith("clips.idx: "), res.problems
+    assert res.shards == 2 and res.clips == 4  # every shard still hashed and every clip decoded
+    if "sha256" in damage:
+        assert "sha256" in res.problems[0] and "differs from the manifest" in res.problems[0]
+    if damage in STRUCTURAL:
+        with pytest.raises(FormatError, match=re.escape(str(index))):
+            resolve(str(copy))
+        with pytest.raises(FormatError, match=re.escape(str(index))):  # a shard named beside its manifest, too
+            resolve(str(copy / builds_shard(copy)))
+    capsys.readouterr()
+    assert main(["verify", str(copy)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("FAIL clips.idx: ") and "FAILED: 2 shards, 4 clips decoded" in out
+    assert main(["inspect", str(copy)]) == 0  # inspect says so and still lists the shards' clips
+    out = capsys.readouterr().out
+    if damage in STRUCTURAL:
+        assert "index: clips.idx is unusable: " in out and "4 clips, " in out
+
+
+def builds_shard(split: Path) -> str:
+    return sorted(p.name for p in split.glob("*.tar"))[0]
+
+
+def test_a_missing_clip_index_is_named(copy, builds, capsys):
+    from shardgen.cli import main
+
+    (copy / "clips.idx").unlink()
+    for source in (copy, copy / "manifest.json", copy / builds_shard(copy)):
+        with pytest.raises(FileNotFoundError, match=re.escape(str(copy / "clips.idx")) + ": the clip index that .* is missing"):
+            resolve(str(source))
+    res = verify_manifest(copy)
+    assert res.problems == ["clips.idx: missing (the manifest names it: copy it with the manifest, or rebuild the split)"]
+    assert res.shards == 2 and res.clips == 4
+    assert main(["verify", str(copy)]) == 1 and "FAIL clips.idx: missing" in capsys.readouterr().out
+    assert main(["inspect", str(copy)]) == 0 and "index: clips.idx is missing" in capsys.readouterr().out
+
+
+def test_a_damaged_shard_beside_a_damaged_index_is_still_reported(builds, tmp_path):
+    """Without a usable index the shard's hash still fails; the clip cannot be named, and the line says why."""
+    shutil.copytree(builds["damaged"], tmp_path / "d")
+    split = tmp_path / "d" / "train"
+    (split / "clips.idx").write_bytes((split / "clips.idx").read_bytes()[:100])
+    res = verify_manifest(split)
+    assert res.problems[0].startswith("clips.idx: ")
+    assert f"{builds['shard']}: sha256 mismatch; damaged: unknown (no usable clips.idx to trace it to a clip)" in res.problems
+
+
+def test_inspect_shows_the_clip_index(copy, capsys):
+    from shardgen.cli import main
+
+    assert main(["inspect", str(copy)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    size = (copy / "clips.idx").stat().st_size
+    tracks = sum(len(c["tracks"]) for c in index_clips(copy))
+    assert tracks >= 4 and "2 shards, 4 clips" in lines[0]
+    assert lines[1] == f"index: clips.idx, 4 clips, {tracks} face tracks, 2 videos, {size} bytes", lines
 
 
 def _upload(store: S3Store, out: Path) -> None:
@@ -197,3 +297,35 @@ def test_preview_draws_a_remote_clip_as_locally(builds, remote, transport, tmp_p
                     env=remote["env"])
     assert local.returncode == 0 and got.returncode == 0, got.stderr
     assert (tmp_path / "r.png").read_bytes() == (tmp_path / "l.png").read_bytes()  # the same clip, drawn the same
+
+
+@pytest.fixture(scope="module")
+def bad_indexes(builds, remote, s3_server):
+    """Copies of the clean build with ``clips.idx`` altered (``badindex``: a bit of a clip's sha256) and removed
+    (``noindex``), beside the others: on disk (served by nginx) and in the bucket."""
+    root = builds["clean"].parent
+    for name in ("badindex", "noindex"):
+        shutil.copytree(builds["clean"], root / name)
+        index = root / name / "train" / "clips.idx"
+        if name == "noindex":
+            index.unlink()
+        else:
+            index.write_bytes(INDEX_DAMAGE["a flipped bit in a clip's sha256"](index.read_bytes(), root / name / "train"))
+        _upload(S3Store(f"{remote['s3']}/{name}", s3_server.options()), root / name)
+    return root
+
+
+@pytest.mark.parametrize("transport", ["s3", "http"])
+def test_a_damaged_or_missing_remote_clip_index_is_named_as_locally(bad_indexes, remote, s3_server, transport):
+    opts = {"s3_options": s3_server.options()} if transport == "s3" else None
+    for name in ("badindex", "noindex"):
+        base = f"{remote[transport]}/{name}/train"
+        res = _shardgen("verify", base, env=remote["env"])
+        local = _shardgen("verify", str(bad_indexes / name / "train"))
+        assert res.returncode == local.returncode == 1, res.stdout + res.stderr
+        assert _problems(res.stdout) == _problems(local.stdout) and res.stdout.startswith("FAIL clips.idx: ")
+        # the loader's side: a fetched index is checked against the manifest's sha256 (one request, whole)
+        error = FileNotFoundError if name == "noindex" else FormatError
+        with pytest.raises(error, match=re.escape(f"{base}/clips.idx: ")) as err:
+            resolve(base, remote_options=opts)
+        assert ("is missing" if name == "noindex" else "differs from the manifest") in str(err.value)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import format as fmt
 from .clip_index import ClipIndex, digest, index_from_bytes, open_index
-from .storage import TransportOptions, is_remote, join, parent, read_bytes
+from .storage import RemoteNotFoundError, TransportOptions, is_remote, join, parent, read_bytes
 
 MANIFEST_SCHEMA = "avshards/manifest"
 MANIFEST_NAME = "manifest.json"
@@ -66,13 +66,17 @@ def read_index(manifest: dict, manifest_at: str | os.PathLike, options: Transpor
     entry = manifest["index"]
     url = join(parent(os.fspath(manifest_at)), entry["name"])
     remote = is_remote(url)
+    missing = (f"{url}: the clip index that {os.fspath(manifest_at)} names is missing "
+               "(copy it with the manifest, or rebuild the split)")
     if remote:
-        data = read_bytes(url, options)
+        try:
+            data = read_bytes(url, options)
+        except RemoteNotFoundError as exc:
+            raise RemoteNotFoundError(f"{missing}: {exc}", url=url) from None
         index = index_from_bytes(data, name=url)
     else:
         if not Path(url).is_file():
-            raise FileNotFoundError(f"{url}: the clip index that {manifest_at} names is missing "
-                                    "(copy it with the manifest, or rebuild the split)")
+            raise FileNotFoundError(missing)
         index = open_index(url)
         data = None
     size = len(data) if data is not None else Path(url).stat().st_size
