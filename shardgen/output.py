@@ -4,8 +4,9 @@ Shards are always written to a local directory first (atomically, see :mod:`.wri
 local build that directory is the destination. For ``--out s3://bucket/prefix`` it is a staging
 directory: each finished shard is uploaded (multipart when large), then a small index record
 (``<split>/.index/<shard>.json``: size, sha256, clip offsets), then the local copy is deleted.
-The manifest goes up last, after every shard, so a reader that can see a manifest can read every
-shard it names.
+The split's clip index (``clips.idx``) goes up after every shard and the manifest last, after the
+index, so a reader that can see a manifest can read the index and every shard it names. (The
+``.index/`` records are the builder's own resume bookkeeping, not the clip index readers use.)
 
 Local outputs keep the same index records (``<split>/.index/<shard>.json``). Each record also holds
 the fingerprint of the shard's sources (frame sizes and mtimes, wav size and mtime, the videos'

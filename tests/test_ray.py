@@ -86,7 +86,7 @@ def local_build(demo_source, tmp_path_factory) -> Path:
 
 
 def split_files(out: Path) -> dict[str, bytes]:
-    """Every file of every split directory (shards, manifest, params), by relative path."""
+    """Every file of every split directory (shards, clip index, manifest, params), by relative path."""
     return {str(p.relative_to(out)): p.read_bytes() for s in SPLITS for p in sorted((out / s).rglob("*")) if p.is_file()}
 
 
@@ -109,6 +109,7 @@ def test_ray_build_is_byte_identical_to_local(ray_session, demo_source, local_bu
     build(demo_source, out, SPLITS, PARAMS, workers=workers, executor="ray", progress=False)
     ref = split_files(local_build)
     assert sum(n.endswith(".tar") for n in ref) >= 6 and any(n.endswith("manifest.json") for n in ref)
+    assert {f"{s}/clips.idx" for s in SPLITS} <= set(ref)  # the clip index too, byte for byte
     got = split_files(out)
     assert sorted(got) == sorted(ref)
     for name in ref:
@@ -210,5 +211,5 @@ def test_video_file_build_with_ray_is_byte_identical_to_local(ray_session, tmp_p
         build(src, outs[name], ["train"], params, progress=False, **kw)
     files = {name: {str(p.relative_to(o)): p.read_bytes() for p in sorted((o / "train").rglob("*")) if p.is_file()}
              for name, o in outs.items()}
-    assert sum(k.endswith(".tar") for k in files["ray"]) == 4
+    assert sum(k.endswith(".tar") for k in files["ray"]) == 4 and "train/clips.idx" in files["ray"]
     assert files["ray"] == files["local1"] == files["local2"]

@@ -57,11 +57,42 @@ def test_s3_build_writes_the_local_bytes(s3_build, local_build, s3_server):
     bucket, _ = s3_build
     client = s3_server.client()
     for split in ("train", "val"):
-        local = sorted(p.name for p in (local_build / split).glob("*.tar")) + ["manifest.json"]
-        assert len(local) > 2
+        local = sorted(p.name for p in (local_build / split).glob("*.tar")) + ["clips.idx", "manifest.json"]
+        assert len(local) > 3
         for name in local:
             body = client.get_object(Bucket=bucket, Key=f"ds/v1/{split}/{name}")["Body"].read()
             assert body == (local_build / split / name).read_bytes(), name
+
+
+def test_s3_build_uploads_the_clip_index_before_the_manifest(source, local_build, s3_server, tmp_path, monkeypatch):
+    """A reader that sees a split's manifest.json in the bucket finds the clips.idx it names: at the moment the
+    manifest is put, the index is already there, whole (asked of the bucket itself, not of the builder)."""
+    from shardgen.build import build
+    from shardgen.core.storage import S3Store
+    from shardgen.plan import BuildParams
+
+    bucket = s3_server.new_bucket("order")
+    seen: list[tuple[str, int | None]] = []  # (name put, size of that split's clips.idx in the bucket just before)
+    put_bytes = S3Store.put_bytes
+
+    def recording(self, data, name):
+        if name.endswith(("/manifest.json", "/clips.idx")):
+            seen.append((name, self.size(f"{name.rsplit('/', 1)[0]}/clips.idx")))
+        return put_bytes(self, data, name)
+
+    monkeypatch.setattr(S3Store, "put_bytes", recording)
+    build(source, f"s3://{bucket}/ds", ["train", "val"], BuildParams(clip_seconds=1.0, shard_clips=3), workers=1,
+          progress=False, staging=tmp_path / "staging", s3_options=s3_server.options())
+    assert [n for n, _ in seen] == ["train/clips.idx", "train/manifest.json", "val/clips.idx", "val/manifest.json"]
+    client = s3_server.client()
+    for split in ("train", "val"):
+        index = (local_build / split / "clips.idx").read_bytes()
+        assert dict(seen)[f"{split}/clips.idx"] is None  # a fresh prefix: nothing there before the index went up
+        assert dict(seen)[f"{split}/manifest.json"] == len(index) == json.loads(
+            (local_build / split / "manifest.json").read_text())["index"]["bytes"]
+        names = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=f"ds/{split}/")["Contents"]]
+        assert f"ds/{split}/clips.idx" in names and f"ds/{split}/manifest.json" in names  # side by side
+        assert client.get_object(Bucket=bucket, Key=f"ds/{split}/clips.idx")["Body"].read() == index
 
 
 def test_s3_build_resumes_and_refuses_other_params(s3_build, source, s3_server):

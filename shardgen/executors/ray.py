@@ -7,14 +7,14 @@
 * probe: one task per video; write: one task per planned shard. The plan (which clip goes to
   which shard) is computed once, up front, by :func:`shardgen.build.build`, and every write
   task calls :func:`shardgen.executors.write_one` — the function the local executor calls —
-  so the shards and manifests are byte-identical to a local build for any worker count.
+  so the shards, clip indexes and manifests are byte-identical to a local build for any worker count.
 * the build contexts (parameters, annotations) go to the object store once (``ray.put``);
   each worker process fetches and deserialises them once, whatever the number of its tasks.
 * each task asks for one CPU and at most ``workers`` tasks are in flight at a time.
 * tasks are retried by Ray (``max_retries``) when their worker dies, and when they raise an
   ``OSError`` (a transient I/O failure). A retry is harmless: a shard appears under its final
   name only when whole (temp file + rename), a second attempt rewrites the same bytes, and the
-  manifest is assembled by the driver from one result per shard after every task finished.
+  manifest and clip index are assembled by the driver from one result per shard after every task finished.
   Temp files left by a killed attempt are removed when the write ends (and by the next run in
   any case). A task that fails for good stops the build: the other tasks are cancelled.
 
