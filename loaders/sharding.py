@@ -48,7 +48,7 @@ from shardgen.core.sources import SourceIndex
 
 
 #: bumped whenever the same seed and layout would give another order (a saved loader state records it):
-#: 2 — plans over integer unit ids, the shuffle buffer's picks drawn in one vectorised call
+#: 2 — plans over integer unit ids, the shuffle buffer's picks drawn vectorised
 PLANNER_VERSION = 2
 
 
@@ -242,6 +242,9 @@ def slot_run(sequence: np.ndarray, plan: EpochPlan, slot: int, batch_size: int, 
     return run
 
 
+_PICK_CHUNK = 1 << 16
+
+
 def buffered_order(n: int, buffer: int, rng: np.random.Generator) -> np.ndarray:
     """Emission order of a shuffle buffer over items read in order 0..n-1.
 
@@ -250,30 +253,30 @@ def buffered_order(n: int, buffer: int, rng: np.random.Generator) -> np.ndarray:
     ``buffer <= 1`` the order is unchanged. Item ``order[t]`` is always among the first
     ``t + buffer`` items read, so a reader never holds more than ``buffer`` clips.
 
-    The ``n`` random picks are drawn in one vectorised call (uniform doubles scaled to the
-    number held), so the loop left is list arithmetic: ~0.3 µs an item.
+    The random picks are drawn vectorised (uniform doubles scaled to the number held, 65,536 at
+    a time), so the loop left is list arithmetic: ~0.3 µs and no Python object kept per item.
     """
     if buffer <= 1 or n <= 1:
         return np.arange(n, dtype=np.int64)
     first = min(buffer, n) - 1  # items read before the first pick (the buffer filling, or the whole input)
     # pick k is from this many held items: a full buffer while reading, then one fewer each at the end
     sizes = np.concatenate((np.full(n - first, min(buffer, n)), np.arange(min(buffer, n) - 1, 0, -1)))
-    picks = (rng.random(n) * sizes).astype(np.int64).tolist()
-    out = [0] * n
+    out = np.empty(n, dtype=np.int64)
     held: list[int] = list(range(first))
-    k = 0
-    for i in range(first, n):
-        held.append(i)
-        j = picks[k]
-        held[j], held[-1] = held[-1], held[j]
-        out[k] = held.pop()
-        k += 1
-    while held:
-        j = picks[k]
-        held[j], held[-1] = held[-1], held[j]
-        out[k] = held.pop()
-        k += 1
-    return np.asarray(out, dtype=np.int64)
+    nxt, k = first, 0  # the next item to read, the next pick
+    while k < n:  # in chunks, so no Python list ever holds more than a chunk of picks
+        end = min(n, k + _PICK_CHUNK)
+        picks = (rng.random(end - k) * sizes[k:end]).astype(np.int64).tolist()
+        emitted = []
+        for j in picks:
+            if nxt < n:
+                held.append(nxt)
+                nxt += 1
+            held[j], held[-1] = held[-1], held[j]
+            emitted.append(held.pop())
+        out[k:end] = emitted
+        k = end
+    return out
 
 
 def slot_order(run_length: int, *, seed: int, epoch: int, slot: int, buffer: int, shuffle: bool,

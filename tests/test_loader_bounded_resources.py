@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import gc
 import itertools
+import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -127,3 +130,47 @@ def test_two_ranks_four_workers_three_epochs_bounded_memory_and_fds(load_build):
     print(f"\nload test: {RANKS} ranks x {WORKERS} workers, {EPOCHS} epochs, {len(lds[0])} batches/rank/epoch "
           f"in {elapsed:.1f} s; worker peak RSS (VmHWM, MB) per epoch: {per_epoch}; parent RSS after each epoch "
           f"(MB): {parent_rss}; open fds {fds_before} before, {_fds()} after")
+
+
+_INDEX_CHILD = r"""
+import json, os, sys, time
+import loaders
+
+def hwm(pid):
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(l.split()[1]) * 1024 for l in fh if l.startswith("VmHWM:"))
+
+source, mode = sys.argv[1], sys.argv[2]
+t = time.perf_counter()
+ld = loaders.make_loader(source, mode=mode, num_workers=1, shuffle=True, batch_size=1)
+it = iter(ld)  # held: the worker lives while its iterator does
+next(it)
+first = time.perf_counter() - t
+kids = [int(p) for p in open(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read().split()]
+print(json.dumps({"first": first, "parent": hwm(os.getpid()), "worker": max(hwm(k) for k in kids)}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc (Linux)")
+@pytest.mark.parametrize("mode", ["talknet", "asd-tracks"])
+def test_memory_per_process_does_not_grow_with_the_clip_count(tmp_path_factory, mode):
+    """A 300k-clip index (generated over a tiny real build) costs each process well under 400 bytes per clip
+    beyond a 2k-clip one — issue 13's target is 200; the JSON manifest of before cost ~1,650 per process."""
+    from tests.synthetic_index import synthetic_split
+
+    root = tmp_path_factory.mktemp("index-scale")
+    src = make_demo_corpus(root / "src", seconds=10.0, width=64, height=36, n_train=1, n_val=0, n_test=0)
+    build(src, root / "tiny", ["train"], BuildParams(clip_seconds=0.25, min_clip_seconds=0.25), progress=False)
+    figures = {}
+    for n in (2_000, 300_000):
+        split = synthetic_split(root / "tiny" / "train", n, root / f"n{n}")
+        out = subprocess.run([sys.executable, "-c", _INDEX_CHILD, str(split), mode], capture_output=True,
+                             text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+        assert out.returncode == 0, out.stderr[-3000:]
+        figures[n] = json.loads(out.stdout.strip().splitlines()[-1])
+    small, big = figures[2_000], figures[300_000]
+    grown = {k: (big[k] - small[k]) / (300_000 - 2_000) for k in ("parent", "worker")}
+    print(f"\n{mode}: bytes per clip beyond 2k clips: parent {grown['parent']:.0f}, worker {grown['worker']:.0f}; "
+          f"first batch {small['first']:.2f} s → {big['first']:.2f} s")
+    assert grown["worker"] < 400 and grown["parent"] < 400, (grown, figures)
+    assert big["first"] - small["first"] < 300_000 * 10e-6  # generous: the target is 3 µs a clip
