@@ -86,14 +86,16 @@ def _parser() -> argparse.ArgumentParser:
                     help="local directory where shards are written before upload (default: a folder in $TMPDIR)")
 
     i = sub.add_parser("inspect", help="list clips, members and label balance of a shard or split",
-                       description="Print what a shard (.tar) or a split (manifest.json or its directory) holds.")
+                       description="Print what a shard (.tar) or a split (manifest.json or its directory) holds; "
+                                   "for a split, also a summary of its clip index (clips.idx).")
     i.add_argument("path", help="a shard .tar, a manifest.json, or a split directory; local or an http(s)/s3 URL of one")
     i.add_argument("--max-clips", type=int, default=20, help="clips listed one per line (default 20)")
 
     v = sub.add_parser("verify", help="check sizes, sha256 and that every clip decodes",
-                       description="Exit 0 when every shard of the manifest has the recorded size and sha256 and every "
-                                   "clip decodes (metadata, arrays, audio, every JPEG); otherwise print each problem, naming "
-                                   "the shard and the clip, and exit 1.")
+                       description="Exit 0 when the split's clip index (clips.idx) and every shard of the manifest have "
+                                   "the recorded size and sha256 and every clip decodes (metadata, arrays, audio, every "
+                                   "JPEG); otherwise print each problem, naming the shard and the clip (or clips.idx), "
+                                   "and exit 1.")
     v.add_argument("manifest", help="<out>/<split>/manifest.json (or the split directory); local or an http(s)/s3 URL")
     v.add_argument("--no-decode", action="store_true", help="check sizes and hashes only")
 
