@@ -30,7 +30,7 @@ from .executors import get_executor
 from .core.clip_index import INDEX_NAME
 from .core.manifest import MANIFEST_NAME, encode_manifest
 from .build_report import format_summary, make_report, split_summary
-from .manifest import make_manifest
+from .manifest import SplitIndex, make_manifest
 from .plan import BuildParams, ShardPlan, VideoPlan, assign_shards
 from .source import SourceError, read_splits
 from .output import SplitOutput, is_s3
@@ -145,10 +145,10 @@ def _plan(ex, contexts: dict[str, BuildContext], splits: list[str], lists: dict[
 
 
 def _resume(outputs: dict[str, SplitOutput], splits: list[str], plans: dict[str, list[ShardPlan]], params: BuildParams,
-            overwrite: bool) -> tuple[list[tuple[ShardPlan, SplitOutput]], dict[str, list[ShardResult]]]:
+            overwrite: bool) -> tuple[list[tuple[ShardPlan, SplitOutput]], dict[str, SplitIndex]]:
     """What still needs writing, and the finished shards an earlier run left that match the plan."""
     todo: list[tuple[ShardPlan, SplitOutput]] = []
-    done: dict[str, list[ShardResult]] = {}
+    done: dict[str, SplitIndex] = {}
     for split in splits:
         todo_split, done[split] = _prepare_split(outputs[split], split, params, plans[split], overwrite)
         todo += [(sp, outputs[split]) for sp in todo_split]
@@ -171,7 +171,7 @@ class _Written:
 
 
 def _write(ex, contexts: dict[str, BuildContext], todo: list[tuple[ShardPlan, SplitOutput]],
-           done: dict[str, list[ShardResult]], progress: bool) -> _Written:
+           done: dict[str, SplitIndex], progress: bool) -> _Written:
     """Write the missing shards (with a clips/s and MB/s bar), adding each result to ``done``."""
     written = _Written(clips=sum(len(sp.clips) for sp, _ in todo))
     bar = _progress_bar(written.clips, progress)
@@ -186,7 +186,7 @@ def _write(ex, contexts: dict[str, BuildContext], todo: list[tuple[ShardPlan, Sp
     t_write = time.monotonic()
     try:
         for res, (sp, _) in zip(ex.write(contexts, todo, on_done), todo):
-            done[sp.split].append(res)
+            done[sp.split].add(sp, res)  # reduced to index arrays now: no ClipRecord per clip is kept
     finally:
         if bar is not None:
             bar.close()
@@ -195,7 +195,7 @@ def _write(ex, contexts: dict[str, BuildContext], todo: list[tuple[ShardPlan, Sp
 
 
 def _publish_manifests(outputs: dict[str, SplitOutput], splits: list[str], lists: dict[str, list[str]],
-                       videos: list[VideoPlan], plans: dict[str, list[ShardPlan]], done: dict[str, list[ShardResult]],
+                       videos: list[VideoPlan], plans: dict[str, list[ShardPlan]], done: dict[str, SplitIndex],
                        params: BuildParams) -> tuple[dict[str, str | Path], list[dict]]:
     """Each split's manifest, written last (it makes the split visible), and its summary for the report."""
     manifests: dict[str, str | Path] = {}
@@ -232,11 +232,11 @@ def _prepare_split(output: SplitOutput, split: str, params: BuildParams, shards:
     for name in existing:
         if name not in planned:
             output.remove_shard(name)  # numbered past this plan's end: left by a build of a larger source
-    todo, kept = [], []
+    todo, kept = [], SplitIndex()
     for sp in shards:
         res = output.finished(sp.name, sp.source_digest) if sp.name in existing else None
         if res is not None and [r.key for r in res.clips] == [c.key for c in sp.clips]:
-            kept.append(res)
+            kept.add(sp, res)
             continue
         if sp.name in existing:
             output.remove_shard(sp.name)

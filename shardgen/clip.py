@@ -18,7 +18,7 @@ from .annotations import VideoAnnotations
 from .audio import cut_clip_audio, load_video_audio
 from .derive import derived_members
 from .labels import clip_labels
-from .plan import BuildParams, ClipPlan
+from .plan import BuildParams, ClipPlan, frame_sizes_digest
 from .source import SourceError, frame_filename, wav_path
 from .video import decode_clip
 from .video_audio import cut_stream_audio, load_stream_audio
@@ -44,13 +44,11 @@ def clip_entry(clip: ClipPlan, ctx: BuildContext) -> tuple[str, list[tuple[str, 
 def _frames_and_audio(clip: ClipPlan, ctx: BuildContext):
     """A frame-directory clip: the original JPEGs and the wav's samples."""
     frames_dir = ctx.data_dir / "video_imgs" / clip.video_id
-    jpegs: list[bytes] = []
-    for i, expected in enumerate(clip.frame_bytes):
-        path = frames_dir / frame_filename(clip.start + i)
-        data = path.read_bytes()  # an OSError (names the file) stays one: executors may retry it
-        if len(data) != expected:
-            raise SourceError(f"{path}: {len(data)} bytes now, {expected} when planned: the source changed during the build")
-        jpegs.append(data)
+    jpegs = [(frames_dir / frame_filename(clip.start + i)).read_bytes() for i in range(clip.n_real)]
+    # an OSError (names the file) stays one: executors may retry it
+    if frame_sizes_digest([len(j) for j in jpegs]) != clip.frame_sizes:
+        raise SourceError(f"{frames_dir}: frames {frame_filename(clip.start)}..{frame_filename(clip.start + clip.n_real - 1)} "
+                          "changed size since they were planned: the source changed during the build")
     audio = load_video_audio(wav_path(ctx.data_dir, clip.video_id))
     samples, audio_start, padded = cut_clip_audio(audio, clip.start, clip.n_real, ctx.params.fps, clip.pad)
     return jpegs, samples, audio_start, padded, audio.info, None

@@ -11,6 +11,7 @@ finds its index. The build report is :mod:`shardgen.build_report`.
 
 from __future__ import annotations
 
+import json
 from fractions import Fraction
 from pathlib import Path
 
@@ -22,23 +23,39 @@ from .plan import BuildParams, ShardPlan
 from .writer import ShardResult
 
 
-def make_manifest(split: str, params: BuildParams, shards: list[ShardPlan], results: list[ShardResult]) -> tuple[dict, bytes]:
-    """The split's manifest and the bytes of its clip index (shard by shard: no per-clip record is built)."""
-    by_name = {r.name: r for r in results}
-    shard_rows = []
-    writer = ClipIndexWriter()
-    total_frames = 0
-    for shard in shards:
-        res = by_name[shard.name]
-        if [c.key for c in shard.clips] != [r.key for r in res.clips]:
+class SplitIndex:
+    """A split's written shards, reduced as each arrives to what the manifest and the index need.
+
+    The driver adds every shard's result (written now, or kept from an earlier run) here instead of
+    holding its :class:`~shardgen.writer.ClipRecord` per clip until the end: the clip rows go
+    straight into index arrays (``ClipIndexWriter``), so a million clips cost the driver their
+    plans and ~100 bytes each, not another Python object per clip."""
+
+    def __init__(self):
+        self.writer = ClipIndexWriter()
+        self.shards: dict[int, dict] = {}
+
+    def add(self, shard: ShardPlan, res: ShardResult) -> None:
+        if res.name != shard.name or [c.key for c in shard.clips] != [r.key for r in res.clips]:
             raise RuntimeError(f"{shard.name}: written clips differ from the plan")
-        frames = sum(c.n_frames for c in shard.clips)
-        total_frames += frames
-        shard_rows.append({"name": shard.name, "bytes": res.bytes, "sha256": res.sha256,
-                           "clips": len(shard.clips), "frames": frames})
-        writer.add_shard(shard.index, [(plan.key, rec.offset, rec.bytes, rec.sha256, rec.members, plan.n_frames, plan.pad,
-                                        rec.info.get("tracks", ())) for plan, rec in zip(shard.clips, res.clips)])
-    index = writer.index()
+        self.writer.add_shard(shard.index, [(plan.key, rec.offset, rec.bytes, rec.sha256, rec.members, plan.n_frames,
+                                             plan.pad, rec.info.get("tracks", ()))
+                                            for plan, rec in zip(shard.clips, res.clips)])
+        self.shards[shard.index] = {"name": shard.name, "bytes": res.bytes, "sha256": res.sha256,
+                                    "clips": len(shard.clips), "frames": sum(c.n_frames for c in shard.clips)}
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+
+def make_manifest(split: str, params: BuildParams, shards: list[ShardPlan], written: SplitIndex) -> tuple[dict, bytes]:
+    """The split's manifest and the bytes of its clip index, from every planned shard's result."""
+    missing = [sp.name for sp in shards if sp.index not in written.shards]
+    if missing or len(written) != len(shards):
+        raise RuntimeError(f"{split}: results missing for {missing[:5]} (or results for shards not planned)")
+    shard_rows = [written.shards[sp.index] for sp in shards]
+    total_frames = sum(r["frames"] for r in shard_rows)
+    index = written.writer.index()
     data = encode_index(index)
     seconds = Fraction(total_frames) / fmt.fps_fraction(params.fps)
     return manifest_document(split, params.to_json(), shard_rows, index, data, total_frames, seconds), data
@@ -67,8 +84,6 @@ def upgrade_manifest(split_dir: str | Path) -> Path:
 
     The result is byte-identical to what this avshards would have built from the same shards. The
     old manifest is kept beside it as ``manifest.v1.json``."""
-    import json
-
     split_dir = Path(split_dir)
     path = split_dir / MANIFEST_NAME if split_dir.is_dir() else split_dir
     old = json.loads(path.read_bytes())

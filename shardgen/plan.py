@@ -15,6 +15,7 @@ annotations of one video) is :mod:`shardgen.probe`.
 from __future__ import annotations
 
 import hashlib
+from array import array
 import math
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -123,7 +124,13 @@ def plan_spans(n_frames: int, clip: int, stride: int, tail: str, min_tail: int) 
     return spans, skipped
 
 
-@dataclass
+def frame_sizes_digest(sizes) -> str:
+    """A clip's source JPEG sizes as 16 hex digits: what the plan keeps of them (not a tuple of ints per frame:
+    a driver planning a million 15 s clips would hold 450 million)."""
+    return hashlib.blake2b(array("q", sizes).tobytes(), digest_size=8).hexdigest()
+
+
+@dataclass(slots=True)  # a driver holds one per clip of the source: no per-instance __dict__
 class ClipPlan:
     key: str
     split: str
@@ -132,11 +139,11 @@ class ClipPlan:
     n_real: int
     pad: int
     frame_size: tuple[int, int]
-    frame_bytes: tuple[int, ...]  # size of each source JPEG, for exact planning and change detection
+    frame_sizes: str  # digest of the source JPEGs' sizes (frame_sizes_digest): the writer checks they did not change
     planned_bytes: int
     source_digest: str = ""  # fingerprint of the clip's sources: frames, wav, annotations (for resume)
     video: object = None  # a video.VideoSource when the clip is decoded from a video file
-    frame_pts: tuple[int, ...] = ()  # video files: the input frame timestamp each clip frame shows
+    frame_pts: array | tuple = ()  # video files: array("q") of the input frame timestamp each clip frame shows
     audio_from: str = "wav"  # "wav" (wav/<id>.wav), "stream" (the file's audio stream), "none" (zeros)
 
     @property

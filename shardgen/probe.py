@@ -16,7 +16,7 @@ import soundfile as sf
 
 from .annotations import VideoAnnotations, annotation_digest
 from .core import format as fmt
-from .plan import BuildParams, ClipPlan, Span, VideoPlan, estimate_clip_bytes, plan_spans
+from .plan import BuildParams, ClipPlan, Span, VideoPlan, estimate_clip_bytes, frame_sizes_digest, plan_spans
 from .skips import Reason, Skip, SkipCode
 from .source import SourceError, check_jpeg_file, jpeg_size, scan_frames, wav_path
 
@@ -86,7 +86,7 @@ def probe_video(
         key = fmt.clip_key(video_id, span.start)
         vp.clips.append(ClipPlan(
             key=key, split=split, video_id=video_id, start=span.start, n_real=span.n_real, pad=span.pad,
-            frame_size=frame_size, frame_bytes=tuple(sizes),
+            frame_size=frame_size, frame_sizes=frame_sizes_digest(sizes),
             planned_bytes=estimate_clip_bytes(params, tuple(sizes), span.n_real + span.pad, n_persons, len(key) + 20),
             source_digest=hashlib.sha256(
                 f"{span}|{sizes}|{mtimes}|{video_digest}|{annotation_digest(ann, span.start, span.start + span.n_real)}".encode()

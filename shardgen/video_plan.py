@@ -15,6 +15,7 @@ first frame, as for frame directories), else the file's audio stream by containe
 from __future__ import annotations
 
 import hashlib
+from array import array
 from fractions import Fraction
 from pathlib import Path
 
@@ -139,10 +140,10 @@ def probe_video_file(
         sizes = (est,) * span.n_real
         vp.clips.append(ClipPlan(
             key=key, split=split, video_id=video_id, start=span.start, n_real=span.n_real, pad=span.pad,
-            frame_size=size, frame_bytes=sizes,
+            frame_size=size, frame_sizes="",
             planned_bytes=estimate_clip_bytes(params, sizes, span.n_real + span.pad, n_persons, len(key) + 20),
             source_digest=hashlib.sha256(
                 f"{span}|video|{file_digest}|{annotation_digest(ann, span.start, end)}".encode()).hexdigest(),
-            video=src, frame_pts=tuple(probe.slot_pts[span.start:end]), audio_from=audio_from,
+            video=src, frame_pts=array("q", probe.slot_pts[span.start:end]), audio_from=audio_from,
         ))
     return vp

@@ -19,7 +19,7 @@ from typing import Iterable
 from .core import format as fmt
 from .core.storage.atomic import atomic_file
 
-@dataclass
+@dataclass(slots=True)  # the driver holds one per clip written
 class ClipRecord:
     key: str
     offset: int  # byte offset of the clip's first tar header in the shard

@@ -360,3 +360,24 @@ def test_stale_temp_files_anywhere_in_the_output_are_removed(tmp_path):
     build(src, out, ["train"], P1U, progress=False)
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
     assert os.path.exists(out / "build-report.json")
+
+
+def test_a_frame_that_changes_size_between_plan_and_write_is_named(tmp_path):
+    """The plan keeps a digest of each clip's frame sizes (not a tuple of ints per frame); a frame
+    rewritten with another size after planning fails the clip, naming its frames, instead of
+    packing bytes the plan did not size."""
+    from shardgen.clip import BuildContext, clip_entry
+    from shardgen.probe import probe_video
+
+    src = write_source(tmp_path / "src", {"v": 30}, annotations=ego4d_json({"v": {"1": [(f, 5, 5, 20, 20) for f in range(30)]}}, {"v": {"1": [(3, 20)]}}))
+    from shardgen.annotations import load_annotations
+
+    params = BuildParams(clip_seconds=1.0)
+    anns = load_annotations([src / "json" / "av_train.json"], params.fps)
+    [clip] = probe_video(src, "train", "v", params, anns).clips
+    ctx = BuildContext(src, params, anns)
+    assert clip_entry(clip, ctx)[0] == "v/clip_f000000"  # unchanged: builds
+    frame = src / "video_imgs" / "v" / "img_00007.jpg"
+    frame.write_bytes(frame.read_bytes() + b"\0" * 10)
+    with pytest.raises(SourceError, match=r"video_imgs/v: frames img_00001\.jpg\.\.img_00030\.jpg changed size"):
+        clip_entry(clip, ctx)

@@ -245,18 +245,22 @@ class ClipIndex:
 
 
 class ClipIndexWriter:
-    """Accumulates one split's clips shard by shard, as arrays (no Python object per clip is kept)."""
+    """Accumulates one split's clips shard by shard, as arrays (no Python object per clip is kept).
+
+    Shards may be added in any order (a parallel build finishes them out of order): :meth:`index`
+    lays them out by shard number, and numbers the videos by first appearance in that order, so
+    the bytes never depend on the order of arrival."""
 
     def __init__(self):
-        self._parts: dict[str, list[np.ndarray]] = {k: [] for k in _COLUMN_NAMES if k not in ("video_offsets", "video_names")}
-        self._videos: dict[str, int] = {}
-        self._n_tracks = 0
-        self._n_clips = 0
+        self._parts: dict[int, tuple[dict[str, np.ndarray], list[str]]] = {}
 
     def add_shard(self, shard: int, clips: Sequence[tuple]) -> None:
         """``clips``: ``(key, offset, bytes, sha256 hex, members, n_frames, pad_frames, tracks)`` per clip, in
         file order; ``tracks`` is a sequence of ``(person_row, first_frame, n_frames)``."""
+        if shard in self._parts:
+            raise ValueError(f"shard {shard} added twice")
         n = len(clips)
+        videos: dict[str, int] = {}
         video = np.empty(n, np.uint32)
         start = np.empty(n, np.uint64)
         counts = np.empty(n, np.int64)
@@ -266,40 +270,49 @@ class ClipIndexWriter:
             vid, first = parse_clip_key(key)
             if clip_key(vid, first) != key:
                 raise FormatError(f"clip key {key!r} is not canonical (expected {clip_key(vid, first)!r})")
-            video[i] = self._videos.setdefault(vid, len(self._videos))
+            video[i] = videos.setdefault(vid, len(videos))
             start[i] = first
             counts[i] = len(c[7])
             tracks.extend(c[7])
-        p = self._parts
-        p["shard"].append(np.full(n, shard, np.uint32))
-        p["offset"].append(np.fromiter((c[1] for c in clips), np.uint64, n))
-        p["bytes"].append(np.fromiter((c[2] for c in clips), np.uint64, n))
-        p["sha256"].append(np.frombuffer(b"".join(_digest(c[3]) for c in clips), np.uint8).reshape(n, 32))
-        p["members"].append(np.fromiter((c[4] for c in clips), np.uint32, n))
-        p["video"].append(video)
-        p["start_frame"].append(start)
-        p["n_frames"].append(np.fromiter((c[5] for c in clips), np.uint32, n))
-        p["pad_frames"].append(np.fromiter((c[6] for c in clips), np.uint32, n))
-        p["track_start"].append(self._n_tracks + np.cumsum(counts, dtype=np.int64).astype(np.uint64))
         t = np.asarray(tracks, dtype=np.int64).reshape(-1, 3)
-        p["track_person"].append(t[:, 0].astype(np.uint16))
-        p["track_first"].append(t[:, 1].astype(np.uint32))
-        p["track_frames"].append(t[:, 2].astype(np.uint32))
-        self._n_tracks += len(t)
-        self._n_clips += n
+        cols = {
+            "shard": np.full(n, shard, np.uint32),
+            "offset": np.fromiter((c[1] for c in clips), np.uint64, n),
+            "bytes": np.fromiter((c[2] for c in clips), np.uint64, n),
+            "sha256": np.frombuffer(b"".join(_digest(c[3]) for c in clips), np.uint8).reshape(n, 32),
+            "members": np.fromiter((c[4] for c in clips), np.uint32, n),
+            "video": video, "start_frame": start,
+            "n_frames": np.fromiter((c[5] for c in clips), np.uint32, n),
+            "pad_frames": np.fromiter((c[6] for c in clips), np.uint32, n),
+            "track_count": counts,
+            "track_person": t[:, 0].astype(np.uint16), "track_first": t[:, 1].astype(np.uint32),
+            "track_frames": t[:, 2].astype(np.uint32),
+        }
+        self._parts[shard] = (cols, list(videos))
+
+    def __len__(self) -> int:
+        return sum(len(p[0]["shard"]) for p in self._parts.values())
 
     def index(self) -> ClipIndex:
-        cols: dict[str, np.ndarray] = {}
+        names: dict[str, int] = {}
+        parts = [self._parts[s] for s in sorted(self._parts)]
+        merged: dict[str, list[np.ndarray]] = {k: [] for k in _COLUMN_NAMES}
+        merged["track_count"] = []
+        for cols, videos in parts:
+            remap = np.array([names.setdefault(v, len(names)) for v in videos], dtype=np.uint32)
+            for k, v in cols.items():
+                merged[k].append(remap[v.astype(np.int64)] if k == "video" and len(v) else v)
+        out: dict[str, np.ndarray] = {}
         for name, dtype, shape, _ in COLUMNS:
-            if name in self._parts:
-                parts = self._parts[name]
-                if name == "track_start":
-                    parts = [np.zeros(1, np.uint64)] + parts
-                cols[name] = (np.concatenate(parts).astype(dtype) if parts else np.zeros((0, *shape), dtype))
-        names = [v.encode("ascii") for v in self._videos]
-        cols["video_offsets"] = np.concatenate([[0], np.cumsum([len(b) for b in names], dtype=np.int64)]).astype("<u8")
-        cols["video_names"] = np.frombuffer(b"".join(names), np.uint8).copy()
-        return ClipIndex(cols)
+            if name in ("track_start", "video_offsets", "video_names"):
+                continue
+            out[name] = np.concatenate(merged[name]).astype(dtype) if merged[name] else np.zeros((0, *shape), dtype)
+        counts = np.concatenate(merged["track_count"]) if merged["track_count"] else np.zeros(0, np.int64)
+        out["track_start"] = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype("<u8")
+        encoded = [v.encode("ascii") for v in names]
+        out["video_offsets"] = np.concatenate([[0], np.cumsum([len(b) for b in encoded], dtype=np.int64)]).astype("<u8")
+        out["video_names"] = np.frombuffer(b"".join(encoded), np.uint8).copy()
+        return ClipIndex(out)
 
 
 def _digest(hexdigest: str) -> bytes:
