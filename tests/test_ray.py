@@ -150,7 +150,8 @@ def test_task_error_reaches_the_caller_unwrapped(ray_session, tmp_path):
     frame = src / "video_imgs" / "v" / "img_00045.jpg"
     frame.write_bytes(frame.read_bytes() + b"\0")  # the source changes between planning and writing
     target = SplitOutput(tmp_path / "o", "train")
-    with pytest.raises(SourceError, match=r"img_00045\.jpg: \d+ bytes now, \d+ when planned"):
+    with pytest.raises(SourceError, match=r"video_imgs/v: frames img_00031\.jpg\.\.img_00060\.jpg changed size since "
+                                          r"they were planned"):
         ex.write(ctx, [(sp, target) for sp in shards], lambda sp, res: None)
     assert not temps(tmp_path / "o")
 
