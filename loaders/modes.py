@@ -133,7 +133,7 @@ def track_item(sample: ClipSample, track: tuple, opts: ModeOptions, rng=None, no
     m = sample.meta
     boxes, span = interpolate_boxes(sample.boxes[p, first:first + n].astype(np.float64))
     if span is None or span != (0, n - 1):
-        raise FormatError(f"{sample.key}: track {track} has no box at its ends (manifest and shard disagree)")
+        raise FormatError(f"{sample.key}: track {track} has no box at its ends (clip index and shard disagree)")
     annotated = boxes  # the evaluation's boxes (gaps filled, never smoothed): what eval-gt writes
     if opts.smooth_boxes:
         boxes = smooth_boxes(boxes)

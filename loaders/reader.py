@@ -3,7 +3,7 @@
 A worker's run is a list of clips in shard order. Consecutive clips of one shard whose byte
 ranges touch are read through one range request; each clip is parsed by the safe tar reader and
 checked against the sample format. When a window breaks (a truncated shard, a corrupt header),
-only the damaged clip is lost: the reader resumes at the next clip's manifest offset, and a clip
+only the damaged clip is lost: the reader resumes at the next clip's offset in the clip index, and a clip
 whose first part held the damage is re-read alone to tell whose it was. Errors are *yielded* in
 place of the lost clips, never raised here, so the caller decides: raise, or skip and count.
 
@@ -123,7 +123,7 @@ class ClipReader:
                     groups = groups[failed_at + 1:]
                     continue
             yield groups[failed_at][1], err
-            groups = groups[failed_at + 1:]  # only that clip is lost: resume at the next clip's manifest offset
+            groups = groups[failed_at + 1:]  # only that clip is lost: resume at the next clip's offset in the clip index
 
     def _window(self, groups: list[tuple]):
         first = groups[0][0]
@@ -143,8 +143,8 @@ class ClipReader:
             for key, fields, offset in iter_samples(members, source=shard.url):
                 clip, idxs = groups[done]
                 if key != clip.key or offset != clip.offset:
-                    raise TarError(f"{shard.url} at byte {offset}: found clip {key}, the manifest expects {clip.key} "
-                                   f"at byte {clip.offset} (shard and manifest disagree)")
+                    raise TarError(f"{shard.url} at byte {offset}: found clip {key}, the clip index expects {clip.key} "
+                                   f"at byte {clip.offset} (shard and clip index disagree)")
                 try:
                     sample: object = ClipSample(key, fields)
                 except FormatError as exc:

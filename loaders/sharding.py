@@ -79,7 +79,11 @@ class UnitTable:
         return int(self.bounds[-1])
 
     def clip_row(self, unit: int) -> int:
-        return int(np.searchsorted(self._track_start, unit, side="right")) - 1 if self.per_track else int(unit)
+        if not self.per_track:
+            return int(unit)
+        # np.uint64, not a Python int: against a uint64 column a Python int makes NumPy convert the whole
+        # column on every call (1.5 ms at 2M tracks instead of 4 µs)
+        return int(self._track_start.searchsorted(np.uint64(unit), side="right")) - 1
 
     def unit(self, unit: int) -> Unit:
         unit = int(unit)

@@ -11,7 +11,8 @@ shard *writing* is simulated (each shard's result made from its plan, nothing wr
 writing a million clips is the workers' job and their cost is what ``make bench`` measures. Each
 ``N`` runs in a fresh process; it reports the seconds of the plan (probe + shards) and of the
 index + manifest, and the driver's peak RSS (VmHWM; probing runs in worker processes) minus
-that of a 1,000-clip run, per clip. Prints a Markdown table.
+that of a 1,000-clip run, per clip. Prints a Markdown table. ``--code DIR`` measures another
+checkout's driver (e.g. ``git worktree add /tmp/before 96ad169``) on the same sources.
 """
 
 from __future__ import annotations
@@ -84,10 +85,15 @@ def simulated_write(ex, contexts, todo, done, progress):
     # each shard's result as the writer would report it, from the plan (sizes as planned, fixed digests)
     for sp, _ in todo:
         offset, clips = 0, []
-        for c in sp.clips:
-            clips.append(ClipRecord(c.key, offset, c.planned_bytes, 7, "ab" * 32, {"tracks": [[0, 0, c.n_frames]]}))
+        for i, c in enumerate(sp.clips):  # a distinct digest per clip, as a real write gives
+            clips.append(ClipRecord(c.key, offset, c.planned_bytes, 7, f"{sp.index:032x}{i:032x}",
+                                    {"tracks": [[0, 0, c.n_frames]]}))
             offset += c.planned_bytes
-        done[sp.split].add(sp, ShardResult(sp.name, offset + 1024, "cd" * 32, clips))
+        res = ShardResult(sp.name, offset + 1024, "cd" * 32, clips)
+        if hasattr(done[sp.split], "add"):
+            done[sp.split].add(sp, res)
+        else:  # a checkout before SplitIndex keeps the results in a list
+            done[sp.split].append(res)
     return b._Written(clips=sum(len(sp.clips) for sp, _ in todo))
 
 b._plan = timed("plan", b._plan)
@@ -103,10 +109,10 @@ print(json.dumps({"clips": res.report["splits"][0]["clips_written"], "total": to
 """
 
 
-def measure(n: int, workers: int) -> dict:
+def measure(n: int, workers: int, code: Path = ROOT) -> dict:
     src = make_source(n)
     out = subprocess.run([sys.executable, "-c", CHILD, str(src), str(BENCH / f"out{n}"), str(workers)], check=True,
-                         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, cwd=code, env={**os.environ, "PYTHONPATH": str(code)},
                          timeout=3600)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -115,13 +121,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clips", default="100000,1000000")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--code", type=Path, default=ROOT, help="the checkout whose driver is measured (default: this one)")
     args = ap.parse_args()
-    base = measure(1000, args.workers)
+    base = measure(1000, args.workers, args.code)
     print(f"1,000-clip run: driver peak RSS {base['hwm'] / 2**20:.0f} MiB, {args.workers} workers\n")
     print("| clips | plan (probe + shards) | index + manifest | whole build (writing simulated) | driver peak RSS | per clip |")
     print("|---:|---:|---:|---:|---:|---:|")
     for n in (int(x) for x in args.clips.split(",")):
-        r = measure(n, args.workers)
+        r = measure(n, args.workers, args.code)
         assert r["clips"] == n, r
         print(f"| {n:,} | {r['plan']:.1f} s | {r['index']:.2f} s | {r['total']:.1f} s | {r['hwm'] / 2**20:.0f} MiB "
               f"| {(r['hwm'] - base['hwm']) / n:.0f} B |", flush=True)

@@ -10,10 +10,16 @@ shard; :func:`tests.synthetic_index.synthetic_split` then writes a split of ``N`
 runs in a fresh process (imports done before the clock starts): seconds from ``make_loader`` to
 the first batch, and peak RSS (VmHWM, which counts the mapped index pages a process touched) of
 the parent and of each DataLoader worker, minus the same figures for the tiny build itself, per
-clip. Prints a Markdown table. ``--mode asd-tracks`` (2 face tracks a clip) and
+clip, and the seconds per batch of the 200 batches after the first against the tiny build's (the
+per-item cost must not grow with the source either). Prints a Markdown table. ``--mode asd-tracks`` (2 face tracks a clip) and
 ``--batch-frames`` plan over tracks instead.
 
 Issue 13's targets, per process beyond a small corpus's: ≤ 3 µs and ≤ 200 bytes per clip.
+
+``--code DIR`` measures another checkout's loader on the same splits — e.g. ``git worktree add
+/tmp/before 96ad169`` for the JSON-manifest loader before the clip index: a checkout without
+``shardgen/core/clip_index.py`` reads version-1 manifests, so each split is also written that way
+(the same shard entries, every clip row inline: ``tests.sources.v1_manifest``).
 """
 
 from __future__ import annotations
@@ -43,9 +49,27 @@ def tiny_build() -> Path:
     return out / "train"
 
 
+def as_version_1(split: Path) -> Path:
+    """The same split for a loader before the clip index: shard symlinks and a version-1 manifest, clips inline."""
+    from tests.sources import v1_manifest
+
+    out = split.parent / f"{split.name}-v1"
+    if (out / "manifest.json").exists():
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    for shard in split.glob("*.tar"):
+        if not (out / shard.name).exists():
+            os.symlink(shard.resolve(), out / shard.name)
+    data = v1_manifest(split)
+    (out / ".manifest.tmp").write_bytes(data)
+    os.replace(out / ".manifest.tmp", out / "manifest.json")
+    return out
+
+
 CHILD = r"""
 import json, os, sys, time
 import loaders
+STEADY = 200
 
 def hwm(pid):
     try:
@@ -65,14 +89,17 @@ it = iter(ld)
 next(it)
 first = time.perf_counter() - t
 kids = [int(p) for p in open(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read().split()]
-print(json.dumps({"first_batch_s": first, "parent": hwm(os.getpid()), "workers": [hwm(k) for k in kids]}))
+mem = {"parent": hwm(os.getpid()), "workers": [hwm(k) for k in kids]}  # before the steady batches below
+t = time.perf_counter()
+steady = sum(1 for _ in zip(range(STEADY), it))  # the per-item cost: must not grow with the source either
+print(json.dumps({"first_batch_s": first, **mem, "steady_s": (time.perf_counter() - t) / max(steady, 1)}))
 """
 
 
-def measure(source: Path, workers: int, mode: str, budget: int) -> dict:
+def measure(source: Path, workers: int, mode: str, budget: int, code: Path = ROOT) -> dict:
     out = subprocess.run([sys.executable, "-c", CHILD, str(source), str(workers), mode, str(budget)], check=True,
-                         capture_output=True,
-                         text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=1800)
+                         capture_output=True, text=True, cwd=code, env={**os.environ, "PYTHONPATH": str(code)},
+                         timeout=1800)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -84,25 +111,30 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--mode", default="talknet")
     ap.add_argument("--batch-frames", type=int, default=0, help="asd-tracks frame-budget batches (0: batch_size 1)")
+    ap.add_argument("--code", type=Path, default=ROOT, help="the checkout whose loader is measured (default: this one)")
     args = ap.parse_args()
     tiny = tiny_build()
-    base = measure(tiny, args.workers, args.mode, args.batch_frames)
+    v1 = not (args.code / "shardgen" / "core" / "clip_index.py").exists()
+    prepare = (lambda split: as_version_1(split)) if v1 else (lambda split: split)
+    base = measure(prepare(tiny), args.workers, args.mode, args.batch_frames, args.code)
     n_tiny = json.loads((tiny / "manifest.json").read_text())["totals"]["clips"]
     print(f"tiny build: {n_tiny} clips, first batch {base['first_batch_s']:.2f} s, parent {base['parent'] / 2**20:.0f} MiB, "
           f"workers {', '.join(f'{w / 2**20:.0f}' for w in base['workers'])} MiB; mode {args.mode}"
           f"{f', batch_frames {args.batch_frames}' if args.batch_frames else ''}\n")
-    print("| clips | manifest.json + clips.idx | first batch | per clip | parent peak RSS | per clip | worker peak RSS | per clip |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| clips | manifest.json + clips.idx | first batch | per clip | parent peak RSS | per clip | worker peak RSS | per clip "
+          "| next 200 batches, per batch (tiny build: ratio) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in (int(x) for x in args.clips.split(",")):
-        split = synthetic_split(tiny, n, BENCH / f"n{n}")
-        r = measure(split, args.workers, args.mode, args.batch_frames)
+        split = prepare(synthetic_split(tiny, n, BENCH / f"n{n}"))
+        r = measure(split, args.workers, args.mode, args.batch_frames, args.code)
         dt = r["first_batch_s"] - base["first_batch_s"]
         dp = r["parent"] - base["parent"]
         worker = max(r["workers"]) if r["workers"] else 0
         dw = worker - (max(base["workers"]) if base["workers"] else 0)
-        size = (split / "manifest.json").stat().st_size + (split / "clips.idx").stat().st_size
+        size = sum((split / f).stat().st_size for f in ("manifest.json", "clips.idx") if (split / f).exists())
         print(f"| {n:,} | {size / 1e6:.1f} MB | {r['first_batch_s']:.2f} s | {1e6 * dt / n:.2f} µs "
-              f"| {r['parent'] / 2**20:.0f} MiB | {dp / n:.0f} B | {worker / 2**20:.0f} MiB | {dw / n:.0f} B |", flush=True)
+              f"| {r['parent'] / 2**20:.0f} MiB | {dp / n:.0f} B | {worker / 2**20:.0f} MiB | {dw / n:.0f} B "
+              f"| {1e3 * r['steady_s']:.2f} ms ({r['steady_s'] / base['steady_s']:.2f}x) |", flush=True)
 
 
 if __name__ == "__main__":

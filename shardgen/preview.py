@@ -114,7 +114,7 @@ def load_clip(source, key: str | None = None, *, remote_options: TransportOption
         for k, fields, _ in iter_samples(members, source=shard.name):
             if k == ref.key:
                 return ClipSample(k, fields)
-    raise FormatError(f"{shard.name}: clip {ref.key} is not at byte {ref.offset} (manifest and shard disagree)")
+    raise FormatError(f"{shard.name}: clip {ref.key} is not at byte {ref.offset} (clip index and shard disagree)")
 
 
 def _rows_of_video(clips: ClipIndex, video_id: str) -> np.ndarray:

@@ -51,7 +51,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from .format import FormatError, clip_key, parse_clip_key
+from .format import FormatError, clip_key, parse_clip_key, validate_video_id
 
 INDEX_SCHEMA = "avshards/clip-index"
 INDEX_VERSION = 1
@@ -208,8 +208,10 @@ class ClipIndex:
         rank[order] = np.arange(len(order))
         return rank
 
-    def check(self, n_shards: int | None = None, name: str | None = None) -> "ClipIndex":
-        """Refuse an index whose columns disagree (lengths, shard order, track table, video table)."""
+    def check(self, n_shards: int | None = None, name: str | None = None, *,
+              shard_bytes: Sequence[int | None] | None = None) -> "ClipIndex":
+        """Refuse an index whose columns disagree (lengths, shard order, byte ranges — within ``shard_bytes``
+        when given —, track table, video table and ids)."""
         name = name or self.name
         c, n, m = self.columns, len(self), self.n_tracks
         for col, _, shape, rows in COLUMNS:
@@ -221,9 +223,20 @@ class ClipIndex:
             raise FormatError(f"{name}: clips are not grouped by shard in order")
         if n_shards is not None and n and int(shard[-1]) >= n_shards:
             raise FormatError(f"{name}: a clip names shard {int(shard[-1])}; the manifest lists {n_shards}")
+        offset, size = c["offset"], c["bytes"]
+        if n and (int(offset.max()) >= 1 << 62 or int(size.max()) >= 1 << 62):  # keeps the sums below from wrapping
+            raise FormatError(f"{name}: a clip's offset or size is beyond any shard")
+        end = offset.astype(np.int64) + size.astype(np.int64)
         same = shard[1:] == shard[:-1]
-        if n and np.any(same & (c["offset"][1:] < c["offset"][:-1] + c["bytes"][:-1])):
+        if n and np.any(same & (offset[1:].astype(np.int64) < end[:-1])):
             raise FormatError(f"{name}: clips of one shard overlap or are out of order")
+        if shard_bytes is not None and n:
+            limit = np.asarray([-1 if b is None else int(b) for b in shard_bytes], dtype=np.int64)[shard.astype(np.int64)]
+            bad = np.flatnonzero((limit >= 0) & (end > limit))
+            if len(bad):
+                r = int(bad[0])
+                raise FormatError(f"{name}: clip {self.key(r)} ends at byte {int(end[r])}, past its shard's "
+                                  f"{int(limit[r])} bytes (index and manifest disagree)")
         ts = c["track_start"]
         if ts[0] != 0 or ts[-1] != m or np.any(ts[1:] < ts[:-1]):
             raise FormatError(f"{name}: track_start is not a table of {m} tracks")
@@ -235,9 +248,14 @@ class ClipIndex:
         if n and int(c["video"].max()) >= len(vo) - 1:
             raise FormatError(f"{name}: a clip names a video beyond the video table")
         try:
-            self.video_names()
+            names = self.video_names()
         except UnicodeDecodeError:
             raise FormatError(f"{name}: video ids are not ASCII") from None
+        for v in names:
+            try:
+                validate_video_id(v)
+            except FormatError as exc:
+                raise FormatError(f"{name}: {exc}") from None
         return self
 
 
@@ -371,19 +389,31 @@ def _header(buf, name: str) -> tuple[dict, int]:
 def _columns(buf, header: dict, data_start: int, name: str) -> dict[str, np.ndarray]:
     known = {c[0]: c for c in COLUMNS}
     cols: dict[str, np.ndarray] = {}
-    for spec in header.get("columns", []):
+    specs = header.get("columns", [])
+    if not isinstance(specs, list):
+        raise FormatError(f"{name}: clip index header has no column list")
+
+    def exact_int(v) -> int:
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 1 << 62:
+            raise ValueError(f"{v!r:.30} is not a size")
+        return v
+
+    for spec in specs:
         try:
             col, dtype, shape, offset, nbytes = spec
             _, want_dtype, row_shape, _ = known[col]
-            shape = tuple(int(s) for s in shape)
+            shape = tuple(exact_int(s) for s in shape)
+            offset, nbytes = exact_int(offset), exact_int(nbytes)
             if dtype != want_dtype or shape[1:] != row_shape:
                 raise ValueError(f"dtype {dtype} shape {shape}")
-            count = int(np.prod(shape, dtype=np.int64))
-            if nbytes != count * np.dtype(dtype).itemsize or data_start + offset + nbytes > len(buf) or offset < 0:
+            count = 1
+            for dim in shape:
+                count *= dim
+            if nbytes != count * np.dtype(dtype).itemsize or data_start + offset + nbytes > len(buf):
                 raise ValueError("extent outside the file")
-        except (KeyError, ValueError, TypeError) as exc:
+            cols[col] = np.frombuffer(buf, dtype=dtype, count=count, offset=data_start + offset).reshape(shape)
+        except (KeyError, ValueError, TypeError, OverflowError) as exc:
             raise FormatError(f"{name}: bad column {spec!r:.80} ({exc})") from None
-        cols[col] = np.frombuffer(buf, dtype=dtype, count=count, offset=data_start + offset).reshape(shape)
     return cols
 
 
@@ -411,9 +441,13 @@ def concat_indexes(parts: Sequence[tuple[ClipIndex, int]]) -> ClipIndex:
     videos: dict[str, int] = {}
     cols: dict[str, list] = {k: [] for k in _COLUMN_NAMES}
     tracks = 0
+    remaps: dict[int, np.ndarray] = {}  # slices of one index share its video table: remap it once
     for index, first_shard in parts:
         c = index.columns
-        remap = np.array([videos.setdefault(v, len(videos)) for v in index.video_names()], dtype=np.uint32)
+        table = id(c["video_names"])
+        if table not in remaps:
+            remaps[table] = np.array([videos.setdefault(v, len(videos)) for v in index.video_names()], dtype=np.uint32)
+        remap = remaps[table]
         for k in ("offset", "bytes", "sha256", "members", "start_frame", "n_frames", "pad_frames",
                   "track_person", "track_first", "track_frames"):
             cols[k].append(np.asarray(c[k]))

@@ -90,4 +90,4 @@ def read_index(manifest: dict, manifest_at: str | os.PathLike, options: Transpor
     if len(index) != entry.get("clips", totals.get("clips")) or index.n_tracks != entry.get("tracks", index.n_tracks):
         raise fmt.FormatError(f"{url}: {len(index)} clips / {index.n_tracks} tracks, the manifest says "
                               f"{entry.get('clips')} / {entry.get('tracks')}")
-    return index.check(len(manifest["shards"]), url)
+    return index.check(len(manifest["shards"]), url, shard_bytes=[sh.get("bytes") for sh in manifest["shards"]])

@@ -7,7 +7,8 @@ Accepted sources (each local or as an ``http(s)://`` / ``s3://`` URL):
 * a list or tuple of any of these.
 
 Clip byte ranges come from the split's clip index (:mod:`.clip_index`, named by its manifest):
-one memory-mapped table for the whole source, never a Python object per clip. Shards named
+for a split directory or manifest, the memory-mapped file itself; for shards named one by one, a
+brace pattern or several sources, their rows concatenated in memory. Never a Python object per clip. Shards named
 without a manifest use the ``manifest.json`` beside them when there is one; otherwise local
 shards are indexed by reading their tar headers, and remote ones need a manifest.
 
@@ -115,16 +116,16 @@ def _try_manifest(url: str, remote_options: TransportOptions) -> tuple | None:
         raise
     except (OSError, ValueError):
         return None
-    return m, read_index(m, url, remote_options)
+    index = read_index(m, url, remote_options)
+    return m, index, index.shard_bounds(len(m["shards"]))  # bounds once: shards named one by one reuse them
 
 
 def _single_shard(url: str, beside: tuple | None, remote_options: TransportOptions) -> tuple[ShardInfo, ClipIndex]:
     name = url.rsplit("/", 1)[-1]
     if beside is not None:
-        manifest, index = beside
+        manifest, index, bounds = beside
         for i, s in enumerate(manifest["shards"]):
             if s["name"] == name:
-                bounds = index.shard_bounds(len(manifest["shards"]))
                 return ShardInfo(url, name, s["bytes"], s["sha256"]), index.slice(int(bounds[i]), int(bounds[i + 1]))
     if is_remote(url):
         raise ValueError(f"{url}: remote shards need the manifest.json that shardgen writes beside them")
@@ -223,7 +224,7 @@ def read_clip_members(shard: ShardInfo, clip: ClipRef, options: TransportOptions
                 raise TarError(f"{shard.url} at byte {m.offset}: {exc}") from None
             if key != clip.key:
                 raise TarError(f"{shard.url} at byte {m.offset}: found clip {key} inside the byte range of "
-                               f"{clip.key} (shard and manifest disagree)")
+                               f"{clip.key} (shard and clip index disagree)")
             if ext in fields:
                 raise TarError(f"{shard.url} at byte {m.offset}: clip {key} has two .{ext} members")
             fields[ext] = m.data
