@@ -107,13 +107,7 @@ def index_clips(split: Path | str) -> list[dict]:
     from shardgen.core.manifest import read_index, read_manifest
 
     url = str(Path(split) / "manifest.json") if Path(split).is_dir() else str(split)
-    index = read_index(read_manifest(url), url)
-    c = index.columns
-    return [{"key": index.key(r), "shard": int(c["shard"][r]), "offset": int(c["offset"][r]), "bytes": int(c["bytes"][r]),
-             "sha256": index.sha256(r), "members": int(c["members"][r]), "video_id": index.video_id(r),
-             "start_frame": int(c["start_frame"][r]), "n_frames": int(c["n_frames"][r]),
-             "pad_frames": int(c["pad_frames"][r]), "tracks": [list(t) for t in index.tracks(r)]}
-            for r in range(len(index))]
+    return list(read_index(read_manifest(url), url).records())
 
 
 def v1_manifest(split: Path | str) -> bytes:

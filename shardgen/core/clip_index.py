@@ -327,10 +327,15 @@ class ClipIndexWriter:
             out[name] = np.concatenate(merged[name]).astype(dtype) if merged[name] else np.zeros((0, *shape), dtype)
         counts = np.concatenate(merged["track_count"]) if merged["track_count"] else np.zeros(0, np.int64)
         out["track_start"] = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype("<u8")
-        encoded = [v.encode("ascii") for v in names]
-        out["video_offsets"] = np.concatenate([[0], np.cumsum([len(b) for b in encoded], dtype=np.int64)]).astype("<u8")
-        out["video_names"] = np.frombuffer(b"".join(encoded), np.uint8).copy()
+        out.update(_video_table(names))
         return ClipIndex(out)
+
+
+def _video_table(names: Iterable[str]) -> dict[str, np.ndarray]:
+    """The ``video_offsets`` and ``video_names`` columns of video ids in this order."""
+    encoded = [v.encode("ascii") for v in names]
+    return {"video_offsets": np.concatenate([[0], np.cumsum([len(b) for b in encoded], dtype=np.int64)]).astype("<u8"),
+            "video_names": np.frombuffer(b"".join(encoded), np.uint8).copy()}
 
 
 def _digest(hexdigest: str) -> bytes:
@@ -461,7 +466,5 @@ def concat_indexes(parts: Sequence[tuple[ClipIndex, int]]) -> ClipIndex:
             continue
         parts_ = cols[name] if name != "track_start" else [np.zeros(1, np.uint64)] + cols[name]
         out[name] = np.concatenate(parts_).astype(dtype) if parts_ else np.zeros((0, *shape), dtype)
-    names = [v.encode("ascii") for v in videos]
-    out["video_offsets"] = np.concatenate([[0], np.cumsum([len(b) for b in names], dtype=np.int64)]).astype("<u8")
-    out["video_names"] = np.frombuffer(b"".join(names), np.uint8).copy()
+    out.update(_video_table(videos))
     return ClipIndex(out, name="+".join(i.name for i, _ in parts))
