@@ -229,14 +229,14 @@ class ShardStream(IterableDataset):
                     for i in idxs:
                         held[i] = sample
                 sample = held.pop(t)
+                unit = run[t]  # made once here (an index lookup): the transform and the error name share it
                 try:
                     if isinstance(sample, Exception):
                         raise sample
                     rng = random_stream(Stream.AUGMENT, self.cfg.seed, self.epoch, slot, t) if self.opts.augment else None
-                    unit = run[t]
                     item, noise = self._transform(sample, unit, rng, noise)
                 except Exception as exc:  # a hostile clip can fail anywhere in decoding: always named, or counted
-                    fill.failed(self._failed(exc, run[t]))  # raises, or counts the skip
+                    fill.failed(self._failed(exc, unit))  # raises, or counts the skip
                     continue
                 batch.append(item)
             yield from fill.batch(batch)
