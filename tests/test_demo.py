@@ -229,7 +229,7 @@ def test_second_call_is_a_noop_and_args_change_regenerates(tmp_path):
     stat = frame.stat()
     t0 = time.perf_counter()
     make_demo_corpus(root, **kw)
-    assert time.perf_counter() - t0 < 0.5
+    assert time.perf_counter() - t0 < 5  # a no-op reads its marker file only (ms); generous for a busy CI machine
     assert frame.stat().st_mtime_ns == stat.st_mtime_ns and frame.stat().st_ino == stat.st_ino
     # different args: regenerated, and stale frames / videos from the old run are gone
     make_demo_corpus(root, **{**kw, "seconds": 1.0, "n_val": 0})
