@@ -93,20 +93,22 @@ kids = [int(p) for p in open(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
 mem = {"parent": hwm(os.getpid()), "workers": [hwm(k) for k in kids]}  # before the steady batches below
 # The per-item cost must not grow with the source either: the next STEADY batches (or STEADY_ITEMS items), timed
 # per item. A tiny source's epoch may end first (batch_frames packs its 750 tracks into 2 batches): the next epoch
-# is started untimed (a fresh iterator spawns workers) and its first batch is skipped like this one's.
+# is started untimed (a fresh iterator spawns workers) and its first batch is skipped like this one's. An epoch
+# with nothing after its first batch would never get there: stop at it.
 batches = items = 0
 elapsed = 0.0
-while batches < STEADY and items < STEADY_ITEMS:
-    t = time.perf_counter()
+while True:
+    t, before = time.perf_counter(), batches
     for batch in it:
         batches += 1
         items += len(batch[-1])
         if batches >= STEADY or items >= STEADY_ITEMS:
             break
     elapsed += time.perf_counter() - t
-    if batches < STEADY and items < STEADY_ITEMS:
-        it = iter(ld)
-        next(it)
+    if batches >= STEADY or items >= STEADY_ITEMS or batches == before:
+        break
+    it = iter(ld)
+    next(it)
 print(json.dumps({"first_batch_s": first, **mem, "item_s": elapsed / max(items, 1), "items": items,
                   "batches": batches}))
 """
@@ -131,7 +133,7 @@ def main() -> None:
     args = ap.parse_args()
     tiny = tiny_build()
     v1 = not (args.code / "shardgen" / "core" / "clip_index.py").exists()
-    prepare = (lambda split: as_version_1(split)) if v1 else (lambda split: split)
+    prepare = as_version_1 if v1 else (lambda split: split)
     base = measure(prepare(tiny), args.workers, args.mode, args.batch_frames, args.code)
     n_tiny = json.loads((tiny / "manifest.json").read_text())["totals"]["clips"]
     print(f"tiny build: {n_tiny} clips, first batch {base['first_batch_s']:.2f} s, parent {base['parent'] / 2**20:.0f} MiB, "
