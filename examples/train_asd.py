@@ -30,10 +30,10 @@ import torch
 from torch import nn
 
 import loaders
-from shardgen.build import build
-from shardgen.demo import make_demo_corpus
-from shardgen.eval_gt import write_ground_truth
-from shardgen.plan import BuildParams
+from shardgen.build.pipeline import build
+from shardgen.demo.corpus import make_demo_corpus
+from shardgen.tools.eval_gt import write_ground_truth
+from shardgen.build.plan import BuildParams
 
 
 class TinyTalkNet(nn.Module):

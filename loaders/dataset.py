@@ -20,7 +20,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from shardgen.core.format import FormatError
 from shardgen.core.sample import ClipSample
-from shardgen.core.sources import SourceIndex
+from shardgen.core.sources import ResolvedSource
 from shardgen.core.storage import TransportOptions
 from shardgen.core.tario import DEFAULT_MAX_MEMBER, TarError
 
@@ -75,7 +75,7 @@ class StreamConfig:
 
 
 class ShardStream(IterableDataset):
-    def __init__(self, index: SourceIndex, opts: ModeOptions, cfg: StreamConfig, remote_options: TransportOptions | None = None):
+    def __init__(self, index: ResolvedSource, opts: ModeOptions, cfg: StreamConfig, remote_options: TransportOptions | None = None):
         super().__init__()
         self.index = index
         self.opts = opts
@@ -368,7 +368,7 @@ class _Fill:
         yield self.stream._collate([self.last_good])
 
 
-def _source_digest(index: SourceIndex) -> str:
+def _source_digest(index: ResolvedSource) -> str:
     """Identifies the shards (names, sizes, hashes and clips, in order): a resume must read the same ones."""
     h = hashlib.sha256()
     bounds = index.bounds

@@ -19,7 +19,7 @@ from typing import Iterable, Iterator, Sequence
 
 from shardgen.core.format import AUDIO_EXTS, LABEL_EXTS, META_EXT, FormatError, crop_ext, decode_metadata, frame_ext
 from shardgen.core.sample import ClipSample
-from shardgen.core.sources import SourceIndex, open_clips, read_clip_members
+from shardgen.core.sources import ResolvedSource, open_clips, read_clip_members
 from shardgen.core.storage import TransportOptions
 from shardgen.core.tario import DEFAULT_MAX_MEMBER, TarError, iter_samples, iter_tar
 
@@ -33,7 +33,7 @@ class ShardReadError(RuntimeError):
 class ClipReader:
     """Reads the clips of a run: ``read(run, needed)`` yields ``(run indices, ClipSample | error)``."""
 
-    def __init__(self, index: SourceIndex, remote_options: TransportOptions | None = None, max_member_bytes: int = DEFAULT_MAX_MEMBER):
+    def __init__(self, index: ResolvedSource, remote_options: TransportOptions | None = None, max_member_bytes: int = DEFAULT_MAX_MEMBER):
         self.index = index
         self.remote_options = remote_options
         self.max_member_bytes = max_member_bytes

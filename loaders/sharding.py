@@ -44,7 +44,7 @@ from typing import Sequence
 import numpy as np
 
 from shardgen.core.clip_index import ClipRef
-from shardgen.core.sources import SourceIndex
+from shardgen.core.sources import ResolvedSource
 
 
 #: bumped whenever the same seed and layout would give another order (a saved loader state records it):
@@ -67,7 +67,7 @@ class UnitTable:
     :class:`Unit` of one id when it is about to be read.
     """
 
-    def __init__(self, index: SourceIndex, per_track: bool):
+    def __init__(self, index: ResolvedSource, per_track: bool):
         self.clips = index.clips
         self.per_track = per_track
         clip_bounds = index.bounds

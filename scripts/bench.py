@@ -33,9 +33,9 @@ BENCH = ROOT / ".bench"
 
 def corpus(name: str, width: int, height: int, seconds: float, n_train: int) -> dict[str, Path]:
     """Build (once, cached under .bench/) the source and its plain and derived shards."""
-    from shardgen.build import build
-    from shardgen.demo import make_demo_corpus
-    from shardgen.plan import BuildParams
+    from shardgen.build.pipeline import build
+    from shardgen.demo.corpus import make_demo_corpus
+    from shardgen.build.plan import BuildParams
 
     src = make_demo_corpus(BENCH / name / "src", seconds=seconds, width=width, height=height,
                            n_train=n_train, n_val=0, n_test=0)

@@ -26,9 +26,9 @@ BENCH = ROOT / ".bench" / "batching"
 REAL = ROOT.parent / "shared" / "realdata" / "hamilton"
 
 import loaders  # noqa: E402
-from shardgen.build import build  # noqa: E402
-from shardgen.demo import make_demo_corpus  # noqa: E402
-from shardgen.plan import BuildParams  # noqa: E402
+from shardgen.build.pipeline import build  # noqa: E402
+from shardgen.demo.corpus import make_demo_corpus  # noqa: E402
+from shardgen.build.plan import BuildParams  # noqa: E402
 
 VARIANTS = [{"batch_size": 1}, {"batch_size": 4}, {"batch_size": 8}, {"batch_frames": 500}, {"batch_frames": 2500}]
 

@@ -78,7 +78,7 @@ def median_run(fn, repeat: int) -> dict:
 
 
 def one_build(src: Path, out: Path, params, executor: str, workers: int) -> dict:
-    from shardgen.build import build
+    from shardgen.build.pipeline import build
 
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.perf_counter()
@@ -108,8 +108,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from shardgen.cli import _size
-    from shardgen.demo import make_demo_corpus
-    from shardgen.plan import BuildParams
+    from shardgen.demo.corpus import make_demo_corpus
+    from shardgen.build.plan import BuildParams
 
     workers = [int(w) for w in args.workers.split(",") if w]
     executors = [e for e in args.executors.split(",") if e]

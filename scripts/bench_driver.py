@@ -65,9 +65,9 @@ def make_source(n: int) -> Path:
 
 CHILD = r"""
 import json, sys, time
-import shardgen.build as b
-from shardgen.plan import BuildParams
-from shardgen.writer import ClipRecord, ShardResult
+import shardgen.build.pipeline as b
+from shardgen.build.plan import BuildParams
+from shardgen.build.writer import ClipRecord, ShardResult
 
 src, out, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
 phase = {}
@@ -92,7 +92,7 @@ def simulated_write(ex, contexts, todo, done, progress):
         res = ShardResult(sp.name, offset + 1024, "cd" * 32, clips)
         if hasattr(done[sp.split], "add"):
             done[sp.split].add(sp, res)
-        else:  # a checkout before SplitIndex keeps the results in a list
+        else:  # a checkout before WrittenShards keeps the results in a list
             done[sp.split].append(res)
     return b._Written(clips=sum(len(sp.clips) for sp, _ in todo))
 

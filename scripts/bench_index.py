@@ -38,9 +38,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def tiny_build() -> Path:
-    from shardgen.build import build
-    from shardgen.demo import make_demo_corpus
-    from shardgen.plan import BuildParams
+    from shardgen.build.pipeline import build
+    from shardgen.demo.corpus import make_demo_corpus
+    from shardgen.build.plan import BuildParams
 
     out = BENCH / "tiny"
     if not (out / "train" / "manifest.json").exists():

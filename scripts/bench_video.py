@@ -48,7 +48,7 @@ def listed(src: Path) -> list[str]:
 
 def extract_then_build(videos: Path, work: Path, params, workers: int) -> dict:
     """ffmpeg CLI extraction into a frame-dir source, then the ordinary build of it."""
-    from shardgen.build import build
+    from shardgen.build.pipeline import build
 
     src = work / "extracted"
     shutil.rmtree(src, ignore_errors=True)
@@ -81,7 +81,7 @@ def extract_then_build(videos: Path, work: Path, params, workers: int) -> dict:
 
 
 def build_from_mp4(videos: Path, work: Path, params, workers: int) -> dict:
-    from shardgen.build import build
+    from shardgen.build.pipeline import build
 
     out = work / "out-mp4"
     shutil.rmtree(out, ignore_errors=True)
@@ -114,8 +114,8 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
 
-    from shardgen.demo_video import make_demo_videos
-    from shardgen.plan import BuildParams
+    from shardgen.demo.videos import make_demo_videos
+    from shardgen.build.plan import BuildParams
 
     name = f"{args.width}x{args.height}-{args.seconds:g}s"
     t0 = time.perf_counter()

@@ -20,9 +20,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def corpus(root: Path, videos: int, width: int, height: int, derive: bool) -> Path:
-    from shardgen.build import build
-    from shardgen.demo import make_demo_corpus
-    from shardgen.plan import BuildParams
+    from shardgen.build.pipeline import build
+    from shardgen.demo.corpus import make_demo_corpus
+    from shardgen.build.plan import BuildParams
 
     src = make_demo_corpus(root / "src", seconds=15.0, width=width, height=height, n_train=videos, n_val=0, n_test=0)
     out = root / ("derived" if derive else "plain")

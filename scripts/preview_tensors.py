@@ -67,7 +67,7 @@ def face_grid(faces: np.ndarray, labels: np.ndarray, idx: np.ndarray, cols: int)
 
 def render(items: list[tuple], *, n: int = 16, cols: int = 8, mode: str = "talknet", labels: str = "voice") -> np.ndarray:
     """Draw the items one under another → ``uint8 [H, W, 3]`` (W = one row of ``cols`` faces)."""
-    from shardgen.preview import DPI, figure_rgb, pyplot, sample_frames
+    from shardgen.tools.preview import DPI, figure_rgb, pyplot, sample_frames
 
     plt = pyplot()
     cell = FACE + 2 * BORDER
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="256-colour PNG: smaller, but faces no longer pixel-exact (default: exact RGB)")
     args = p.parse_args(argv)
     try:
-        from shardgen.preview import save_image
+        from shardgen.tools.preview import save_image
 
         items = take_items(args.source, mode=args.mode, labels=args.labels, items=args.items)
         rgb = render(items, n=args.n, cols=args.cols, mode=args.mode, labels=args.labels)

@@ -7,19 +7,18 @@ import os
 import sys
 from pathlib import Path
 
-from .build import StrictError, build
+from .build.pipeline import StrictError, build
 from .core.ava_eval import mean_ap
 from .core.clip_index import INDEX_NAME
 from .core.storage import S3Options
-from .demo import make_demo_corpus
-from .demo_video import make_demo_videos
-from .eval_gt import write_ground_truth
-from .inspection import inspect_path
-from .manifest import upgrade_manifest
-from .plan import TAILS, BuildParams
-from .preview import preview
-from .report import write_report
-from .verify import verify_manifest
+from .demo import make_demo_corpus, make_demo_videos
+from .tools.eval_gt import write_ground_truth
+from .tools.inspection import inspect_path
+from .build.manifest_writer import upgrade_manifest
+from .build.plan import TAILS, BuildParams
+from .tools.preview import preview
+from .tools.html_report import write_report
+from .tools.verify import verify_manifest
 
 
 def _size(text: str) -> int:

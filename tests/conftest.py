@@ -20,8 +20,8 @@ def realdata() -> Path:
 @pytest.fixture(scope="session")
 def real_build(realdata, tmp_path_factory) -> Path:
     """The real hamilton clip built with 4 s clips (275 frames → 120 + 120 + 35)."""
-    from shardgen.build import build
-    from shardgen.plan import BuildParams
+    from shardgen.build.pipeline import build
+    from shardgen.build.plan import BuildParams
 
     out = tmp_path_factory.mktemp("real_build")
     build(realdata, out, ["train"], BuildParams(clip_seconds=4.0), workers=1, progress=False)

@@ -22,9 +22,9 @@ import loaders
 import shardgen.core.sources as core_sources
 from loaders.sharding import frame_budget_batches
 from shardgen.core.clip_index import open_index
-from shardgen.build import build
-from shardgen.demo import make_demo_corpus
-from shardgen.plan import BuildParams
+from shardgen.build.pipeline import build
+from shardgen.demo.corpus import make_demo_corpus
+from shardgen.build.plan import BuildParams
 from tests.sources import index_clips, npy, read_clips
 
 BUDGET = 200  # frames: 2-4 tracks of 2 s clips a batch

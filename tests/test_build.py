@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from shardgen.build import BuildError, build
-from shardgen.plan import BuildParams
-from shardgen.source import SourceError
+from shardgen.build.pipeline import BuildError, build
+from shardgen.build.plan import BuildParams
+from shardgen.build.source import SourceError
 from tests.sources import ego4d_json, index_clips, npy, read_clips, tiny_jpeg, v1_manifest, write_source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,7 +166,7 @@ def test_a_version_1_manifest_is_refused_naming_upgrade_manifest_which_converts_
     from shardgen.cli import main
     from shardgen.core.format import FormatError
     from shardgen.core.sources import resolve
-    from shardgen.verify import verify_manifest
+    from shardgen.tools.verify import verify_manifest
 
     fresh = tmp_path / "fresh" / "train"
     build(small_source, fresh.parent, ["train"], BuildParams(clip_seconds=1.0, shard_clips=1), progress=False)
@@ -476,7 +476,7 @@ def test_demo_corpus_defaults_give_450_frame_clips_that_plain_webdataset_reads(t
     """The README's check on `make shards` output, at the default clip length (15 s at 30 fps)."""
     import webdataset as wds
 
-    from shardgen.demo import make_demo_corpus
+    from shardgen.demo.corpus import make_demo_corpus
 
     src = make_demo_corpus(tmp_path / "demo", seconds=15.0, width=160, height=90, n_train=2, n_val=1, n_test=1)
     res = build(src, tmp_path / "out", ["train", "val"], BuildParams(), workers=2, progress=False)

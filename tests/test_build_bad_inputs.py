@@ -30,10 +30,10 @@ import pytest
 import soundfile as sf
 from scipy.io import wavfile
 
-from shardgen.annotations import ava
-from shardgen.build import BuildError, _check_space, build
-from shardgen.plan import BuildParams
-from shardgen.source import SourceError
+from shardgen.build.annotations import ava
+from shardgen.build.pipeline import BuildError, _check_space, build
+from shardgen.build.plan import BuildParams
+from shardgen.build.source import SourceError
 from tests.sources import ego4d_json, index_clips, write_source
 from tests.test_build import all_shards, npy, read_clips
 
@@ -336,7 +336,7 @@ def test_space_preflight_refuses_before_writing(disk_source, tmp_path, monkeypat
     src, _, _ = disk_source
     with pytest.raises(BuildError, match=r"not enough disk space in .*the plan needs about .* GB, .* GB are free"):
         _check_space(tmp_path / "x", 10**16)  # 10 PB: no test machine has that
-    import shardgen.build as b
+    import shardgen.build.pipeline as b
 
     real = b.shutil.disk_usage
     monkeypatch.setattr(b.shutil, "disk_usage", lambda p: real(p)._replace(free=10 << 20))  # 10 MB left
@@ -366,11 +366,11 @@ def test_a_frame_that_changes_size_between_plan_and_write_is_named(tmp_path):
     """The plan keeps a digest of each clip's frame sizes (not a tuple of ints per frame); a frame
     rewritten with another size after planning fails the clip, naming its frames, instead of
     packing bytes the plan did not size."""
-    from shardgen.clip import BuildContext, clip_entry
-    from shardgen.probe import probe_video
+    from shardgen.build.clip import BuildContext, clip_entry
+    from shardgen.build.probe import probe_video
 
     src = write_source(tmp_path / "src", {"v": 30}, annotations=ego4d_json({"v": {"1": [(f, 5, 5, 20, 20) for f in range(30)]}}, {"v": {"1": [(3, 20)]}}))
-    from shardgen.annotations import load_annotations
+    from shardgen.build.annotations import load_annotations
 
     params = BuildParams(clip_seconds=1.0)
     anns = load_annotations([src / "json" / "av_train.json"], params.fps)

@@ -1,4 +1,4 @@
-"""Tests for the synthetic demo corpus generator (shardgen.demo)."""
+"""Tests for the synthetic demo corpus generator (shardgen.demo.corpus)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from shardgen import demo
+from shardgen.demo import corpus as demo
 from shardgen.core.storage.atomic import TMP_MARK
-from shardgen.demo import SKIN_COLOURS, demo_truth, main, make_demo_corpus
+from shardgen.demo.corpus import SKIN_COLOURS, demo_truth, main, make_demo_corpus
 
 SECONDS, FPS, W, H = 3.0, 30, 320, 180
 N_FRAMES = int(SECONDS * FPS)

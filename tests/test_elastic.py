@@ -15,9 +15,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import loaders
-from shardgen.build import build
-from shardgen.demo import make_demo_corpus
-from shardgen.plan import BuildParams
+from shardgen.build.pipeline import build
+from shardgen.demo.corpus import make_demo_corpus
+from shardgen.build.plan import BuildParams
 from tests.test_planning_properties import key_index, key_stream, round_robin, worker_batches
 
 

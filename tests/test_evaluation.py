@@ -22,12 +22,12 @@ import torch
 
 import loaders
 from shardgen.core.ava_eval import EvalError, mean_ap, timestamp_text
-from shardgen.build import build
+from shardgen.build.pipeline import build
 from shardgen.cli import main as shardgen_main
-from shardgen.demo import make_demo_corpus
-from shardgen.eval_gt import write_ground_truth
+from shardgen.demo.corpus import make_demo_corpus
+from shardgen.tools.eval_gt import write_ground_truth
 from shardgen.core.format import TRACK_MAX_GAP
-from shardgen.plan import BuildParams
+from shardgen.build.plan import BuildParams
 from tests.sources import index_clips
 
 FPS = 30

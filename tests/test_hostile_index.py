@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 
 import loaders
-from shardgen.build import build
+from shardgen.build.pipeline import build
 from shardgen.core.clip_index import MAGIC, ClipIndex, encode_index, open_index
 from shardgen.core.format import FormatError
-from shardgen.plan import BuildParams
-from shardgen.verify import verify_manifest
+from shardgen.build.plan import BuildParams
+from shardgen.tools.verify import verify_manifest
 from tests.sources import ego4d_json, write_source
 
 

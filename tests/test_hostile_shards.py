@@ -31,8 +31,8 @@ import pytest
 import loaders
 from loaders import ShardReadError
 from shardgen.core.tario import TarError, iter_tar
-from shardgen.build import build
-from shardgen.plan import BuildParams
+from shardgen.build.pipeline import build
+from shardgen.build.plan import BuildParams
 from shardgen.core.clip_index import INDEX_NAME, ClipIndexWriter, encode_index
 from shardgen.core.manifest import MANIFEST_VERSION
 from tests.sources import ego4d_json, index_clips, write_source
@@ -206,7 +206,7 @@ def test_truncated_shard_raises_naming_it_and_skip_yields_every_intact_clip(base
     with pytest.raises(ValueError, match=rf"{lone / shard.name}: cannot index shard \((unexpected end of data|no end-of-archive marker)"):
         loaders.make_loader(str(lone / shard.name))
 
-    from shardgen.verify import verify_manifest
+    from shardgen.tools.verify import verify_manifest
 
     res = verify_manifest(d / "manifest.json", decode=False)
     assert any(shard.name in p and "manifest says" in p for p in res.problems), res.problems
@@ -424,8 +424,8 @@ def test_pickle_members_are_never_unpickled(base, tmp_path):
         assert stats["skipped"] == 2 and stats["items"] == 1
     with pytest.raises(ShardReadError, match=r"v/clip_f000015\.boxes\.npy: not a valid \.npy array \(Object arrays cannot be loaded"):
         run(mpath)
-    from shardgen.inspection import inspect_path
-    from shardgen.verify import verify_manifest
+    from shardgen.tools.inspection import inspect_path
+    from shardgen.tools.verify import verify_manifest
 
     res = verify_manifest(mpath)
     assert sum("does not decode" in p for p in res.problems) == 2

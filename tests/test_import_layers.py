@@ -3,7 +3,8 @@
 * ``loaders`` imports only ``shardgen.core*`` of shardgen;
 * the builder and the tools (build, verify, inspect, preview, report, derive) import the core and
   never ``loaders``; neither they nor the core import torch;
-* the core imports nothing of shardgen outside itself;
+* the core imports nothing of shardgen outside itself; the tools (``shardgen.tools``) and the demo generator
+  (``shardgen.demo``) import only the core, and the build pipeline (``shardgen.build``) neither of them;
 * imports sit at the top of files, except the optional heavy extras (matplotlib, Ray, boto3).
 
 Checked twice: statically over every source file, and by running each side in a fresh
@@ -69,6 +70,11 @@ def test_every_import_respects_the_layers():
                 problems.append(f"{path.relative_to(ROOT)} imports {mod}")
             if core and mod.startswith("shardgen") and not mod.startswith("shardgen.core"):
                 problems.append(f"{path.relative_to(ROOT)} (core) imports {mod} from outside the core")
+            package = path.relative_to(ROOT).parts[1] if len(path.relative_to(ROOT).parts) > 2 else None
+            if package in ("tools", "demo") and mod.startswith("shardgen.") and not mod.startswith("shardgen.core"):
+                problems.append(f"{path.relative_to(ROOT)} ({package}) imports {mod}: tools and the demo use only the core")
+            if package == "build" and mod.startswith(("shardgen.tools", "shardgen.demo")):
+                problems.append(f"{path.relative_to(ROOT)} (build) imports {mod}: the pipeline never needs a tool or the demo")
     assert not problems, "\n".join(problems)
 
 
@@ -108,7 +114,7 @@ def test_a_build_with_derived_members_and_the_tools_import_neither_loaders_nor_t
             f"assert main(['verify', {str(out / 'train' / 'manifest.json')!r}]) == 0\n"
             f"assert main(['inspect', {str(out / 'train')!r}]) == 0\n")
     mods = _modules_after(body)
-    assert "shardgen.derive" in mods and "shardgen.verify" in mods  # the probe really ran the derive path
+    assert "shardgen.build.derive" in mods and "shardgen.tools.verify" in mods  # the probe really ran the derive path
     assert sorted((out / "train").glob("*.tar"))
     bad = [m for m in mods if m.split(".")[0] in ("loaders", "torch", "boto3")]  # boto3: only when S3 is used
     assert not bad, bad

@@ -13,9 +13,9 @@ from PIL import Image
 from scipy.io import wavfile
 
 import loaders
-from shardgen.build import build
-from shardgen.demo import make_demo_corpus
-from shardgen.plan import BuildParams
+from shardgen.build.pipeline import build
+from shardgen.demo.corpus import make_demo_corpus
+from shardgen.build.plan import BuildParams
 from tests.sources import index_clips, npy, read_clips
 
 

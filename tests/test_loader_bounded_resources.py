@@ -26,9 +26,9 @@ from pathlib import Path
 import pytest
 
 import loaders
-from shardgen.build import build
-from shardgen.demo import make_demo_corpus
-from shardgen.plan import BuildParams
+from shardgen.build.pipeline import build
+from shardgen.demo.corpus import make_demo_corpus
+from shardgen.build.plan import BuildParams
 
 RANKS, WORKERS, EPOCHS, BATCH = 2, 4, 3, 2
 WORKER_BUDGET_MB = 150  # above the parent's RSS at fork time

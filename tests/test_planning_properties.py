@@ -1,10 +1,10 @@
 """Property-based tests (hypothesis) of the pure planning code.
 
-* ``shardgen.plan.plan_spans``: for random lengths, clip/stride lengths, tail policies and
+* ``shardgen.build.plan.plan_spans``: for random lengths, clip/stride lengths, tail policies and
   minimum tails, every source frame belongs to exactly the clips a brute-force reading of the
   rule says, no frame is silently lost, and the audio sample ranges of back-to-back clips tile
   the wav exactly (for random fps, including 29.97).
-* ``shardgen.labels.clip_labels``: for random persons, boxes (pixel and normalised, in and out of
+* ``shardgen.build.labels.clip_labels``: for random persons, boxes (pixel and normalised, in and out of
   the frame), voice segments and clip windows, every label array equals a per-frame brute force.
 * ``loaders.sharding`` and the stream built on it: for random shard sizes, ranks, workers, batch
   sizes, ``drop_last`` and ``samples_per_epoch``, every reader slot gets the same number of
@@ -23,10 +23,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from shardgen.core import format as fmt
-from shardgen.annotations import Person, VideoAnnotations
-from shardgen.labels import clip_labels
-from shardgen.plan import TAILS, BuildParams, plan_spans
-from shardgen.skips import SkipCode
+from shardgen.build.annotations import Person, VideoAnnotations
+from shardgen.build.labels import clip_labels
+from shardgen.build.plan import TAILS, BuildParams, plan_spans
+from shardgen.build.skips import SkipCode
 from loaders.sharding import batches_to_skip, buffered_order, epoch_sequence, plan_epoch, slot_order, slot_run
 
 FAST = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -236,12 +236,12 @@ def test_buffered_order_is_a_permutation_within_the_buffer(n, buffer, seed):
 def key_index(sizes: list[int]):
     """A source of shards with ``sizes`` clips each, without bytes: the planning's input."""
     from shardgen.core.clip_index import ClipIndexWriter
-    from shardgen.core.sources import ShardInfo, SourceIndex
+    from shardgen.core.sources import ShardInfo, ResolvedSource
 
     writer = ClipIndexWriter()
     for s, n in enumerate(sizes):
         writer.add_shard(s, [(f"s{s}/clip_f{i:06d}", i * 1000, 1000, "", 1, 1, 0, ()) for i in range(n)])
-    return SourceIndex([ShardInfo(f"s{i}.tar", f"s{i}.tar", None, None) for i in range(len(sizes))], writer.index())
+    return ResolvedSource([ShardInfo(f"s{i}.tar", f"s{i}.tar", None, None) for i in range(len(sizes))], writer.index())
 
 
 def key_stream(index, cfg):

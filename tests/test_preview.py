@@ -13,13 +13,13 @@ from PIL import Image
 
 pytest.importorskip("matplotlib")
 
-from shardgen.build import build  # noqa: E402
+from shardgen.build.pipeline import build  # noqa: E402
 from shardgen.cli import main  # noqa: E402
-from shardgen.demo import make_demo_corpus  # noqa: E402
+from shardgen.demo.corpus import make_demo_corpus  # noqa: E402
 from shardgen.core.sample import ClipSample  # noqa: E402
-from shardgen.plan import BuildParams  # noqa: E402
-from shardgen import preview as pv  # noqa: E402
-from shardgen import report as rp  # noqa: E402
+from shardgen.build.plan import BuildParams  # noqa: E402
+from shardgen.tools import preview as pv  # noqa: E402
+from shardgen.tools import html_report as rp  # noqa: E402
 from tests.sources import index_clips  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

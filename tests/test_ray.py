@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from shardgen.build import build
-from shardgen.clip import BuildContext
-from shardgen.output import SplitOutput
-from shardgen.plan import BuildParams, assign_shards
-from shardgen.source import SourceError
+from shardgen.build.pipeline import build
+from shardgen.build.clip import BuildContext
+from shardgen.build.output import SplitOutput
+from shardgen.build.plan import BuildParams, assign_shards
+from shardgen.build.source import SourceError
 from shardgen.core.storage.atomic import TMP_MARK
 from tests.sources import index_clips, write_source
 from tests.videos import video_source
@@ -54,7 +54,7 @@ def ray_session(tmp_path_factory):
         pytest.skip("ray is not installed: pip install '.[ray]' to run the Ray executor tests")
     import ray
 
-    from shardgen.executors.ray import CRASH_ENV
+    from shardgen.build.executors.ray import CRASH_ENV
 
     crash_dir = tmp_path_factory.mktemp("ray-crash")
     with pytest.MonkeyPatch.context() as mp:
@@ -73,7 +73,7 @@ def ray_session(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def demo_source(tmp_path_factory) -> Path:
-    from shardgen.demo import make_demo_corpus
+    from shardgen.demo.corpus import make_demo_corpus
 
     return make_demo_corpus(tmp_path_factory.mktemp("demo"), seconds=6, width=320, height=180)
 
@@ -139,7 +139,7 @@ def test_killed_worker_is_retried_without_losing_or_duplicating_clips(ray_sessio
 
 @needs_ray
 def test_task_error_reaches_the_caller_unwrapped(ray_session, tmp_path):
-    from shardgen.executors.ray import RayExecutor
+    from shardgen.build.executors.ray import RayExecutor
 
     src = write_source(tmp_path / "s", {"v": 60})
     ctx = {"train": BuildContext(src, BuildParams(clip_seconds=1.0, allow_unannotated=True), None)}
@@ -176,7 +176,7 @@ def test_cli_joins_a_running_cluster_with_address(ray_session, demo_source, loca
 
 def test_local_executor_never_imports_ray(demo_source, tmp_path):
     code = (
-        "import sys; from shardgen.build import build; from shardgen.plan import BuildParams; "
+        "import sys; from shardgen.build.pipeline import build; from shardgen.build.plan import BuildParams; "
         f"build({str(demo_source)!r}, {str(tmp_path / 'o')!r}, ['val'], BuildParams(clip_seconds=2.0), workers=2, progress=False); "
         "assert 'ray' not in sys.modules, 'the local executor imported ray'"
     )
@@ -185,7 +185,7 @@ def test_local_executor_never_imports_ray(demo_source, tmp_path):
 
 @needs_ray
 def test_worker_death_with_no_retries_left_names_the_shard(ray_session, tmp_path):
-    from shardgen.executors.ray import RayExecutor, RayExecutorError
+    from shardgen.build.executors.ray import RayExecutor, RayExecutorError
 
     src = write_source(tmp_path / "s", {"v": 60})
     ctx = {"train": BuildContext(src, BuildParams(clip_seconds=1.0, allow_unannotated=True), None)}

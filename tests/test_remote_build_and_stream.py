@@ -67,9 +67,9 @@ def test_s3_build_writes_the_local_bytes(s3_build, local_build, s3_server):
 def test_s3_build_uploads_the_clip_index_before_the_manifest(source, local_build, s3_server, tmp_path, monkeypatch):
     """A reader that sees a split's manifest.json in the bucket finds the clips.idx it names: at the moment the
     manifest is put, the index is already there, whole (asked of the bucket itself, not of the builder)."""
-    from shardgen.build import build
+    from shardgen.build.pipeline import build
     from shardgen.core.storage import S3Store
-    from shardgen.plan import BuildParams
+    from shardgen.build.plan import BuildParams
 
     bucket = s3_server.new_bucket("order")
     seen: list[tuple[str, int | None]] = []  # (name put, size of that split's clips.idx in the bucket just before)

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import pytest
 
-from shardgen.build import build
+from shardgen.build.pipeline import build
 from shardgen.core.format import FormatError
 from shardgen.core.sources import resolve
 from shardgen.core.storage import S3Store
-from shardgen.plan import BuildParams
-from shardgen.verify import verify_manifest
+from shardgen.build.plan import BuildParams
+from shardgen.tools.verify import verify_manifest
 from tests.sources import ego4d_json, index_clips, write_source
 
 ROOT = Path(__file__).resolve().parents[1]

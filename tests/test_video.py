@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shardgen.build import StrictError, build
+from shardgen.build.pipeline import StrictError, build
 from shardgen.core.format import SAMPLE_RATE
-from shardgen.plan import BuildParams
-from shardgen.video import fps_slots
+from shardgen.build.plan import BuildParams
+from shardgen.build.video import fps_slots
 from tests.sources import npy, read_clips, write_source
 from tests.videos import (REAL_VIDEO, ffmpeg_frames, ffmpeg_wav, ffprobe_starts, make_video, needs_ffmpeg, psnr,
                           video_source, xcorr_lag)
@@ -86,7 +86,7 @@ def test_frames_and_audio_match_ffmpeg(tmp_path, fps, offsets):
 
 def test_variable_frame_rate_file_goes_by_timestamps(tmp_path):
     """A VFR mkv (frame gaps of 20-100 ms, 1 ms time base): clip frame f is still ffmpeg's fps=30 frame f."""
-    from shardgen.demo_video import write_video
+    from shardgen.demo.videos import write_video
     from tests.videos import moving_frames
 
     gaps = np.random.default_rng(1).choice([20, 33, 33, 40, 50, 100], size=59)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from shardgen.demo_video import write_video
+from shardgen.demo.videos import write_video
 from tests.sources import SHARED
 
 REAL_VIDEO = SHARED / "realdata" / "videos" / "short_hamilton_clip.mp4"

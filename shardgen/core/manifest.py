@@ -6,7 +6,7 @@ with size and sha256, and the name, size and sha256 of the split's clip index (`
 It stays small (a 1M-clip split's manifest is its shard list) and holds nothing that varies
 between identical builds (no time stamps, paths or worker counts), so identical input gives an
 identical manifest and index. The loader plans epochs from the index, ``shardgen verify`` checks
-shards against both; the builder assembles them (:mod:`shardgen.manifest`).
+shards against both; the builder assembles them (:mod:`shardgen.build.manifest_writer`).
 
 Version 1 manifests (avshards before the clip index) listed every clip inline; they are refused
 with a message naming ``shardgen upgrade-manifest``, which converts one in place.

@@ -45,7 +45,7 @@ class ShardInfo:
 
 
 @dataclass
-class SourceIndex:
+class ResolvedSource:
     """What a source names: its shards, and one clip index over all of them (shard numbers index ``shards``)."""
 
     shards: list[ShardInfo]
@@ -69,8 +69,8 @@ class SourceIndex:
         return [self.shard_refs(s) for s in range(len(self.shards))]
 
 
-def resolve(source, *, remote_options: TransportOptions | dict | None = None) -> SourceIndex:
-    """Turn any accepted source spec into a :class:`SourceIndex`."""
+def resolve(source, *, remote_options: TransportOptions | dict | None = None) -> ResolvedSource:
+    """Turn any accepted source spec into a :class:`ResolvedSource`."""
     remote_options = TransportOptions.coerce(remote_options)
     specs: Sequence = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     shards: list[ShardInfo] = []
@@ -96,7 +96,7 @@ def resolve(source, *, remote_options: TransportOptions | dict | None = None) ->
             shards += infos
     if not shards:
         raise ValueError(f"source {source!r} names no shards")
-    return SourceIndex(shards, concat_indexes(parts), manifests)
+    return ResolvedSource(shards, concat_indexes(parts), manifests)
 
 
 def _expand(spec: str) -> list[str]:

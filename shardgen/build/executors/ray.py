@@ -1,0 +1,258 @@
+"""Ray executor: the same plan, carried out as Ray tasks on one machine or a cluster.
+
+``shardgen build --executor ray`` starts a local Ray runtime (``ray.init()``, ``num_cpus`` =
+``--workers``); ``--address auto`` or ``--address HOST:PORT`` joins a running cluster
+(``ray start --head`` …). A runtime the caller already initialised is reused as is.
+
+* probe: one task per video; write: one task per planned shard. The plan (which clip goes to
+  which shard) is computed once, up front, by :func:`shardgen.build.build`, and every write
+  task calls :func:`shardgen.build.executors.write_one` — the function the local executor calls —
+  so the shards, clip indexes and manifests are byte-identical to a local build for any worker count.
+* the build contexts (parameters, annotations) go to the object store once (``ray.put``);
+  each worker process fetches and deserialises them once, whatever the number of its tasks.
+* each task asks for one CPU and at most ``workers`` tasks are in flight at a time.
+* tasks are retried by Ray (``max_retries``) when their worker dies, and when they raise an
+  ``OSError`` (a transient I/O failure). A retry is harmless: a shard appears under its final
+  name only when whole (temp file + rename), a second attempt rewrites the same bytes, and the
+  manifest and clip index are assembled by the driver from one result per shard after every task finished.
+  Temp files left by a killed attempt are removed when the write ends (and by the next run in
+  any case). A task that fails for good stops the build: the other tasks are cancelled.
+
+The workers read the source and write the output under the same paths as the driver: on a
+cluster both must be on a shared filesystem (or the output in s3://, once the store supports it).
+
+Ray is an optional extra (``pip install 'avshards[ray]'``) and imported only here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from ..clip import BuildContext
+from ..plan import ShardPlan, VideoPlan
+from ...core.storage.atomic import TMP_MARK
+from ..writer import ShardResult
+from .tasks import probe_one, write_one
+
+#: Fault injection for the tests: when set in a worker's environment to a directory holding a
+#: file named after a shard (``train-000001.tar``), the first attempt to write that shard claims
+#: (deletes) the file and kills its worker process in the middle of writing the shard.
+CRASH_ENV = "SHARDGEN_RAY_CRASH_DIR"
+
+DEFAULT_MAX_RETRIES = 3
+CANCEL_WAIT_S = 30.0  # after a failure, how long to wait for the cancelled tasks to end
+
+
+class RayExecutorError(RuntimeError):
+    """A Ray task failed for good (its retries used up, or the cluster lost)."""
+
+
+def _import_ray():
+    """Ray, imported only when a Ray build runs: it is an optional extra and slow to import."""
+    try:
+        import ray
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise RayExecutorError(
+            "--executor ray needs Ray: pip install 'avshards[ray]' (or pip install 'ray>=2.9')"
+        ) from exc
+    return ray
+
+
+# ----------------------------------------------------------------------------- worker side
+
+_CTX_CACHE: dict[str, dict[str, BuildContext]] = {}  # per worker process: object id → contexts
+
+
+def _contexts(boxed: list) -> dict[str, BuildContext]:
+    """The build contexts, fetched from the object store once per worker process.
+
+    The reference arrives boxed in a list so Ray does not resolve (and deserialise) it for
+    every task.
+    """
+    ray = _import_ray()
+    ref = boxed[0]
+    key = ref.hex()
+    ctx = _CTX_CACHE.get(key)
+    if ctx is None:
+        _CTX_CACHE.clear()  # one build at a time per worker: drop the previous build's contexts
+        ctx = _CTX_CACHE[key] = ray.get(ref)
+    return ctx
+
+
+def _probe_task(boxed: list, split: str, video_id: str) -> VideoPlan:
+    return probe_one(_contexts(boxed)[split], split, video_id)
+
+
+def _write_task(boxed: list, shard: ShardPlan, target) -> ShardResult:
+    shard = _maybe_crash_midway(shard, target)
+    return write_one(_contexts(boxed)[shard.split], shard, target)
+
+
+def _local_dir(target) -> Path:
+    """Where a shard's file is written: ``target.local_dir`` (a SplitOutput), or a plain directory."""
+    return Path(getattr(target, "local_dir", target))
+
+
+def _maybe_crash_midway(shard: ShardPlan, target) -> ShardPlan:
+    crash_dir = os.environ.get(CRASH_ENV)
+    if not crash_dir:
+        return shard
+    try:
+        os.unlink(os.path.join(crash_dir, shard.name))  # claimed by exactly one attempt
+    except FileNotFoundError:
+        return shard
+    return replace(shard, clips=_DieAfterFirstClip(shard.clips, Path(crash_dir), shard.name, _local_dir(target)))
+
+
+class _DieAfterFirstClip(list):
+    """Clips that kill the process when asked for the second one (the temp shard is open by then)."""
+
+    def __init__(self, clips, crash_dir: Path, name: str, directory: Path):
+        super().__init__(clips)
+        self._crash_dir, self._name, self._directory = crash_dir, name, directory
+
+    def __iter__(self):
+        it = super().__iter__()
+        yield next(it)
+        temps = sorted(p.name for p in self._directory.glob(f".{self._name}{TMP_MARK}*"))
+        (self._crash_dir / f"{self._name}.crashed").write_text("".join(f"{t}\n" for t in temps))
+        os._exit(1)
+
+
+# ----------------------------------------------------------------------------- driver side
+
+
+class RayExecutor:
+    name = "ray"
+
+    def __init__(self, workers: int = 1, address: str | None = None, *, max_retries: int = DEFAULT_MAX_RETRIES,
+                 init_options: dict | None = None):
+        self.workers = max(1, int(workers))
+        self.address = address or None
+        self.max_retries = int(max_retries)
+        self.init_options = dict(init_options or {})
+        self._ray = None
+        self._owns_runtime = False
+        self._remotes = None
+        self._shipped = None  # (contexts, ObjectRef): the contexts go to the object store once
+
+    # -- runtime
+
+    def _start(self):
+        if self._ray is not None:
+            return self._ray
+        ray = _import_ray()
+        if not ray.is_initialized():
+            if self.address:
+                ray.init(address=self.address, **self.init_options)
+            else:
+                ray.init(**{"num_cpus": self.workers, "include_dashboard": False, **self.init_options})
+            self._owns_runtime = True
+        task_opts = dict(num_cpus=1, max_retries=self.max_retries, retry_exceptions=[OSError])
+        self._remotes = (ray.remote(**task_opts)(_probe_task), ray.remote(**task_opts)(_write_task))
+        self._ray = ray
+        return ray
+
+    def close(self) -> None:
+        """Shut down the Ray runtime if this executor started it (a reused one is left running)."""
+        if self._ray is not None and self._owns_runtime:
+            self._ray.shutdown()
+        self._ray, self._remotes, self._owns_runtime, self._shipped = None, None, False, None
+
+    def _ship(self, contexts: dict[str, BuildContext]) -> list:
+        if self._shipped is None or self._shipped[0] is not contexts:
+            self._shipped = (contexts, self._ray.put(contexts))
+        return [self._shipped[1]]
+
+    # -- operations
+
+    def probe(self, contexts: dict[str, BuildContext], videos: list[tuple[str, str]]) -> list[VideoPlan]:
+        if not videos:
+            return []
+        self._start()
+        boxed = self._ship(contexts)
+        probe_remote = self._remotes[0]
+        calls = [(lambda s=s, v=v: probe_remote.remote(boxed, s, v), f"probe {s}/{v}") for s, v in videos]
+        return self._run(calls, None)
+
+    def write(
+        self, contexts: dict[str, BuildContext], shards: list[tuple[ShardPlan, object]],
+        on_done: Callable[[ShardPlan, ShardResult], None],
+    ) -> list[ShardResult]:
+        if not shards:
+            self.close()
+            return []
+        self._start()
+        boxed = self._ship(contexts)
+        write_remote = self._remotes[1]
+        calls = [(lambda sp=sp, t=t: write_remote.remote(boxed, sp, t), f"write {sp.split}/{sp.name}") for sp, t in shards]
+        try:
+            return self._run(calls, lambda i, res: on_done(shards[i][0], res))
+        finally:
+            try:
+                _remove_attempt_temps(shards)  # every task has ended (or was cancelled and waited for)
+            finally:
+                self.close()
+
+    def _run(self, calls: list, on_result) -> list:
+        """Submit ``calls`` keeping at most ``workers`` in flight; results in submission order."""
+        ray = self._ray
+        results: list = [None] * len(calls)
+        pending: dict = {}  # ObjectRef → index
+        nxt = 0
+        try:
+            while nxt < len(calls) or pending:
+                while nxt < len(calls) and len(pending) < self.workers:
+                    pending[calls[nxt][0]()] = nxt
+                    nxt += 1
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                for ref in ready:
+                    i = pending.pop(ref)
+                    results[i] = self._get(ref, calls[i][1])
+                    if on_result is not None:
+                        on_result(i, results[i])
+        except BaseException:
+            # stop the rest: a cancelled task sees KeyboardInterrupt, and the writer removes its
+            # temp file on the way out; wait (a little) for that before reporting the error
+            for ref in pending:
+                try:
+                    ray.cancel(ref)
+                except Exception:
+                    pass
+            if pending:
+                try:
+                    ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_WAIT_S)
+                except Exception:
+                    pass
+            raise
+        return results
+
+    def _get(self, ref, what: str):
+        ray = self._ray
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, BaseException):
+                raise cause from None  # the task's own error (SourceError, OSError …), message intact
+            raise RayExecutorError(f"{what}: {exc}") from None
+        except ray.exceptions.RayError as exc:
+            raise RayExecutorError(
+                f"{what}: Ray task failed after {self.max_retries} retries ({type(exc).__name__}: "
+                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); re-run the same command to resume"
+            ) from None
+
+
+def _remove_attempt_temps(shards: list[tuple[ShardPlan, object]]) -> None:
+    """Delete temp files of the written shards left by attempts whose worker died.
+
+    Runs on the driver once every task has finished, so no attempt is still writing. Only this
+    build's shard names are touched; with an s3:// output it sees the driver node's staging
+    directory (other nodes' staging temp files are removed by their next build).
+    """
+    for shard, target in shards:
+        for p in _local_dir(target).glob(f".{shard.name}{TMP_MARK}*"):
+            p.unlink(missing_ok=True)
