@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from shardgen.core.format import FormatError
-from shardgen.core.manifest import MANIFEST_NAME
+from shardgen.core.manifest import MANIFEST_NAME, read_manifest
 from shardgen.core.sources import SourceIndex, resolve
 from shardgen.core.storage import TransportOptions, is_remote, join, object_size, parent, read_bytes
 
@@ -109,8 +109,7 @@ def open_catalog(source, options: TransportOptions | dict | None = None) -> Cata
     spec = str(source)
     if spec.endswith(".tar") or "{" in spec:
         index = resolve(spec, remote_options=options)
-        name = index.manifests[0]["split"] if index.manifests else "shards"
-        return Catalog(spec, [Split(name, spec, index)], options)
+        return Catalog(spec, [Split(_shards_split(spec, options), spec, index)], options)
     if spec.endswith(".json"):
         manifests = [spec]
     elif _exists(join(spec, MANIFEST_NAME), options):
@@ -128,6 +127,14 @@ def open_catalog(source, options: TransportOptions | dict | None = None) -> Cata
         skipped = [s for s in (reports[build] or {}).get("skipped", []) if isinstance(s, dict) and s.get("split") == name]
         splits.append(Split(name, parent(murl), index, skipped))
     return Catalog(spec, splits, options)
+
+
+def _shards_split(spec: str, options: TransportOptions) -> str:
+    """The split of shards named one by one: the one the manifest beside them names, else "shards"."""
+    try:
+        return str(read_manifest(join(parent(spec), MANIFEST_NAME), options)["split"])
+    except (OSError, ValueError, KeyError):  # no manifest there (the shards were indexed from their tar headers)
+        return "shards"
 
 
 def _exists(url: str, options: TransportOptions) -> bool:

@@ -120,9 +120,9 @@ def find_page(catalog: Catalog, split: Split, flag: str, result: ScanPage) -> st
     rows = [_summary_cells(s, int(c["start_frame"][r]) / split.fps) for r, s in result.matches]
     n = len(split.index.clips)
     more = (f'<a class="next" href="{esc(split_href(split, "find", flag=flag, **{"from": result.next_row}))}">'
-            f'scan on from clip {result.next_row}</a>' if result.next_row is not None else "end of the split")
+            f'scan on from clip {result.next_row + 1}</a>' if result.next_row is not None else "end of the split")
     body = (f"<h1>{esc(split.name)}: {esc(FILTERS[flag].title)}</h1>{_filters(split)}"
-            f'<p class="scanned">{len(result.matches)} found in clips {result.scanned.start}–{result.scanned.stop} '
+            f'<p class="scanned">{len(result.matches)} found among clips {result.scanned.start + 1}–{result.scanned.stop} '
             f"of {n} (index order) · {more}</p>" + _table(SUMMARY_HEAD, rows, "clips"))
     return page(FILTERS[flag].title, body, [(split.name, split_href(split)), (FILTERS[flag].title, None)], catalog=catalog)
 

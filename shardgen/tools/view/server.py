@@ -88,6 +88,7 @@ class Handler(BaseHTTPRequestHandler):
     viewer: Viewer  # set on the subclass made by make_server
     allowed_hosts: frozenset[str] | None = None
     quiet = True
+    _head = False  # answering a HEAD request: headers only
 
     # ---------------------------------------------------------------- plumbing
     def do_GET(self):

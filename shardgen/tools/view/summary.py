@@ -63,7 +63,7 @@ FILTERS: dict[str, Filter] = {
     "faces-no-voice": Filter("faces but no voice", lambda s: s.faces_without_voice),
     "audio-padded": Filter("audio zero-padded", lambda s: s.audio_padded_samples > 0),
     "padded-frames": Filter("padded tail frames", lambda s: s.pad_frames > 0),
-    "unreadable": Filter("damaged or unreadable", lambda s: s.error is not None),
+    "unreadable": Filter("metadata or labels unreadable", lambda s: s.error is not None),
 }
 
 
@@ -94,7 +94,8 @@ def read_summary(split: Split, row: int, options: TransportOptions) -> ClipSumma
                                    complete=_WANTED.issubset)
         return summarize(ClipSample(clip.key, fields, partial=True, audio=False))
     except (FormatError, TarError, OSError) as exc:
-        return ClipSummary(clip.key, int(clips.columns["n_frames"][row]), split.fps, error=f"{shard.url}: {exc}")
+        where = "" if shard.url in str(exc) else f"{shard.url}: "  # the tar reader's errors name the shard already
+        return ClipSummary(clip.key, int(clips.columns["n_frames"][row]), split.fps, error=f"{where}{exc}")
 
 
 class Summaries:
