@@ -15,6 +15,7 @@ pages against (not the build's own arrays). After the build, three clips are dam
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import shutil
@@ -56,9 +57,12 @@ def box(video: str, person: str, frame: int) -> tuple[float, float, float, float
     return next((tuple(b[1:]) for b in TRACKS.get(video, {}).get(person, []) if b[0] == frame), None)
 
 
+@functools.lru_cache(maxsize=None)
 def source_frame(frame: int) -> np.ndarray:
     """Source frame ``frame`` (0-based) as written into the source, decoded by Pillow: ``uint8 [H, W, 3]``."""
-    return np.asarray(Image.open(io.BytesIO(tiny_jpeg(frame, SIZE))).convert("RGB"))
+    rgb = np.asarray(Image.open(io.BytesIO(tiny_jpeg(frame, SIZE))).convert("RGB"))
+    rgb.setflags(write=False)
+    return rgb
 
 
 def write_view_source(root: Path) -> Path:

@@ -329,7 +329,7 @@
 
   function step(delta) {
     clock.pause();
-    const from = shown >= 0 ? shown : frameAt(clock.time());
+    const from = frameAt(clock.time()); // the clock, not the canvas: a second key press before the draw steps again
     clock.seek(Math.max(0, Math.min(T - 1, from + delta)) / FPS);
   }
 
