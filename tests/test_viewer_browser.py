@@ -185,6 +185,22 @@ def test_keys_step_frames_and_play_follows_the_audio_clock(viewer, page):
     frame = round(t * FPS)
     assert 0.5 < t <= 1.0 and frame >= 15
     assert_shows(page, start, frame)
+    # a click on the timelines seeks there (label column 130 px, then the clip's length across the drawn width)
+    box_ = page.locator("#timeline").bounding_box()
+    width = float(page.evaluate("() => document.getElementById('timeline').dataset.width"))
+    page.mouse.click(box_["x"] + 130 + width * 0.25, box_["y"] + 5)
+    page.wait_for_function("""() => {
+        const a = document.getElementById('audio');
+        return Math.abs(a.currentTime - 0.25) < 0.02 && document.getElementById('frame').dataset.frame === String(Math.round(a.currentTime * 30));
+    }""", timeout=20_000)
+    assert_shows(page, start, round(audio_time(page) * FPS))
+    page.keyboard.press("Space")
+    page.wait_for_function("() => document.getElementById('audio').currentTime > 0.55", timeout=20_000)
+    page.keyboard.press("Space")
+    page.wait_for_function("() => document.getElementById('audio').paused")
+    t = audio_time(page)
+    frame = round(t * FPS)
+    open_at(page, "", frame, t)
     # the link to this time opens the same frame
     href = page.evaluate("document.getElementById('link').href")
     assert href.split("#")[0].endswith("/clip/v0/clip_f000030") and href.split("#t=")[1] == f"{t:.3f}"

@@ -76,6 +76,7 @@ class Catalog:
             raise ValueError(f"{source}: no split found")
         self.source = source
         self.options = options
+        self.empty: list[str] = []  # splits whose manifest lists no shard (every clip skipped), not browsable
         self.splits: dict[str, Split] = {}
         for s in splits:
             name = s.name if s.name not in self.splits else f"{s.name} ({s.location})"
@@ -117,8 +118,11 @@ def open_catalog(source, options: TransportOptions | dict | None = None) -> Cata
     else:
         manifests = _split_manifests(spec, options)
     reports: dict[str, dict | None] = {}
-    splits = []
+    splits, empty = [], []
     for murl in manifests:
+        if not read_manifest(murl, options)["shards"]:  # a split with no clip (all skipped): nothing to index
+            empty.append(parent(murl))
+            continue
         index = resolve(murl, remote_options=options)
         name = index.manifests[0]["split"]
         build = parent(parent(murl))
@@ -126,7 +130,11 @@ def open_catalog(source, options: TransportOptions | dict | None = None) -> Cata
             reports[build] = _read_build_report(join(build, BUILD_REPORT), options)
         skipped = [s for s in (reports[build] or {}).get("skipped", []) if isinstance(s, dict) and s.get("split") == name]
         splits.append(Split(name, parent(murl), index, skipped))
-    return Catalog(spec, splits, options)
+    if not splits:
+        raise ValueError(f"{spec}: no split holds a clip ({', '.join(empty)} list no shards)")
+    catalog = Catalog(spec, splits, options)
+    catalog.empty = empty
+    return catalog
 
 
 def _shards_split(spec: str, options: TransportOptions) -> str:

@@ -73,7 +73,9 @@ def home(catalog: Catalog) -> str:
         rows.append([f'<a href="{esc(split_href(split))}">{esc(split.name)}</a>', esc(len(split.index.clips)),
                      esc(len(split.index.clips.video_names())), esc(_seconds(frames / split.fps)),
                      esc(len(split.index.shards)), esc(skipped), esc(split.location)])
+    empty = "".join(f'<p class="muted">{esc(e)}: no clips (its manifest lists no shards)</p>' for e in catalog.empty)
     body = ("<h1>Splits</h1>" + _table(["split", "clips", "videos", "length", "shards", "skipped clips", "read from"], rows)
+            + empty
             + "".join(f"<h2>{esc(s.name)}</h2>{_filters(s)}" for s in catalog.splits.values()))
     return page("build", body, catalog=catalog)
 

@@ -291,13 +291,21 @@ def _allowed_hosts(host: str, port: int) -> frozenset[str] | None:
     return frozenset(f"{n}:{port}" for n in names) | frozenset(names if port == 80 else ())
 
 
+class ViewerHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        """A browser dropping a kept-alive connection is routine, not an error worth a traceback."""
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
 def make_server(source, host: str = "127.0.0.1", port: int = 8000, *, options: TransportOptions | dict | None = None,
                 verbose: bool = False, clip_budget: int | None = None) -> ThreadingHTTPServer:
     """A server over ``source`` bound to ``host:port`` (port 0: any free port), not yet serving."""
     viewer = Viewer(open_catalog(source, options), clip_budget=clip_budget)
     handler = type("ViewerHandler", (Handler,), {"viewer": viewer, "quiet": not verbose})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
+    server = ViewerHTTPServer((host, port), handler)
     handler.allowed_hosts = _allowed_hosts(host, server.server_address[1])
     server.viewer = viewer
     return server

@@ -282,7 +282,8 @@
     for (let s = 0; s <= Math.floor(DURATION); s++) {
       const x = LABEL_W + (s / DURATION) * w;
       ctx.fillRect(x, rows.length * ROW_H, 1, 4);
-      ctx.fillText(`${s}s`, x + 2, rows.length * ROW_H + 9);
+      ctx.textAlign = x + 24 > LABEL_W + w ? "right" : "left"; // the last second's label stays inside
+      ctx.fillText(`${s}s`, ctx.textAlign === "right" ? x - 2 : x + 2, rows.length * ROW_H + 9);
     }
     timeline.dataset.width = String(w);
   }
