@@ -16,7 +16,6 @@ import math
 import os
 import shutil
 import tarfile
-import tempfile
 
 import numpy as np
 import pytest
@@ -201,7 +200,9 @@ def test_keys_step_frames_and_play_follows_the_audio_clock(viewer, page):
     t = audio_time(page)
     frame = round(t * FPS)
     open_at(page, "", frame, t)
-    # the link to this time opens the same frame
+    # the link to this time (updated on the next animation frame once paused) opens the same frame
+    page.wait_for_function("""() => document.getElementById('link').href.endsWith(
+        '#t=' + document.getElementById('audio').currentTime.toFixed(3))""", timeout=20_000)
     href = page.evaluate("document.getElementById('link').href")
     assert href.split("#")[0].endswith("/clip/v0/clip_f000030") and href.split("#t=")[1] == f"{t:.3f}"
     page.goto(href.replace("#", "?reload#"))  # a fresh load of the same page and time

@@ -55,9 +55,6 @@ class Split:
         rows += [VideoRow(v, 0, 0, 0, s) for v, s in skipped.items()]  # videos of which no clip was written
         return rows
 
-    def skipped_clips(self, video_id: str) -> list[dict]:
-        return [s for s in self.skipped if s.get("video_id") == video_id]
-
 
 @dataclass
 class VideoRow:

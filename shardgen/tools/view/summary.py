@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -55,7 +56,7 @@ class ClipSummary:
 @dataclass(frozen=True)
 class Filter:
     title: str
-    test: object  # ClipSummary -> bool
+    test: Callable[[ClipSummary], bool]
 
 
 FILTERS: dict[str, Filter] = {

@@ -372,14 +372,16 @@
     const i = frameAt(t);
     if (i !== shown && i !== asked) show(i);
     drawPlayhead(t);
+    const playing = clock.playing();
     const text = `frame ${i} / ${T} · ${t.toFixed(3)} s · source ${(D.start_time + t).toFixed(3)} s`;
     if (text !== lastText) {
       clockText.textContent = text;
       lastText = text;
-      if (!clock.playing()) link.href = `${location.pathname}#t=${t.toFixed(3)}`;
       if (document.activeElement !== scrub) scrub.value = String(i);
-      playButton.textContent = clock.playing() ? "pause" : "play";
     }
+    const href = `${location.pathname}#t=${t.toFixed(3)}`;
+    if (!playing && link.getAttribute("href") !== href) link.setAttribute("href", href); // the paused time, not the last one shown
+    if (playButton.textContent !== (playing ? "pause" : "play")) playButton.textContent = playing ? "pause" : "play";
     requestAnimationFrame(tick);
   }
 
