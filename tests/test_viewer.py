@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -250,6 +251,30 @@ def test_clip_page_data_follows_the_annotation(viewer):
                 assert data["boxes"][p][i] == pytest.approx(list(want))
             assert data["speaking"][p][i] == int(speaking("v0", pid, 30 + i))
     assert data["prev"] == "v0/clip_f000000" and data["next"] == "v1/clip_f000000"
+
+
+def test_clip_store_reads_a_clip_once_and_keeps_clips_within_its_budget(view_build, monkeypatch):
+    from shardgen.tools.view import clips as clip_store
+
+    reads: list[str] = []
+    real = clip_store.read_clip
+    monkeypatch.setattr(clip_store, "read_clip", lambda index, row, options: reads.append(index.clips.key(row)) or real(index, row, options))
+    catalog = open_catalog(view_build)
+    split = catalog.splits["train"]
+    rows = {k: split.index.clips.find(k) for k in ("v0/clip_f000000", "v0/clip_f000030", "d1/clip_f000000")}
+    one_clip = int(split.index.clips.columns["bytes"][rows["v0/clip_f000000"]])
+    store = clip_store.ClipStore(catalog.options, budget=one_clip + one_clip // 2)  # room for one clip, not two
+    with ThreadPoolExecutor(8) as pool:  # eight requests at once for one clip: one read
+        samples = list(pool.map(lambda _: store.get(split, rows["v0/clip_f000000"]), range(8)))
+    assert reads == ["v0/clip_f000000"] and all(s is samples[0] for s in samples)
+    store.get(split, rows["v0/clip_f000030"])  # a second clip pushes the first out
+    store.get(split, rows["v0/clip_f000030"])
+    store.get(split, rows["v0/clip_f000000"])
+    assert reads == ["v0/clip_f000000", "v0/clip_f000030", "v0/clip_f000000"]
+    for _ in range(2):  # a damaged clip is not kept: each request reads it again (a transient error would clear)
+        with pytest.raises(clip_store.ClipUnreadable, match="d1/clip_f000000.boxes.npy"):
+            store.get(split, rows["d1/clip_f000000"])
+    assert reads[3:] == ["d1/clip_f000000"] * 2
 
 
 # --------------------------------------------------------------------------- sources and the command line

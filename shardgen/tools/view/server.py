@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import sys
 import threading
 from http import HTTPStatus
@@ -30,7 +31,7 @@ from shardgen.core.storage import TransportOptions
 
 from . import media, pages
 from .catalog import Catalog, Split, open_catalog
-from .clips import ClipStore, ClipUnreadable
+from .clips import DEFAULT_BUDGET, ClipStore, ClipUnreadable
 from .summary import FILTERS, Summaries, scan
 
 STATIC = {"player.js": "text/javascript; charset=utf-8", "view.css": "text/css; charset=utf-8"}
@@ -58,10 +59,10 @@ class NotFound(Exception):
 class Viewer:
     """The viewer's state behind every request: the catalog, the summaries made so far, the clips held."""
 
-    def __init__(self, catalog: Catalog, *, clip_budget: int | None = None):
+    def __init__(self, catalog: Catalog, *, clip_budget: int = DEFAULT_BUDGET):
         self.catalog = catalog
         self.summaries = Summaries(catalog.options)
-        self.clips = ClipStore(catalog.options) if clip_budget is None else ClipStore(catalog.options, clip_budget)
+        self.clips = ClipStore(catalog.options, clip_budget)
 
     def split(self, name: str) -> Split:
         split = self.catalog.splits.get(name)
@@ -300,12 +301,17 @@ class ViewerHTTPServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+class ViewerHTTPServer6(ViewerHTTPServer):
+    address_family = socket.AF_INET6  # --host ::1 and other IPv6 addresses
+
+
 def make_server(source, host: str = "127.0.0.1", port: int = 8000, *, options: TransportOptions | dict | None = None,
-                verbose: bool = False, clip_budget: int | None = None) -> ThreadingHTTPServer:
+                verbose: bool = False, clip_budget: int = DEFAULT_BUDGET) -> ThreadingHTTPServer:
     """A server over ``source`` bound to ``host:port`` (port 0: any free port), not yet serving."""
     viewer = Viewer(open_catalog(source, options), clip_budget=clip_budget)
     handler = type("ViewerHandler", (Handler,), {"viewer": viewer, "quiet": not verbose})
-    server = ViewerHTTPServer((host, port), handler)
+    server_class = ViewerHTTPServer if ":" not in host else ViewerHTTPServer6
+    server = server_class((host, port), handler)
     handler.allowed_hosts = _allowed_hosts(host, server.server_address[1])
     server.viewer = viewer
     return server
