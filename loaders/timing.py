@@ -31,6 +31,7 @@ __all__ = [
     "chunk_numbers",
     "mrope_ids",
     "tmrope_ids",
+    "tmrope_next_id",
     "TIMINGS",
 ]
 
@@ -264,3 +265,20 @@ def tmrope_ids(
     modality = np.concatenate([np.zeros(video.shape[1], np.int8), np.ones(audio_ids.size, np.int8)])
     order = np.lexsort((np.arange(modality.size), modality, chunk))  # chunk, then video first, stable
     return unordered[:, order] + start_id, modality[order], order
+
+
+def tmrope_next_id(ids: np.ndarray, modality: np.ndarray) -> int:
+    """The id transformers gives what follows a ``tmrope_ids`` block (its eos tokens, then text).
+
+    ``get_rope_index`` continues from the largest id of the LAST piece it appended (the last
+    chunk's audio tokens, or video patches when the video runs longer) plus one — not from the
+    block's largest id: a 1 s clip sampled at 2 fps has a video step at t=25 but audio only up to
+    24, so what follows gets 25, not 26. The trailing run of one modality holds that piece's
+    maximum (audio ids rise; a video run ends with the last step's full grid).
+    """
+    modality = np.asarray(modality)
+    if modality.size == 0:
+        return 0
+    other = np.nonzero(modality != modality[-1])[0]
+    run = slice(other[-1] + 1 if other.size else 0, None)
+    return int(np.asarray(ids)[:, run].max()) + 1

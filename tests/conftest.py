@@ -8,6 +8,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.sources import REALDATA  # noqa: E402
+import tests.torchvision_cpu  # noqa: E402,F401  (transformers imports torchvision: see the module)
 
 
 @pytest.fixture(scope="session")

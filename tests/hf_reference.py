@@ -6,18 +6,11 @@ a config, and a real ``Qwen2_5OmniProcessor`` assembled from its real parts (``Q
 ``WhisperFeatureExtractor`` with Qwen2.5-Omni's 300 s settings) and a tokenizer built in code that
 knows only the special tokens, with the ids of the model config.
 
-torchvision: transformers' video processor needs it, and PyPI's torchvision 0.28.0 (the release
-for torch 2.13.0) is a CUDA build whose C extension cannot load beside the CPU torch; its Python
-transforms (the resize the processor calls) are plain torch and work, but ``import torchvision``
-stops at registering fake kernels for two ops the missing extension would have defined.
-:func:`_torchvision_without_its_extension` defines those two op schemas (never called) when the
-extension does not load, so the real torchvision code runs unchanged.
+torchvision: see tests/torchvision_cpu.py (imported first, here and by conftest).
 """
 
 from __future__ import annotations
 
-import glob
-import importlib.util
 import os
 from functools import lru_cache, partial
 from types import SimpleNamespace
@@ -29,21 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may reach a model h
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def _torchvision_without_its_extension() -> None:
-    spec = importlib.util.find_spec("torchvision")
-    if spec is None or not spec.submodule_search_locations:
-        return
-    extension = glob.glob(os.path.join(spec.submodule_search_locations[0], "_C*.so"))
-    try:
-        torch.ops.load_library(extension[0])
-    except Exception:  # the CUDA build's extension beside a CPU torch: give torchvision the schemas it registers against
-        lib = torch.library.Library("torchvision", "DEF")
-        lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        lib.define("qnms(Tensor qdets, Tensor scores, float iou_threshold) -> Tensor")
-        _torchvision_without_its_extension.lib = lib  # keep the registration alive
-
-
-_torchvision_without_its_extension()
+import tests.torchvision_cpu  # noqa: E402,F401  (before transformers: it imports torchvision)
 
 import transformers  # noqa: E402
 from transformers import (  # noqa: E402

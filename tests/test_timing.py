@@ -13,6 +13,7 @@ from loaders.timing import (
     frame_times,
     mrope_ids,
     tmrope_ids,
+    tmrope_next_id,
 )
 
 
@@ -124,6 +125,16 @@ def test_tmrope_model_timing_truncates_in_float32_like_the_model():
     assert (video_t != exact).sum() > 0 and ((exact - video_t) <= 1).all()  # one id early where float32 rounds down
 
 
+def test_what_follows_a_block_continues_from_its_last_piece():
+    # 1 s at 2 fps (4 frames, min_frames): video steps at t = 0 and 25, audio 0..24: the model's
+    # last piece is the audio (max 24), so the eos tokens get 25 although a video patch has 25.
+    ids, modality, _ = tmrope_ids(np.array([0.0, 0.5, 1.0, 1.5]), np.zeros(25), (1, 1), second_per_grid=1.0)
+    assert ids.max() == 25 and tmrope_next_id(ids, modality) == 25
+    # video last (no audio after it): the video's grid rows count too
+    ids, modality, _ = tmrope_ids(frame_times(0, 2, 2.0), np.zeros(0), (3, 1))
+    assert tmrope_next_id(ids, modality) == 3
+
+
 def test_chunk_numbers_lag_after_a_jump_longer_than_a_chunk():
     # get_chunked_index opens at most one chunk per token: a step 4 s (100 ids) after the last
     # puts its first patch alone in the chunk it skipped.
@@ -189,7 +200,7 @@ def test_tmrope_ids_equal_qwen25_omni_get_rope_index(seconds, start):
         pos = pos[:, 0].numpy()
         np.testing.assert_array_equal(ids, pos[:, 2:-2], err_msg=f"{fps} fps, {seconds} s from frame {start}")
         np.testing.assert_array_equal(pos[:, :2], 0)  # both bos tokens at 0
-        np.testing.assert_array_equal(pos[:, -2:], ids.max() + 1)  # both eos tokens after the block
+        np.testing.assert_array_equal(pos[:, -2:], tmrope_next_id(ids, modality))  # both eos tokens after the block
         np.testing.assert_array_equal(order, _expected_order(modality))
         assert ids.shape == (3, grid_t * 4 + n_audio)
         checked += 1
@@ -238,6 +249,7 @@ def test_grid_steps_longer_than_a_chunk_follow_the_processor_and_the_model(sampl
     pos, _ = omni_rope_index(_omni_block(modality), torch.tensor([[grid_t, 4, 6]]), torch.tensor([_audio_seqlen(seconds * 25)]),
                              torch.tensor([2 / sample_fps]))
     np.testing.assert_array_equal(ids, pos[:, 0, 2:-2].numpy())
+    np.testing.assert_array_equal(pos[:, 0, -2:].numpy(), tmrope_next_id(ids, modality))
     np.testing.assert_array_equal(order, _expected_order(modality))
     # the point of the case: the processor's layout is not "chunk = t // 50"
     _, exact_modality, _ = tmrope_ids(frame_t, 0.04 * np.arange(seconds * 25) + frame_t[0], (2, 3), timing="exact")

@@ -1,0 +1,137 @@
+"""mode="qwen-omni": batches equal to what transformers' own processor and get_rope_index give the model.
+
+The reference is transformers itself (pinned in the test extra; see tests/hf_reference.py): a real
+``Qwen2_5OmniProcessor`` built in code (its video processor samples the frames itself from the whole
+clip, decoded here with Pillow from the shard's JPEG bytes; its WhisperFeatureExtractor takes the
+clip's wav read with soundfile) and the Qwen2.5-Omni ``get_rope_index`` on the processor's tokens.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from PIL import Image
+
+from loaders import OMNI_MODEL_INPUTS, OmniConfig, make_loader
+from shardgen.build import build
+from shardgen.core.format import VOICE_EXT, frame_ext
+from shardgen.demo import make_demo_corpus
+from shardgen.plan import BuildParams
+from tests.sources import npy, read_clips
+
+FLOAT_TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def demo_build(tmp_path_factory) -> Path:
+    """A 25 fps demo corpus (AVA's and TalkNet's rate, where float32 ids differ from exact times) in 5 s clips."""
+    root = tmp_path_factory.mktemp("omni_demo")
+    src = make_demo_corpus(root / "src", n_train=2, n_val=0, n_test=0, seconds=11.0, fps=25, width=320, height=180)
+    out = root / "out"
+    build(src, out, ["train"], BuildParams(clip_seconds=5.0, fps=25.0), workers=1, progress=False)
+    return out / "train"
+
+
+def _omni_batches(split: Path, batch_size: int, **omni) -> list[dict]:
+    loader = make_loader(split, mode="qwen-omni", batch_size=batch_size, shuffle=False, omni=omni or None)
+    return list(loader)
+
+
+def _clip_media(split: Path, key: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """All frames of a clip (Pillow) and its audio (soundfile, float as int16 / 32768), read from the shards."""
+    import json
+
+    members = {}
+    for shard in sorted(split.glob("*.tar")):
+        members.update(read_clips(shard))
+    m = members[key]
+    meta = json.loads(m["json"])
+    frames = np.stack([np.asarray(Image.open(io.BytesIO(m[frame_ext(i)])).convert("RGB"))
+                       for i in range(1, meta["n_frames"] + 1)])
+    audio, sr = soundfile.read(io.BytesIO(m[meta["audio_format"]]), dtype="int16")
+    assert sr == 16000
+    return frames, audio.astype(np.float32) / 32768.0, {"meta": meta, "voice": npy(m[VOICE_EXT])}
+
+
+def _reference(split: Path, keys: list[str], **video_kwargs):
+    """The real processor on the clips' full frame sequences (it samples 2 fps itself) and their audio."""
+    from transformers.video_utils import VideoMetadata
+
+    from tests.hf_reference import omni_processor, process_clips
+
+    clips = [_clip_media(split, k) for k in keys]
+    proc = omni_processor(**video_kwargs)
+    out = process_clips(proc, [c[0] for c in clips], [c[1] for c in clips], fps=2.0, do_sample_frames=True,
+                        return_metadata=True,
+                        video_metadata=[VideoMetadata(total_num_frames=c[2]["meta"]["n_frames"], fps=c[2]["meta"]["fps"])
+                                        for c in clips])
+    return out, clips
+
+
+def _assert_batch_equals_processor(batch: dict, ref, clips, *, full_audio: bool):
+    from tests.hf_reference import omni_rope_index
+
+    B = len(clips)
+    for k in ("input_ids", "attention_mask", "video_grid_thw", "feature_attention_mask", "video_second_per_grid"):
+        assert batch[k].dtype == ref[k].dtype, k
+        if k == "feature_attention_mask" and not full_audio:
+            L = batch[k].shape[1]
+            torch.testing.assert_close(batch[k], ref[k][:, :L], rtol=0, atol=0)
+            assert int(ref[k][:, L:].sum()) == 0  # nothing masked in past the batch's longest clip
+            continue
+        torch.testing.assert_close(batch[k], ref[k], rtol=0, atol=0, msg=k)
+    torch.testing.assert_close(batch["pixel_values_videos"], ref["pixel_values_videos"], rtol=0, atol=FLOAT_TOL)
+    L = batch["input_features"].shape[-1]
+    assert L == (ref["input_features"].shape[-1] if full_audio else int(ref["feature_attention_mask"].sum(-1).max()))
+    torch.testing.assert_close(batch["input_features"], ref["input_features"][..., :L], rtol=0, atol=FLOAT_TOL)
+    # the model's own position ids over the processor's tokens
+    pos, deltas = omni_rope_index(ref["input_ids"], ref["video_grid_thw"], ref["feature_attention_mask"].sum(-1),
+                                  ref["video_second_per_grid"], attention_mask=ref["attention_mask"])
+    torch.testing.assert_close(batch["position_ids"], pos, rtol=0, atol=0)
+    torch.testing.assert_close(batch["rope_deltas"], deltas, rtol=0, atol=0)
+    # labels at the frames the processor sampled
+    assert len(ref["video_metadata"]) == B and len(batch["meta"]) == B
+    for b, (meta, clip) in enumerate(zip(batch["meta"], clips)):
+        picked = np.asarray(ref["video_metadata"][b].frames_indices)
+        np.testing.assert_array_equal(meta["frame_index"], picked)
+        labels = batch["frame_labels"][b]
+        np.testing.assert_array_equal(labels[:picked.size].numpy(), clip[2]["voice"][picked])
+        assert (labels[picked.size:] == -100).all()
+        np.testing.assert_allclose(meta["frame_t"], (clip[2]["meta"]["start_frame"] + picked) / clip[2]["meta"]["fps"])
+
+
+def test_omni_batches_equal_the_processor_on_a_25fps_demo(demo_build):
+    batches = _omni_batches(demo_build, batch_size=2)
+    keys = [[m["key"] for m in b["meta"]] for b in batches]
+    assert sum(len(k) for k in keys) == 6  # 2 videos x (5 s + 5 s + 1 s tail)
+    for batch, batch_keys in zip(batches, keys):
+        ref, clips = _reference(demo_build, batch_keys)
+        _assert_batch_equals_processor(batch, ref, clips, full_audio=False)
+
+
+def test_omni_batch_equals_the_processor_on_the_real_clip(real_build):
+    split = real_build / "train"
+    (batch,) = _omni_batches(split, batch_size=3, audio_padding="max_length")
+    keys = [m["key"] for m in batch["meta"]]
+    assert keys == [f"short_hamilton_clip/clip_f{s:06d}" for s in (0, 120, 240)]
+    ref, clips = _reference(split, keys)
+    assert batch["input_features"].shape == (3, 128, 30000)
+    _assert_batch_equals_processor(batch, ref, clips, full_audio=True)
+    assert set(OMNI_MODEL_INPUTS) <= set(batch)
+
+
+def test_omni_config_reads_a_model_config_and_refuses_unknown_options():
+    from tests.hf_reference import omni_thinker_config
+
+    cfg = OmniConfig.from_model_config(omni_thinker_config(audio_token_index=7, video_token_index=8,
+                                                           vision_config={"spatial_merge_size": 4}))
+    assert (cfg.audio_token_id, cfg.video_token_id, cfg.merge_size, cfg.vision_start_token_id) == (7, 8, 4, 151652)
+    with pytest.raises(TypeError, match="unknown \\['frame_rate'\\]"):
+        OmniConfig.coerce({"frame_rate": 2})
+    with pytest.raises(ValueError, match="audio_padding 'none'"):
+        OmniConfig(audio_padding="none")
