@@ -35,8 +35,10 @@ from .timing import frame_times, tmrope_ids, tmrope_next_id
 
 __all__ = ["OmniConfig", "MODEL_INPUTS", "omni_item", "collate_omni"]
 
-# The keys of a batch a Qwen2.5-Omni thinker's forward takes (``model(**{k: batch[k] for k in MODEL_INPUTS})``).
-MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids", "rope_deltas", "pixel_values_videos", "video_grid_thw",
+# The keys of a batch a Qwen2.5-Omni thinker's forward takes: ``model(**{k: batch[k] for k in MODEL_INPUTS},
+# use_audio_in_video=True)``. ``rope_deltas`` (for text generated after the block), ``frame_labels`` and
+# ``meta`` are the batch's other keys.
+MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids", "pixel_values_videos", "video_grid_thw",
                 "video_second_per_grid", "input_features", "feature_attention_mask")
 AUDIO_PADDINGS = ("longest", "max_length")
 IGNORE = -100  # frame_labels past a clip's sampled frames

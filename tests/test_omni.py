@@ -135,3 +135,82 @@ def test_omni_config_reads_a_model_config_and_refuses_unknown_options():
         OmniConfig.coerce({"frame_rate": 2})
     with pytest.raises(ValueError, match="audio_padding 'none'"):
         OmniConfig(audio_padding="none")
+
+
+def _tiny_thinker():
+    from transformers import Qwen2_5OmniThinkerForConditionalGeneration
+
+    from tests.hf_reference import omni_thinker_config
+
+    torch.manual_seed(0)
+    cfg = omni_thinker_config(
+        text_config={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+                     "num_key_value_heads": 2, "rope_parameters": {"rope_type": "default", "rope_theta": 1e6,
+                                                                   "mrope_section": [2, 3, 3]}},
+        vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64,
+                       "fullatt_block_indexes": [1]},
+        audio_config={"d_model": 32, "encoder_layers": 1, "encoder_attention_heads": 2, "encoder_ffn_dim": 64,
+                      "output_dim": 64})
+    return Qwen2_5OmniThinkerForConditionalGeneration(cfg)
+
+
+def test_a_tiny_thinker_trains_a_step_on_an_omni_batch_and_agrees_on_the_ids(demo_build):
+    """A randomly initialised few-layer thinker: forward + backward of a per-step speaking head on one
+    batch; the model's own get_rope_index over the batch's tokens gives the batch's position ids."""
+    model = _tiny_thinker()
+    omni = OmniConfig.from_model_config(model.config, min_pixels=56 * 56, max_pixels=112 * 112)
+    batch = next(iter(make_loader(demo_build, mode="qwen-omni", batch_size=2, shuffle=False, omni=omni)))
+    assert omni.max_pixels == 112 * 112 and batch["video_grid_thw"][0, 1:].prod() <= 112 * 112 // 14 ** 2
+
+    pos, deltas = model.model.get_rope_index(batch["input_ids"], None, batch["video_grid_thw"], batch["attention_mask"],
+                                             True, batch["feature_attention_mask"].sum(-1), batch["video_second_per_grid"])
+    torch.testing.assert_close(batch["position_ids"], pos, rtol=0, atol=0)
+    torch.testing.assert_close(batch["rope_deltas"], deltas, rtol=0, atol=0)
+
+    head = torch.nn.Linear(model.config.text_config.hidden_size, 1)
+    params = list(model.parameters()) + list(head.parameters())
+    opt = torch.optim.SGD(params, lr=1e-2)
+    out = model.model(**{k: batch[k] for k in OMNI_MODEL_INPUTS}, use_audio_in_video=True)
+    hidden = out.last_hidden_state  # [B, S, H]
+    # a speaking logit per video grid step: mean of the step's patch tokens; its label is the step's first frame's
+    logits, targets = [], []
+    for b, meta in enumerate(batch["meta"]):
+        t, h, w = batch["video_grid_thw"][b].tolist()
+        per_step = (h // omni.merge_size) * (w // omni.merge_size)
+        video = hidden[b][batch["input_ids"][b] == omni.video_token_id]
+        assert video.shape[0] == t * per_step
+        logits.append(head(video.view(t, per_step, -1).mean(1)).squeeze(-1))
+        targets.append(batch["frame_labels"][b, 0:2 * t:2].float())
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(torch.cat(logits), torch.cat(targets))
+    opt.zero_grad()
+    loss.backward()
+    assert torch.isfinite(loss)
+    for name, module in (("vision", model.model.visual), ("audio", model.model.audio_tower),
+                         ("language", model.model.language_model), ("head", head)):
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads), name
+        assert sum(float(g.abs().sum()) for g in grads) > 0, f"{name} got no gradient"
+    before = head.weight.detach().clone()
+    opt.step()
+    assert not torch.equal(before, head.weight)
+
+
+def test_the_omni_mode_needs_neither_transformers_nor_torchvision(demo_build):
+    import subprocess
+    import sys
+
+    code = ("import sys; from loaders import make_loader; "
+            f"b = next(iter(make_loader({str(demo_build)!r}, mode='qwen-omni', shuffle=False))); "
+            "assert b['input_ids'].shape[0] == 1; "
+            "print(sorted(m for m in ('transformers', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_a_clip_too_short_for_one_grid_step_is_refused_by_name():
+    from loaders.omni_video import sample_frame_indices
+
+    with pytest.raises(ValueError, match="1 frames give no group of 2 to sample at 2 fps"):
+        sample_frame_indices(1, 30.0, 2)
+    with pytest.raises(ValueError, match="fps must be positive"):
+        OmniConfig(fps=0)
