@@ -18,11 +18,13 @@ from .loader import ASDLoader
 from .modes import ModeOptions
 from .omni import MODEL_INPUTS as OMNI_MODEL_INPUTS
 from .omni import OmniConfig
+from .omni_video import normalise_patches
 from .predictions import PredictionWriter
 from .timing import audio_feature_times, frame_times, mrope_ids, tmrope_ids
 
 __all__ = ["make_loader", "ASDLoader", "ShardReadError", "PredictionWriter", "mean_ap", "resolve", "frame_times",
-           "audio_feature_times", "mrope_ids", "tmrope_ids", "OmniConfig", "OMNI_MODEL_INPUTS"]
+           "audio_feature_times", "mrope_ids", "tmrope_ids", "OmniConfig", "OMNI_MODEL_INPUTS",
+           "normalise_patches"]
 
 
 def _dist_defaults(rank, world_size):

@@ -59,6 +59,9 @@ class OmniConfig:
             ``"max_length"`` to the processor's full ``chunk_seconds`` (30,000 frames, 15 MB a clip).
             The model reads only the masked frames, which are the same either way.
         pad_token_id: fills ``input_ids`` left of shorter blocks (the processor pads on the left).
+        pixel_dtype: ``torch.float32`` (default, the processor's values) or ``torch.uint8``: the resized
+            pixels in the patch layout, 4x fewer bytes from the workers; ``normalise_patches(batch
+            ["pixel_values_videos"].cuda())`` then gives the float32 values exactly.
         The token ids, ``position_id_per_seconds`` and ``seconds_per_chunk`` are the thinker config's:
         :meth:`from_model_config` reads them, with the patch sizes and mel bins, from a config.
     """
@@ -87,10 +90,13 @@ class OmniConfig:
     video_token_id: int = 151656
     audio_token_id: int = 151646
     pad_token_id: int = 151643
+    pixel_dtype: torch.dtype = torch.float32
 
     def __post_init__(self):
         if self.audio_padding not in AUDIO_PADDINGS:
             raise ValueError(f"audio_padding {self.audio_padding!r}: choose one of {AUDIO_PADDINGS}")
+        if self.pixel_dtype not in (torch.float32, torch.uint8):
+            raise ValueError(f"pixel_dtype {self.pixel_dtype!r}: choose torch.float32 or torch.uint8")
         if self.fps is not None and not self.fps > 0:
             raise ValueError(f"fps must be positive (or None for every frame), not {self.fps!r}")
 
@@ -155,7 +161,7 @@ def omni_item(sample: ClipSample, opts: ModeOptions) -> dict:
     frames = np.stack([rgb_frame(sample.frame(int(i)), name=f"{sample.key} frame {int(i) + 1}") for i in picked])
     pixels, grid_thw = video_patches(frames, patch_size=cfg.patch_size, temporal_patch_size=cfg.temporal_patch_size,
                                      merge_size=cfg.merge_size, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels,
-                                     image_mean=cfg.image_mean, image_std=cfg.image_std)
+                                     image_mean=cfg.image_mean, image_std=cfg.image_std, dtype=cfg.pixel_dtype)
     samples, _ = sample.audio()
     mel = whisper_log_mel(samples.astype(np.float32) / 32768.0, n_mels=cfg.n_mels, n_fft=cfg.n_fft,
                           hop_length=cfg.hop_length, sample_rate=sr, max_samples=cfg.chunk_seconds * sr)

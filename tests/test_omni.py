@@ -17,7 +17,7 @@ import soundfile
 import torch
 from PIL import Image
 
-from loaders import OMNI_MODEL_INPUTS, OmniConfig, make_loader
+from loaders import OMNI_MODEL_INPUTS, OmniConfig, make_loader, normalise_patches
 from shardgen.build import build
 from shardgen.core.format import VOICE_EXT, frame_ext
 from shardgen.demo import make_demo_corpus
@@ -107,11 +107,17 @@ def _assert_batch_equals_processor(batch: dict, ref, clips, *, full_audio: bool)
 
 def test_omni_batches_equal_the_processor_on_a_25fps_demo(demo_build):
     batches = _omni_batches(demo_build, batch_size=2)
+    uint8_batches = _omni_batches(demo_build, batch_size=2, pixel_dtype=torch.uint8)
     keys = [[m["key"] for m in b["meta"]] for b in batches]
     assert sum(len(k) for k in keys) == 6  # 2 videos x (5 s + 5 s + 1 s tail)
-    for batch, batch_keys in zip(batches, keys):
+    assert len(uint8_batches) == len(batches) == 3
+    for batch, small, batch_keys in zip(batches, uint8_batches, keys):
         ref, clips = _reference(demo_build, batch_keys)
         _assert_batch_equals_processor(batch, ref, clips, full_audio=False)
+        # uint8 patches, normalised later (on the GPU, say): the same floats
+        assert small["pixel_values_videos"].dtype == torch.uint8
+        torch.testing.assert_close(normalise_patches(small["pixel_values_videos"]), ref["pixel_values_videos"],
+                                   rtol=0, atol=FLOAT_TOL)
 
 
 def test_omni_batch_equals_the_processor_on_the_real_clip(real_build):
