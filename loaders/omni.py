@@ -198,6 +198,11 @@ def _audio_length(mels: list[LogMel], cfg: OmniConfig) -> int:
     return max(mel.frames for mel in mels)
 
 
+def _concat(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.cat``, without copying a lone clip's patches (tens of MB each)."""
+    return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+
+
 def collate_omni(items: list[dict], cfg: OmniConfig | None = None) -> dict:
     """Stack clips into one batch: blocks left-padded (as the processor pads text), videos concatenated
     (as the processor concatenates them), mel features padded per ``cfg.audio_padding``."""
@@ -227,7 +232,7 @@ def collate_omni(items: list[dict], cfg: OmniConfig | None = None) -> dict:
         "attention_mask": attention_mask,
         "position_ids": position_ids,
         "rope_deltas": rope_deltas,
-        "pixel_values_videos": torch.cat([it["pixel_values_videos"] for it in items]),
+        "pixel_values_videos": _concat([it["pixel_values_videos"] for it in items]),
         "video_grid_thw": torch.stack([it["video_grid_thw"] for it in items]),
         "video_second_per_grid": torch.tensor([it["video_second_per_grid"] for it in items], dtype=torch.float32),
         "input_features": torch.stack([it["mel"].padded(length) for it in items]),

@@ -59,7 +59,7 @@ def _bound(cls, obj, *names):
 
 
 @lru_cache(maxsize=None)
-def _omni_model(config_key=None):
+def _omni_model():
     cfg = omni_thinker_config()
     return _bound(_OmniModel, SimpleNamespace(config=cfg, spatial_merge_size=cfg.vision_config.spatial_merge_size),
                   "get_chunked_index", "get_llm_pos_ids_for_vision")

@@ -152,11 +152,12 @@ SWEEP_GRID = (2, 2)  # merged h, w: two rows and columns, so a chunk boundary ca
 
 
 def _sweep_case(fps, seconds, start):
+    """Frame times of ``seconds`` at ``fps`` from ``start``, the processor's grid (t, h, w), audio tokens."""
     n_frames = int(round(seconds * fps))
     frame_t = frame_times(start, n_frames, fps)
+    grid_thw = (-(-n_frames // 2), 2 * SWEEP_GRID[0], 2 * SWEEP_GRID[1])
     n_audio = seconds * 25
-    audio_t = start / fps + 0.04 * np.arange(n_audio)
-    return n_frames, frame_t, n_audio, audio_t
+    return frame_t, grid_thw, n_audio, start / fps + 0.04 * np.arange(n_audio)
 
 
 def _omni_block(modality: np.ndarray) -> torch.Tensor:
@@ -189,9 +190,7 @@ def test_tmrope_ids_equal_qwen25_omni_get_rope_index(seconds, start):
 
     checked = 0
     for fps in SWEEP_FPS:
-        n_frames, frame_t, n_audio, audio_t = _sweep_case(fps, seconds, start)
-        grid_t = -(-n_frames // 2)
-        grid_thw = (grid_t, 2 * SWEEP_GRID[0], 2 * SWEEP_GRID[1])
+        frame_t, grid_thw, n_audio, audio_t = _sweep_case(fps, seconds, start)
         ids, modality, order = tmrope_ids(frame_t, audio_t, SWEEP_GRID, start_id=1)  # after the two bos tokens
         layout = processor_layout(grid_thw, 2 / fps, n_audio)
         np.testing.assert_array_equal(modality, layout, err_msg=f"{fps} fps: token layout differs from the processor's")
@@ -202,7 +201,7 @@ def test_tmrope_ids_equal_qwen25_omni_get_rope_index(seconds, start):
         np.testing.assert_array_equal(pos[:, :2], 0)  # both bos tokens at 0
         np.testing.assert_array_equal(pos[:, -2:], tmrope_next_id(ids, modality))  # both eos tokens after the block
         np.testing.assert_array_equal(order, _expected_order(modality))
-        assert ids.shape == (3, grid_t * 4 + n_audio)
+        assert ids.shape == (3, grid_thw[0] * 4 + n_audio)
         checked += 1
     assert checked == len(SWEEP_FPS)
 
@@ -219,10 +218,9 @@ def test_mrope_ids_equal_qwen2vl_and_qwen25vl_get_rope_index(seconds, start):
 
     checked = 0
     for fps in SWEEP_FPS:
-        n_frames, frame_t, _, _ = _sweep_case(fps, seconds, start)
-        grid_t = -(-n_frames // 2)
-        grid_thw = torch.tensor([[grid_t, 2 * SWEEP_GRID[0], 2 * SWEEP_GRID[1]]])
-        n_video = grid_t * SWEEP_GRID[0] * SWEEP_GRID[1]
+        frame_t, grid, _, _ = _sweep_case(fps, seconds, start)
+        grid_thw = torch.tensor([grid])
+        n_video = grid[0] * SWEEP_GRID[0] * SWEEP_GRID[1]
         input_ids, types = _vl_block(n_video)
         video = slice(5, 5 + n_video)
         pos2, _ = qwen2vl_rope_index(input_ids, types, grid_thw)
