@@ -20,9 +20,9 @@ The clips are read from the shards once, untimed, for the first three rows; ever
 process, one thread pool (``torch.get_num_threads()``). Before timing, the first clip's outputs of
 the processor and of the loader are compared (ids exact, floats within 1e-5).
 
-    python scripts/bench_omni.py [--seconds 45] [--videos 2] [--repeat 2]
+    python scripts/bench_omni.py [--seconds 45] [--videos 2] [--repeat 3]
 
-Prints a Markdown table; each row is the fastest of ``--repeat`` runs.
+Prints a Markdown table; each row is the fastest of ``--repeat`` runs, the rows taking turns run by run.
 """
 
 from __future__ import annotations
@@ -114,13 +114,18 @@ def check_equal(ours: dict, ref) -> None:
     torch.testing.assert_close(ours["feature_attention_mask"], ref["feature_attention_mask"][:, :L], rtol=0, atol=0)
 
 
-def timed(fn, repeat: int) -> tuple[float, object]:
-    best, out = float("inf"), None
+def best_times(rows: list, repeat: int, n: int) -> dict:
+    """Fastest of ``repeat`` runs of each row, the rows interleaved run by run (a busy machine's drift
+    hits every row alike); each run must give one output per clip."""
+    best = {name: float("inf") for name, _ in rows}
     for _ in range(repeat):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+        for name, fn in rows:
+            t0 = time.perf_counter()
+            out = fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+            assert len(out) == n, f"{name}: {len(out)} outputs for {n} clips"
+            del out
+    return best
 
 
 def main(argv=None) -> int:
@@ -129,7 +134,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=45.0, help="length of each demo video (15 s clips)")
     ap.add_argument("--videos", type=int, default=2)
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args(argv)
 
     from tests.hf_reference import TRANSFORMERS_VERSION, omni_processor
@@ -150,11 +155,7 @@ def main(argv=None) -> int:
         ("qwen-omni loader, end to end from shards", lambda: loader_row(split)),
         ("qwen-omni loader, uint8 pixels (normalised on the GPU)", lambda: loader_row(split, pixel_dtype=torch.uint8)),
     ]
-    times = {}
-    for name, fn in rows:
-        seconds, out = timed(fn, a.repeat)
-        assert len(out) == n, f"{name}: {len(out)} outputs for {n} clips"
-        times[name] = seconds
+    times = best_times(rows, a.repeat, n)
     base = times[rows[1][0]]
     print(f"\n{n} clips of 15 s, 640x360 at 30 fps -> 30 frames at 2 fps (364x644, 4485 video + 375 audio tokens); "
           f"transformers {TRANSFORMERS_VERSION}, torch {torch.__version__}, {torch.get_num_threads()} threads, "

@@ -160,12 +160,15 @@ def _tiny_thinker():
     return Qwen2_5OmniThinkerForConditionalGeneration(cfg)
 
 
-def test_a_tiny_thinker_trains_a_step_on_an_omni_batch_and_agrees_on_the_ids(demo_build):
+@pytest.mark.parametrize("build", ["demo_build", "real_build"])
+def test_a_tiny_thinker_trains_a_step_on_an_omni_batch_and_agrees_on_the_ids(build, request):
     """A randomly initialised few-layer thinker: forward + backward of a per-step speaking head on one
     batch; the model's own get_rope_index over the batch's tokens gives the batch's position ids."""
+    split = request.getfixturevalue(build)
+    split = split / "train" if build == "real_build" else split
     model = _tiny_thinker()
     omni = OmniConfig.from_model_config(model.config, min_pixels=56 * 56, max_pixels=112 * 112)
-    batch = next(iter(make_loader(demo_build, mode="qwen-omni", batch_size=2, shuffle=False, omni=omni)))
+    batch = next(iter(make_loader(split, mode="qwen-omni", batch_size=2, shuffle=False, omni=omni)))
     assert omni.max_pixels == 112 * 112 and batch["video_grid_thw"][0, 1:].prod() <= 112 * 112 // 14 ** 2
 
     pos, deltas = model.model.get_rope_index(batch["input_ids"], None, batch["video_grid_thw"], batch["attention_mask"],

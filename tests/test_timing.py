@@ -252,3 +252,51 @@ def test_grid_steps_longer_than_a_chunk_follow_the_processor_and_the_model(sampl
     # the point of the case: the processor's layout is not "chunk = t // 50"
     _, exact_modality, _ = tmrope_ids(frame_t, 0.04 * np.arange(seconds * 25) + frame_t[0], (2, 3), timing="exact")
     assert (exact_modality != modality).sum() > 0
+
+
+def test_ids_on_the_real_clip_equal_the_models(realdata):
+    """The hamilton clip (275 frames at 30 fps, 640x360, its wav): Qwen's own processor parts give the
+    frames it samples, the grid and the audio token count; the three models' get_rope_index the ids."""
+    import soundfile
+    from transformers.video_utils import VideoMetadata
+
+    from tests.hf_reference import (QWEN25VL_TOKENS_PER_SECOND, omni_rope_index, qwen25vl_rope_index,
+                                    qwen2vl_rope_index, video_processor, whisper_feature_extractor)
+
+    n_frames = len(list((realdata / "video_imgs" / "short_hamilton_clip").glob("img_*.jpg")))
+    wav, sr = soundfile.read(realdata / "wav" / "short_hamilton_clip.wav", dtype="float32")
+    assert (n_frames, sr) == (275, 16000)
+    mask = whisper_feature_extractor()(wav, sampling_rate=sr, return_attention_mask=True, return_tensors="pt")
+    mel_frames = mask["attention_mask"][:, ::160].sum(-1)  # the processor's feature_attention_mask
+    n_audio = int(((mel_frames - 1) // 2 + 1 - 2) // 2 + 1)
+    processor = video_processor()
+    checked = 0
+    for fps in (None, 2.0):  # every frame, and the processor's own 2 fps sampling
+        frames = np.zeros((n_frames, 360, 640, 3), np.uint8)
+        if fps is None:
+            out = processor(videos=[frames], return_tensors="pt")
+            picked, spg = np.arange(n_frames), 2 / 30
+        else:
+            out = processor(videos=[frames], do_sample_frames=True, fps=fps, return_metadata=True, return_tensors="pt",
+                            video_metadata=[VideoMetadata(total_num_frames=n_frames, fps=30.0)])
+            picked, spg = np.asarray(out["video_metadata"][0].frames_indices), 2 / fps
+        grid = out["video_grid_thw"]
+        merged = (int(grid[0, 1]) // 2, int(grid[0, 2]) // 2)
+        frame_t = frame_times(0, n_frames, 30.0)[picked]
+        audio_t = 0.04 * np.arange(n_audio)
+
+        ids, modality, _ = tmrope_ids(frame_t, audio_t, merged, start_id=1, second_per_grid=spg if fps else None)
+        pos, _ = omni_rope_index(_omni_block(modality), grid, mel_frames, torch.tensor([spg]))
+        np.testing.assert_array_equal(ids, pos[:, 0, 2:-2].numpy())
+
+        n_video = int(grid[0].prod()) // 4
+        input_ids, types = _vl_block(n_video)
+        pos2, _ = qwen2vl_rope_index(input_ids, types, grid)
+        np.testing.assert_array_equal(mrope_ids(frame_t, merged, start_id=5), pos2[:, 0, 5:5 + n_video].numpy())
+        pos25, _ = qwen25vl_rope_index(input_ids, types, grid, torch.tensor([spg]))
+        np.testing.assert_array_equal(
+            mrope_ids(frame_t, merged, tokens_per_second=QWEN25VL_TOKENS_PER_SECOND, start_id=5,
+                      second_per_grid=spg if fps else None),
+            pos25[:, 0, 5:5 + n_video].numpy())
+        checked += 1
+    assert checked == 2
