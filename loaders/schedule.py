@@ -87,7 +87,7 @@ class EpochPart:
     batches: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ScheduledBatch:
     """One batch as a reader makes it: its items (clip or track rows) and the length ``cut`` every item is
     cut to when it is known before reading (a frame-budget batch's shortest track), else ``None``."""
@@ -144,7 +144,7 @@ class UnitSpace:
         return ScheduledBatch(self.batches[b], int(self.cuts[b]))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SlotSchedule:
     """What one reader slot yields: ``run`` (unit ids, in the order they are read), ``order`` (positions in
     ``run``, in the order they are emitted) and ``n_batches`` batches of ``units_per_batch`` emitted units."""
@@ -167,7 +167,7 @@ class SlotSchedule:
         return [self.batch(k) for k in range(self.n_batches)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class EpochSchedule:
     """One part of an epoch, planned: :meth:`slot` gives each reader slot's batches (computed when asked)."""
 
@@ -252,6 +252,8 @@ def _delivered(schedule: EpochSchedule, batches: int) -> np.ndarray:
 def epoch_schedule(space: UnitSpace, config: ScheduleConfig, epoch: int, layout: Layout,
                    history: Sequence[EpochPart] = ()) -> EpochSchedule:
     """Plan ``epoch`` as ``layout`` reads it, after the finished ``history`` parts (elastic resume): pure."""
+    if space.are_batches and any(L.batch_size != 1 for L in (layout, *(p.layout for p in history))):
+        raise ValueError("a frame-budget batch is one step: its layouts take batches of one unit")
     sequence = space.sequence(seed=config.seed, epoch=epoch, shuffle=config.shuffle)
     for part, done in enumerate(history):
         gone = _delivered(_deal(space, sequence, config, epoch, done.layout, part), done.batches)

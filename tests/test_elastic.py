@@ -54,8 +54,7 @@ def read_layout(split, mode, world, workers, size, *, state=None, batches=None, 
         already = ld.state_dict()["batches_done"]  # a same-layout resume continues the count
         it = iter(ld)
         mine = list(islice(it, batches)) if batches is not None else list(it)
-        if batches is None:
-            assert len(mine) == lens[-1] - already
+        assert len(mine) == (lens[-1] - already if batches is None else batches)
         got.append([k for b in mine for k in item_keys(b)])
         if rank == 0:
             state0 = ld.state_dict()
