@@ -216,10 +216,10 @@ class ShardStream:
 
     def _transform(self, sample: ClipSample, item: Item, rng, noise, cut: int | None):
         if self.opts.mode == "talknet":
-            return talknet_item(sample, self.opts, rng, noise)[0]
+            return talknet_item(sample, self.opts, rng, noise)
         if self.opts.mode == "asd-tracks":
-            return track_item(sample, item.track, self.opts, rng, noise, keep=cut)[0]
-        return raw_item(sample, self.opts, rng, noise)[0]
+            return track_item(sample, item.track, self.opts, rng, noise, keep=cut)
+        return raw_item(sample, self.opts, rng, noise)
 
     def named_error(self, exc: Exception, item: Item) -> ShardReadError:
         return _named(exc, item, self.index.shards[item.clip.shard].url)

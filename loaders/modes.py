@@ -121,7 +121,7 @@ def talknet_item(sample: ClipSample, opts: ModeOptions, rng: np.random.Generator
             torch.from_numpy(labels.astype(np.int64)))
     if opts.with_meta:
         item += (_timing(sample, 0, T, audio.shape[0], None),)
-    return item, samples
+    return item
 
 
 def track_item(sample: ClipSample, track: tuple, opts: ModeOptions, rng=None, noise=None, keep: int | None = None):
@@ -165,7 +165,7 @@ def track_item(sample: ClipSample, track: tuple, opts: ModeOptions, rng=None, no
         item += (_timing(sample, first, kept, audio.shape[0], track_id)
                  | {"person_id": pid, "person_row": p, "source_frame": m["start_frame"] + first,
                     "boxes": annotated[:kept]},)
-    return item, samples
+    return item
 
 
 def track_audio(sample: ClipSample, track: tuple) -> tuple[np.ndarray, int]:
@@ -192,7 +192,7 @@ def raw_item(sample: ClipSample, opts: ModeOptions, rng=None, noise=None):
         "visible": sample.visible, "voice": sample.voice, "boxes": sample.boxes, "speaking": sample.speaking,
         "person_ids": [p["person_id"] for p in sample.meta["persons"]], **t,
         "audio_t": (sample.meta["audio_start_sample"] + np.arange(len(samples))) / sr,
-    }, samples
+    }
 
 
 #: an item's metadata fields with a row per frame, and with a row per MFCC row (4 a frame): cut with the batch
