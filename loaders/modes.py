@@ -164,7 +164,7 @@ def track_item(sample: ClipSample, track: tuple, opts: ModeOptions, rng=None, no
         track_id = f"{m['video_id']}:{pid}@{m['start_frame'] + first}"
         item += (_timing(sample, first, kept, audio.shape[0], track_id)
                  | {"person_id": pid, "person_row": p, "source_frame": m["start_frame"] + first,
-                    "boxes": annotated[:kept]},)
+                    "track_frames": n, "boxes": annotated[:kept]},)
     return item
 
 

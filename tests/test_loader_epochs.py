@@ -79,6 +79,7 @@ def test_every_per_frame_meta_field_has_the_batch_rows(split, mode, kw):
             if mode == "asd-tracks":
                 key, p, first = track_of(m)
                 length = tracks[(key, p, first)]
+                assert m["track_frames"] == length  # the whole track's length: what the cut left out is known
                 boxes = npy(clips[key]["boxes.npy"])[p, first:first + T]
                 assert m["boxes"].shape == (T, 4)
                 known = ~np.isnan(boxes[:, 0])  # gaps are interpolated by the loader; annotated rows are kept
