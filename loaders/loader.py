@@ -80,8 +80,9 @@ class ASDLoader:
         dl = DataLoader(self.stream.epoch_reader(schedule, start.batches_done, self.tally), batch_size=None,
                         num_workers=self.num_workers, pin_memory=self.pin_memory, timeout=self.timeout, **kwargs)
         self._position, self._resume, self._running = start, False, True
-        it = iter(dl)
+        it = None
         try:
+            it = iter(dl)
             for batch in it:
                 self._position = dataclasses.replace(self._position, batches_done=self._position.batches_done + 1)
                 yield batch
