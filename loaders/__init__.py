@@ -102,8 +102,9 @@ def make_loader(
             sit out the epoch — a different few each epoch — so no item is seen twice) or ``"pad"``
             (every item is read, a few twice; for evaluation).
         with_meta: append a 4th element with keys, timestamps (``frame_t``, ``audio_feat_t``)
-            and metadata per item (talknet / asd-tracks).
-        augment: TalkNet's flip/crop/rotate and noise-mix augmentation.
+            and metadata per item (talknet / asd-tracks), per-frame fields cut with the batch (``T`` rows).
+        augment: TalkNet's flip/crop/rotate and noise-mix augmentation, seeded by (``seed``, epoch, item) so
+            an item is augmented alike by any ranks × workers; the noise is another item of its batch.
         on_error: ``"raise"`` (default) or ``"skip"`` damaged clips, counted in ``loader.stats``.
         use_derived: use stored 112x112 ``g``/``c`` members when the shards have them.
         remote_options: how HTTP/S3 shards are read: a ``shardgen.core.storage.TransportOptions``

@@ -131,7 +131,7 @@ def talknet_item(sample: ClipSample, opts: ModeOptions, rng: np.random.Generator
             torch.from_numpy(labels.astype(np.int64)))
     if opts.with_meta:
         item += (_timing(sample, 0, T, audio.shape[0], None),)
-    return item, samples
+    return item
 
 
 def track_item(sample: ClipSample, track: tuple, opts: ModeOptions, rng=None, noise=None, keep: int | None = None):
@@ -172,9 +172,10 @@ def track_item(sample: ClipSample, track: tuple, opts: ModeOptions, rng=None, no
     if opts.with_meta:
         pid = m["persons"][p]["person_id"]
         track_id = f"{m['video_id']}:{pid}@{m['start_frame'] + first}"
-        item += (_timing(sample, first, n, audio.shape[0], track_id)
-                 | {"person_id": pid, "person_row": p, "source_frame": m["start_frame"] + first, "boxes": annotated},)
-    return item, samples
+        item += (_timing(sample, first, kept, audio.shape[0], track_id)
+                 | {"person_id": pid, "person_row": p, "source_frame": m["start_frame"] + first,
+                    "track_frames": n, "boxes": annotated[:kept]},)
+    return item
 
 
 def track_audio(sample: ClipSample, track: tuple) -> tuple[np.ndarray, int]:
@@ -201,11 +202,29 @@ def raw_item(sample: ClipSample, opts: ModeOptions, rng=None, noise=None):
         "visible": sample.visible, "voice": sample.voice, "boxes": sample.boxes, "speaking": sample.speaking,
         "person_ids": [p["person_id"] for p in sample.meta["persons"]], **t,
         "audio_t": (sample.meta["audio_start_sample"] + np.arange(len(samples))) / sr,
-    }, samples
+    }
+
+
+#: an item's metadata fields with a row per frame, and with a row per MFCC row (4 a frame): cut with the batch
+PER_FRAME_META = ("frame_t", "boxes")
+PER_AUDIO_ROW_META = ("audio_feat_t",)
+
+
+def cut_meta(meta: dict, T: int) -> dict:
+    """An item's metadata as its batch keeps it: every per-frame field's first ``T`` rows, per-MFCC-row fields' ``4T``."""
+    out = dict(meta)
+    for k in PER_FRAME_META:
+        if k in out:
+            out[k] = out[k][:T]
+    for k in PER_AUDIO_ROW_META:
+        if k in out:
+            out[k] = out[k][: 4 * T]
+    return out
 
 
 def collate_talknet(items: list, faces_dtype: torch.dtype = torch.float32) -> tuple:
-    """Stack to ``[B, ...]``, cutting every item to the batch's shortest, first frames kept (TalkNet's rule)."""
+    """Stack to ``[B, ...]``, cutting every item to the batch's shortest, first frames kept (TalkNet's rule);
+    with metadata, its per-frame fields are cut alike, so each describes exactly the frames delivered."""
     T = min(it[1].shape[0] for it in items)
     audio = torch.stack([it[0][: 4 * T] for it in items])
     faces = torch.empty((len(items), T, *items[0][1].shape[1:]), dtype=faces_dtype)
@@ -213,7 +232,7 @@ def collate_talknet(items: list, faces_dtype: torch.dtype = torch.float32) -> tu
         faces[i].copy_(it[1][:T])  # uint8 → float32 0-255 (or uint8 as is), no intermediate copy
     labels = torch.stack([it[2][:T] for it in items])
     if len(items[0]) == 4:
-        return audio, faces, labels, [it[3] for it in items]
+        return audio, faces, labels, [cut_meta(it[3], T) for it in items]
     return audio, faces, labels
 
 

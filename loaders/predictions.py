@@ -65,7 +65,7 @@ class PredictionWriter:
             boxes = m["boxes"]
             if len(s) > len(boxes):
                 raise ValueError(f"{len(s)} scores for a track of {len(boxes)} frames ({m['track_id']})")
-            self._cut += len(boxes) - len(s)
+            self._cut += m["track_frames"] - len(s)  # the track's frames past the batch's T
             clip = m["meta"]
             for row, score in zip(track_rows(clip["video_id"], m["person_id"], m["source_frame"], boxes[: len(s)],
                                              clip["fps"], clip["frame_size"]), s):

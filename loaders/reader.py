@@ -23,7 +23,7 @@ from shardgen.core.sources import ResolvedSource, open_clips, read_clip_members
 from shardgen.core.storage import TransportOptions
 from shardgen.core.tario import DEFAULT_MAX_MEMBER, TarError, iter_samples, iter_tar
 
-from .sharding import Unit
+from .items import Item
 
 
 class ShardReadError(RuntimeError):
@@ -38,7 +38,7 @@ class ClipReader:
         self.remote_options = remote_options
         self.max_member_bytes = max_member_bytes
 
-    def read_tracks(self, units: list[Unit], *, use_crops: bool, frames: int | None = None) -> object:
+    def read_tracks(self, units: list[Item], *, use_crops: bool, frames: int | None = None) -> object:
         """Face tracks' part of their clip (all ``units`` of one clip), in one read: a partial
         :class:`ClipSample` holding what every one of them needs, or the error in its place.
 
@@ -90,7 +90,7 @@ class ClipReader:
         except Exception as exc:  # a hostile clip must never escape un-named
             return ShardReadError(f"{shard.url}: clip {clip.key}: {type(exc).__name__}: {exc}")
 
-    def read(self, run: Sequence[Unit], needed: Iterable[int]) -> Iterator[tuple[list[int], object]]:
+    def read(self, run: Sequence[Item], needed: Iterable[int]) -> Iterator[tuple[list[int], object]]:
         """Read the needed clips in run order, each once (units of one clip share it).
 
         Lazy: clips are gathered only up to the end of the current contiguous byte range (at most a

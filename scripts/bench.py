@@ -119,9 +119,9 @@ def run_stream(source: str) -> tuple[int, int]:
 
     opts = _remote_options()
     stream = ShardStream(resolve(source, remote_options=opts), ModeOptions(), StreamConfig(shuffle=False), opts)
-    from loaders.sharding import RunUnits
+    from loaders.items import RunItems
 
-    run = RunUnits(stream.units, range(len(stream.units)))
+    run = RunItems(stream.items, range(len(stream.items)))
     n = nbytes = 0
     for _, sample in stream.reader.read(run, range(len(run))):
         if isinstance(sample, Exception):

@@ -73,8 +73,11 @@ def test_voice_and_speaking_labels(demo_build):
     clips = shard_clips(demo_build)
     for labels, pick in (("voice", lambda f: npy(f["voice.npy"])), ("speaking", lambda f: npy(f["speaking.npy"])[1])):
         ld = loaders.make_loader(demo_build / "train", labels=labels, person="2", shuffle=False, with_meta=True)
+        seen = []
         for _, _, lab, meta in ld:
             np.testing.assert_array_equal(lab[0].numpy(), pick(clips[meta[0]["key"]]))
+            seen.append(meta[0]["key"])
+        assert sorted(seen) == sorted(clips), labels  # every clip checked, once
 
 
 def test_two_ranks_two_workers_uneven_shards(demo_build):
@@ -307,10 +310,9 @@ def test_resume_refuses_a_changed_order(demo_build):
 
 
 def test_remainder_pad_with_fewer_clips_than_readers():
-    from loaders.sharding import arrange_epoch, plan_epoch, slot_run
+    from loaders.schedule import Layout, ScheduleConfig, UnitSpace, epoch_schedule
 
-    seq = np.arange(2)
-    plan = plan_epoch(2, slots=6, batch_size=1, drop_last=False, samples_per_epoch=None, epoch=0, remainder="pad")
-    arranged = arrange_epoch(seq, plan, seed=0, shuffle=False)
-    runs = [slot_run(arranged, plan, k, 1, False) for k in range(6)]
-    assert all(len(r) == 1 for r in runs) and {int(r[0]) for r in runs} == {0, 1}
+    plan = epoch_schedule(UnitSpace.of_items(np.array([0, 2])), ScheduleConfig(shuffle=False, remainder="pad"), 0,
+                          Layout(world_size=3, num_workers=2))
+    runs = [plan.slot(k).run for k in range(6)]
+    assert [len(r) for r in runs] == [1] * 6 and {int(r[0]) for r in runs} == {0, 1}
