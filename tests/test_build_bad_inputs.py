@@ -367,14 +367,14 @@ def test_a_frame_that_changes_size_between_plan_and_write_is_named(tmp_path):
     rewritten with another size after planning fails the clip, naming its frames, instead of
     packing bytes the plan did not size."""
     from shardgen.build.clip import BuildContext, clip_entry
-    from shardgen.build.probe import probe_video
+    from shardgen.build.probe import probe_source
 
     src = write_source(tmp_path / "src", {"v": 30}, annotations=ego4d_json({"v": {"1": [(f, 5, 5, 20, 20) for f in range(30)]}}, {"v": {"1": [(3, 20)]}}))
     from shardgen.build.annotations import load_annotations
 
     params = BuildParams(clip_seconds=1.0)
     anns = load_annotations([src / "json" / "av_train.json"], params.fps)
-    [clip] = probe_video(src, "train", "v", params, anns).clips
+    [clip] = probe_source(src, "train", "v", params, anns).clips
     ctx = BuildContext(src, params, anns)
     assert clip_entry(clip, ctx)[0] == "v/clip_f000000"  # unchanged: builds
     frame = src / "video_imgs" / "v" / "img_00007.jpg"

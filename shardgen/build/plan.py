@@ -19,6 +19,7 @@ from array import array
 import math
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
+from typing import NamedTuple
 
 from ..core import codecs
 from ..core import format as fmt
@@ -93,6 +94,10 @@ class Span:
     n_real: int  # frames taken from the source
     pad: int = 0  # frames added at the end (tail policy 'pad')
 
+    @property
+    def n_frames(self) -> int:
+        return self.n_real + self.pad
+
 
 def plan_spans(n_frames: int, clip: int, stride: int, tail: str, min_tail: int) -> tuple[list[Span], list[tuple[Span, Reason]]]:
     """Cut ``n_frames`` into clips: full clips every ``stride`` frames, then the tail by policy.
@@ -128,6 +133,24 @@ def frame_sizes_digest(sizes) -> str:
     """A clip's source JPEG sizes as 16 hex digits: what the plan keeps of them (not a tuple of ints per frame:
     a driver planning a million 15 s clips would hold 450 million)."""
     return hashlib.blake2b(array("q", sizes).tobytes(), digest_size=8).hexdigest()
+
+
+class AudioChoice(NamedTuple):
+    """Where a video's clip audio comes from, as the planner decided it (the same for all its clips)."""
+
+    origin: str  # "wav" (wav/<id>.wav), "stream" (a video file's audio stream), "none" (zeros, flagged)
+    wav_size: int = 0  # the wav's size and mtime, for the resume fingerprint ("wav" only)
+    wav_mtime_ns: int = 0
+
+
+class PlannedFrames(NamedTuple):
+    """What a source kind's adapter says about one clip's frames; the planner builds the ClipPlan from it."""
+
+    frame_size: tuple[int, int]
+    sizes: tuple[int, ...]  # each frame's stored JPEG bytes: exact (frame directories) or estimated (video files)
+    frame_sizes: str  # frame_sizes_digest of exact sizes, checked again when writing ("" when estimated)
+    digest: str  # the source part of the clip's resume fingerprint (frames, audio, fps, encoding)
+    extra: dict | None = None  # further ClipPlan fields of this kind (video files: video, frame_pts, audio_from)
 
 
 @dataclass(slots=True)  # a driver holds one per clip of the source: no per-instance __dict__

@@ -1,10 +1,22 @@
-"""One video on disk → its :class:`~shardgen.build.plan.VideoPlan`: the only planning step that reads the source.
+"""One listed video → its :class:`~shardgen.build.plan.VideoPlan`: the one planner for both source kinds.
 
-For each clip the probe checks every frame structurally (JPEG start/end markers, size, mtime),
-the wav's header and the annotations, then records either a :class:`~shardgen.build.plan.ClipPlan`
-(with its exact frame sizes and a fingerprint of its sources, for resume) or a
-:class:`~shardgen.build.skips.Skip` with the reason. Clip windows come from the pure
-:func:`shardgen.build.plan.plan_spans`.
+A listed video is taken from ``video_imgs/<id>/`` when that directory exists, else from
+``<videos>/<id>.<ext>`` (``--videos``, default ``DIR/videos``; ext one of
+:data:`shardgen.build.video.VIDEO_EXTS`). The source kind is a small adapter
+(:class:`~shardgen.build.frame_dir.FrameDirectory`, :class:`~shardgen.build.video_file.VideoFile`)
+that answers two questions: how many frames the video spans, and whether one clip's frames are
+usable (and what its resume fingerprint is made of). Everything else happens here, once, for both:
+
+* the clip windows (:func:`shardgen.build.plan.plan_spans`) and the tails the policy skips;
+* the audio: ``wav/<id>.wav`` when it exists (its header checked against the frames' length),
+  else what the source kind offers without one;
+* the annotation checks (boxes or voice past the last frame; a video the annotation files do
+  not cover);
+* every skip, with its code and a message naming the file, and the
+  :class:`~shardgen.build.plan.ClipPlan` of every clip that is built.
+
+Only this planning step reads the source before writing; it decides nothing the plan's pure
+arithmetic (:mod:`shardgen.build.plan`) could not redo.
 """
 
 from __future__ import annotations
@@ -14,85 +26,117 @@ from pathlib import Path
 
 import soundfile as sf
 
-from .annotations import VideoAnnotations, annotation_digest
 from ..core import format as fmt
-from .plan import BuildParams, ClipPlan, Span, VideoPlan, estimate_clip_bytes, frame_sizes_digest, plan_spans
+from .annotations import VideoAnnotations, annotation_digest
+from .frame_dir import FrameDirectory
+from .plan import AudioChoice, BuildParams, ClipPlan, Span, VideoPlan, estimate_clip_bytes, plan_spans
 from .skips import Reason, Skip, SkipCode
-from .source import SourceError, check_jpeg_file, jpeg_size, scan_frames, wav_path
+from .source import SourceError, scan_frames, wav_path
+from .video import VIDEO_EXTS, find_video_files
+from .video_file import VideoFile, open_video_file
 
 
-def probe_video(
+def probe_source(
     data_dir: Path, split: str, video_id: str, params: BuildParams,
-    annotations: dict[str, VideoAnnotations] | None,
+    annotations: dict[str, VideoAnnotations] | None, videos_dir: Path | None = None,
 ) -> VideoPlan:
-    """Look at one video on disk and plan its clips; every clip is planned or skipped with a reason."""
+    """Plan one listed video from whichever source it has; every clip is planned or skipped with a reason."""
+    opened = open_source(data_dir, split, video_id, params, videos_dir)
+    if isinstance(opened, VideoPlan):
+        return opened
+    return plan_video(opened, data_dir, split, video_id, params, annotations)
+
+
+def open_source(data_dir: Path, split: str, video_id: str, params: BuildParams,
+                videos_dir: Path | None) -> FrameDirectory | VideoFile | VideoPlan:
+    """The adapter of the video's source kind, or a plan that skips the whole video with the reason."""
     frames = scan_frames(data_dir, video_id)
-    if frames is None:
-        return VideoPlan(split, video_id, found=False,
-                         skips=[Skip(split, video_id, Reason(SkipCode.NO_FRAMES_DIRECTORY, f"frames directory video_imgs/{video_id} is missing"))])
-    vp = VideoPlan(split, video_id, found=True, n_frames=frames.n_frames)
-    if frames.n_frames == 0:
-        vp.skips.append(Skip(split, video_id, Reason(SkipCode.NO_FRAMES, f"no img_NNNNN.jpg frames in video_imgs/{video_id}")))
+    if frames is not None:
+        return FrameDirectory(frames, params)
+    vdir = Path(videos_dir) if videos_dir is not None else data_dir / "videos"
+    files = find_video_files(vdir, video_id)
+
+    def whole(reason: Reason, **kw) -> VideoPlan:
+        return VideoPlan(split, video_id, skips=[Skip(split, video_id, reason)], **kw)
+
+    if not files:
+        reason = f"frames directory video_imgs/{video_id} is missing"
+        if vdir.is_dir():  # a corpus with video files: say where the file was looked for
+            where = f"{vdir}/{video_id}" if videos_dir is not None else f"videos/{video_id}"
+            reason += f", and so is a video file {where}.{{{','.join(VIDEO_EXTS)}}}"
+        return whole(Reason(SkipCode.NO_FRAMES_DIRECTORY, reason), found=False)
+    if len(files) > 1:
+        return whole(Reason(SkipCode.AMBIGUOUS_VIDEO_SOURCE, f"ambiguous video source: "
+                            f"{', '.join(p.name for p in files)} all exist; keep one"), found=True, source="video_file")
+    try:
+        return open_video_file(files[0], _relative_name(data_dir, files[0]), params)
+    except SourceError as exc:
+        return whole(Reason(exc.code or SkipCode.UNREADABLE_VIDEO, str(exc)), found=True, source="video_file")
+
+
+def plan_video(src: FrameDirectory | VideoFile, data_dir: Path, split: str, video_id: str, params: BuildParams,
+               annotations: dict[str, VideoAnnotations] | None) -> VideoPlan:
+    """The common checks and the one construction of a video's clip plans, for either source kind."""
+    vp = VideoPlan(split, video_id, found=True, n_frames=src.n_frames, source=src.kind)
+
+    def skip(span: Span | None, reason: Reason) -> None:
+        if span is None:
+            vp.skips.append(Skip(split, video_id, reason))
+        else:
+            vp.skips.append(Skip(split, video_id, reason, fmt.clip_key(video_id, span.start), span.start, span.n_real))
+
+    empty = src.empty_reason()
+    if empty:
+        skip(None, empty)
         return vp
-    spans, tails = plan_spans(frames.n_frames, params.clip_frames, params.stride_frames, params.tail, params.min_tail_frames)
-
-    def skip(span: Span, reason: Reason) -> None:
-        vp.skips.append(Skip(split, video_id, reason, fmt.clip_key(video_id, span.start), span.start, span.n_real))
-
+    spans, tails = plan_spans(src.n_frames, params.clip_frames, params.stride_frames, params.tail, params.min_tail_frames)
     for span, reason in tails:
         skip(span, reason)
 
-    video_reason = None
-    wav = wav_path(data_dir, video_id)
-    if not wav.is_file():
-        video_reason = Reason(SkipCode.MISSING_WAV, f"missing wav: wav/{video_id}.wav")
-    else:
-        video_reason = check_wav(wav, frames.n_frames, params.fps, vp.warnings)
+    audio = choose_audio(src, data_dir, video_id, params, vp.warnings)
     ann = annotations.get(video_id) if annotations is not None else None
-    past = frames_past_the_end(ann, frames.n_frames)
-    if past:  # labels exist only for frames with an image: say so rather than drop them unseen
-        vp.warnings.append(f"annotations reach frame {max(past)} but video_imgs/{video_id} ends at frame {frames.n_frames - 1} "
-                           f"(0-based): {len(past)} box(es)/voice segment end(s) past the last image are unused "
-                           "(wrong --fps, or frames missing at the end?)")
-    video_reason = video_reason or unannotated(annotations, ann, params)
+    past = frames_past_the_end(ann, src.n_frames)
+    if past:  # labels exist only for frames the source has: say so rather than drop them unseen
+        vp.warnings.append(f"annotations reach frame {max(past)} but {src.name} ends at frame {src.n_frames - 1} "
+                           f"(0-based, at --fps {params.fps}): {len(past)} box(es)/voice segment end(s) past the "
+                           "last frame are unused (wrong --fps, or frames missing at the end?)")
+    video_reason = audio if isinstance(audio, Reason) else unannotated(annotations, ann, params)
     if video_reason:
         for span in spans:
             skip(span, video_reason)
-        return vp
-
-    frame_size = None
-    n_persons = len(ann.persons) if ann else 0
-    wav_st = wav.stat()
-    video_digest = f"{wav_st.st_size}:{wav_st.st_mtime_ns}|{params.fps}"
-    for span in spans:
-        sizes, mtimes = [], []
-        problem = None
-        for f in range(span.start, span.start + span.n_real):
-            check = check_jpeg_file(frames.path(f))
-            problem = check.problem
-            if problem:
-                break
-            sizes.append(check.size)
-            mtimes.append(check.mtime_ns)
-        if problem:
-            skip(span, problem)
-            continue
-        if frame_size is None:
-            try:
-                frame_size = jpeg_size(frames.path(span.start))
-            except SourceError as exc:
-                skip(span, Reason(SkipCode.UNREADABLE_JPEG_HEADER, str(exc).split(": ", 1)[-1] + f" ({frames.path(span.start).name})"))
+    else:
+        n_persons = len(ann.persons) if ann else 0
+        for span in spans:
+            planned = src.clip(span, audio)
+            if isinstance(planned, Reason):
+                skip(span, planned)
                 continue
-        key = fmt.clip_key(video_id, span.start)
-        vp.clips.append(ClipPlan(
-            key=key, split=split, video_id=video_id, start=span.start, n_real=span.n_real, pad=span.pad,
-            frame_size=frame_size, frame_sizes=frame_sizes_digest(sizes),
-            planned_bytes=estimate_clip_bytes(params, tuple(sizes), span.n_real + span.pad, n_persons, len(key) + 20),
-            source_digest=hashlib.sha256(
-                f"{span}|{sizes}|{mtimes}|{video_digest}|{annotation_digest(ann, span.start, span.start + span.n_real)}".encode()
-            ).hexdigest(),
-        ))
+            key = fmt.clip_key(video_id, span.start)
+            end = span.start + span.n_real
+            vp.clips.append(ClipPlan(
+                key=key, split=split, video_id=video_id, start=span.start, n_real=span.n_real, pad=span.pad,
+                frame_size=planned.frame_size, frame_sizes=planned.frame_sizes,
+                planned_bytes=estimate_clip_bytes(params, planned.sizes, span.n_frames, n_persons, len(key) + 20),
+                source_digest=hashlib.sha256(
+                    f"{span}|{planned.digest}|{annotation_digest(ann, span.start, end)}".encode()).hexdigest(),
+                **(planned.extra or {}),
+            ))
+    vp.warnings += src.warnings
+    vp.strict_problems += src.strict_problems
     return vp
+
+
+def choose_audio(src: FrameDirectory | VideoFile, data_dir: Path, video_id: str, params: BuildParams,
+                 warnings: list[str]) -> AudioChoice | Reason:
+    """``wav/<id>.wav`` when it exists (checked), else whatever the source kind offers without one."""
+    wav = wav_path(data_dir, video_id)
+    if not wav.is_file():
+        return src.without_wav(f"wav/{video_id}.wav")
+    problem = check_wav(wav, src.n_frames, params.fps, warnings)
+    if problem:
+        return problem
+    st = wav.stat()
+    return AudioChoice("wav", st.st_size, st.st_mtime_ns)
 
 
 def frames_past_the_end(ann: VideoAnnotations | None, n_frames: int) -> list[int]:
@@ -112,6 +156,7 @@ def unannotated(annotations: dict[str, VideoAnnotations] | None, ann: VideoAnnot
 
 
 def check_wav(path: Path, n_frames: int, fps: float, warnings: list[str]) -> Reason | None:
+    """Why the wav cannot be used (None: it can); a length that disagrees with the frames is a warning."""
     try:
         info = sf.info(str(path))
     except Exception as exc:
@@ -127,3 +172,11 @@ def check_wav(path: Path, n_frames: int, fps: float, warnings: list[str]) -> Rea
             + (": clips past its end are zero-padded and flagged" if what == "shorter" else ": the extra audio is unused")
         )
     return None
+
+
+def _relative_name(data_dir: Path, path: Path) -> str:
+    """How reports name a file: relative to the source directory when inside it."""
+    try:
+        return str(path.relative_to(data_dir))
+    except ValueError:
+        return str(path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..clip import BuildContext, clip_entry
 from ..plan import ShardPlan, VideoPlan
-from ..video_plan import probe_source
+from ..probe import probe_source
 from ..writer import ShardResult, write_shard
 
 
