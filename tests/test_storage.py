@@ -12,11 +12,11 @@ import io
 import os
 import tarfile
 import threading
-import time
 
 import pytest
 
 from shardgen.core import storage
+from shardgen.core.storage.options import RetryPolicy
 from shardgen.core.storage import (
     CacheVerificationError,
     LocalStore,
@@ -264,14 +264,15 @@ def test_seek_uses_ranges(nginx, data_dir):
         assert f.reconnects == 0
 
 
-def test_not_found_is_immediate(nginx, s3_server, s3_data):
-    t0 = time.monotonic()
+def test_not_found_is_immediate(nginx, s3_server, s3_data, monkeypatch):
+    waits = []  # every retry waits through RetryPolicy.wait: a 404 must never get there
+    monkeypatch.setattr(RetryPolicy, "wait", lambda self, failures: waits.append(failures))
     with pytest.raises(RemoteNotFoundError, match="missing.bin"):
         read_bytes(nginx.url_for("missing.bin"), retries=5, backoff=1.0)
     with pytest.raises(FileNotFoundError, match="missing.bin"):
         read_bytes(s3_data.url("missing.bin"), s3_options=s3_server.options(), retries=5,
                    backoff=1.0)
-    assert time.monotonic() - t0 < 5  # no backoff on 404
+    assert waits == []  # no retry, no backoff on 404
 
 
 # --------------------------------------------------------------------------
@@ -304,14 +305,12 @@ def test_resume_after_read_timeout(backend, request, cutting_proxy, data_dir):
         url = request.getfixturevalue("s3_data").url(name)
         proxy = cutting_proxy(s3.port, cut_every=MiB, mode="stall", max_cuts=2, stall_seconds=10)
         kw = {"s3_options": s3.options(endpoint_url=proxy.url, max_retries=0)}
-    t0 = time.monotonic()
     with open_shard(url, **{**FAST, "timeout": (2, 1.0)}, **kw) as f:
         got = f.read()
         # each of the proxy's 2 stalls costs one reconnect; a slow first answer of Swift's Python proxy
         # on a busy 2-core machine may cost one more
         assert 2 <= f.reconnects <= 3 and sum("Timeout" in e for e in f.errors) == f.reconnects, f.errors
-    assert got == want
-    assert time.monotonic() - t0 < 8
+    assert got == want  # the read timeout fired at each stall (counted above) instead of waiting the 10 s out
 
 
 def test_s3_resume_through_cutting_proxy(s3_server, s3_data, cutting_proxy, data_dir):
