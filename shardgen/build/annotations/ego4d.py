@@ -5,7 +5,10 @@ Shape: ``videos[].clips[].persons[]`` with ``person_id``, ``camera_wearer``,
 ``voice_segments[]{start_frame, end_frame, start_time, end_time, person}``. The frames were
 extracted per clip, so the source layout's video id is the ``clip_uid`` (falling back to
 ``video_uid`` for files without clips). Older (v1) files name the clip frame ``clip_frame``
-and may carry voice segments at clip level with a ``person`` field; both are read.
+and may carry voice segments at clip level with a ``person`` field; both are read. v2 files keep
+the camera wearer in a clip-level ``camera_wearer`` object {``person_id``, ``voice_segments``}
+beside ``persons[]``: its segments are read too (the wearer's speech is in ``voice``), and a
+wearer listed in both places is one person.
 
 ``frame`` counts from 0: frame f is ``img_{f+1:05d}.jpg`` and is at f/fps seconds. The Ego4D
 TalkNet port reads ``img_{f:05d}.jpg`` instead (one frame late); we do not copy that.
@@ -77,6 +80,7 @@ def _parse_clip(clip: dict, vid: str, fps: float, file: str) -> VideoAnnotations
             _add_track(person, path, ann.dropped)
         for seg in raw.get("voice_segments") or []:
             _add_voice(person, seg, fps, ann.dropped)
+    _add_camera_wearer(clip.get("camera_wearer"), by_id, fps, ann.dropped)
     # v1 files may keep voice segments at clip level, naming the person.
     for seg in clip.get("voice_segments") or []:
         pid = str(seg.get("person")) if isinstance(seg, dict) and seg.get("person") is not None else None
@@ -87,6 +91,31 @@ def _parse_clip(clip: dict, vid: str, fps: float, file: str) -> VideoAnnotations
         _add_voice(person, seg, fps, ann.dropped)
     ann.persons = list(by_id.values())
     return ann
+
+
+def _add_camera_wearer(raw, by_id: dict[str, Person], fps: float, dropped: Counter) -> None:
+    """v2 files keep the camera wearer beside ``persons[]``: a clip-level object {person_id, voice_segments}.
+
+    The wearer's speech is someone speaking, so it belongs in the ``voice`` label. A wearer also
+    listed in ``persons[]`` (same ``person_id``) stays one person: its segments from both places
+    are joined, a segment present in both counted once."""
+    if raw is None:
+        return
+    if not isinstance(raw, dict):
+        dropped["camera_wearer entry is not an object"] += 1
+        return
+    pid = str(raw.get("person_id", "camera_wearer"))
+    person = by_id.get(pid)
+    if person is None:
+        person = by_id[pid] = Person(pid, camera_wearer=True)
+    person.camera_wearer = True
+    known = set(person.voice)
+    for seg in raw.get("voice_segments") or []:
+        before = len(person.voice)
+        _add_voice(person, seg, fps, dropped)
+        if len(person.voice) > before and person.voice[-1] in known:
+            person.voice.pop()  # the same segment under persons[]: once
+        known.update(person.voice[before:])
 
 
 def _num(entry: dict, *names):
