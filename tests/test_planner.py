@@ -46,7 +46,8 @@ def _problems(res, kind: str, src: Path) -> dict:
 
     return {"skipped": sorted((s["key"], norm(s["reason"])) for s in res.report["skipped"]),
             "warnings": sorted(norm(w) for w in res.report["warnings"]),
-            "clips": res.report["splits"][0]["clips_written"]}
+            "findings": sorted((f["code"], norm(f["message"])) for f in res.report["findings"]),
+            "clips": res.report["splits"][0]["clips_written"], "exit_code": res.exit_code}
 
 
 CASES = {
@@ -71,7 +72,7 @@ def test_both_source_kinds_go_through_the_same_checks(tmp_path, case):
         src = _source(tmp_path / kind, kind, annotations)
         damage(src)
         seen[kind] = _problems(build(src, tmp_path / f"out_{kind}", ["train"], P1, workers=1, progress=False), kind, src)
-    assert seen["frames"]["skipped"] or seen["frames"]["warnings"], seen  # the case is a problem at all
+    assert seen["frames"]["skipped"] or seen["frames"]["warnings"] or seen["frames"]["findings"], seen  # a problem at all
     assert seen["frames"] == seen["video"]
 
 
