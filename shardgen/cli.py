@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from .build.pipeline import StrictError, build
-from .core.ava_eval import mean_ap
+from .core.ava_eval import DIALECTS, DegenerateMetric, mean_ap
 from .core.clip_index import INDEX_NAME
 from .core.storage import S3Options
 from .demo import make_demo_corpus, make_demo_videos
@@ -154,13 +155,18 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("source", help="a manifest.json, a split directory, or a build directory (with --split); or a URL")
     g.add_argument("-o", "--out", type=Path, required=True, help="ground-truth CSV to write")
     g.add_argument("--split", default="val", help="split of a build directory (default val)")
+    g.add_argument("--dialect", choices=DIALECTS, default="talknet",
+                   help="talknet (default): a header row, as TalkNet-ASD writes and its copy of the evaluation reads; "
+                        "activitynet: no header, as ActivityNet's official get_ava_active_speaker_performance.py "
+                        "(header=None) and the AVA challenge take. eval-map reads either")
     e = sub.add_parser("eval-map", help="AVA-ActiveSpeaker frame mAP of predictions against eval-gt ground truth",
                        description="The official AVA-ActiveSpeaker evaluation (get_ava_active_speaker_performance.py): "
                                    "rows matched on frame_timestamp:entity_id, boxes equal within 1e-9, VOC-style "
                                    "average precision. Several prediction files (one per rank) are merged. Prints "
                                    "'mAP NN.NNNN' (percent).")
     e.add_argument("ground_truth", type=Path, help="CSV written by shardgen eval-gt")
-    e.add_argument("predictions", type=Path, nargs="+", help="CSV(s) written by loaders.PredictionWriter")
+    e.add_argument("predictions", type=Path, nargs="+", help="CSV(s) written by loaders.PredictionWriter "
+                   "(with a header row or without: either dialect)")
     u = sub.add_parser("upgrade-manifest", help="convert an older build's manifest (clips inline) to manifest + clips.idx",
                        description="A manifest of schema_version 1 listed every clip inline; this avshards reads the "
                                    "clip rows from a clips.idx sidecar. Writes clips.idx, then the new manifest.json "
@@ -258,13 +264,18 @@ def _report(args) -> int:
 
 
 def _eval_gt(args) -> int:
-    rows, positives = write_ground_truth(args.source, args.out, split=args.split)
+    rows, positives = write_ground_truth(args.source, args.out, split=args.split, dialect=args.dialect)
     print(f"{args.out}: {rows} face-track frames, {positives} speaking ({100.0 * positives / max(rows, 1):.1f} %)")
     return 0
 
 
 def _eval_map(args) -> int:
-    print(f"mAP {mean_ap(args.ground_truth, args.predictions):.4f}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DegenerateMetric)
+        value = mean_ap(args.ground_truth, args.predictions)
+    for w in caught:
+        print(f"shardgen eval-map: warning: {w.message}", file=sys.stderr)
+    print(f"mAP {value:.4f}")
     return 0
 
 
