@@ -133,7 +133,7 @@ class ShardStream(IterableDataset):
         try:
             if self._budget:  # the unit dealt to readers is a whole batch
                 return plan_epoch(n, slots=layout.slots, batch_size=1, drop_last=False, samples_per_epoch=None,
-                                  epoch=epoch, remainder=c.remainder)
+                                  epoch=epoch, remainder=c.remainder, unit="mini-batches (batch_frames)")
             return plan_epoch(n, slots=layout.slots, batch_size=layout.batch_size, drop_last=c.drop_last,
                               samples_per_epoch=c.samples_per_epoch if segment == 0 else None, epoch=epoch,
                               remainder=c.remainder)

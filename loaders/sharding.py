@@ -205,14 +205,15 @@ def batch_sequence(n_batches: int, *, seed: int, epoch: int, shuffle: bool) -> n
 
 
 def plan_epoch(n_clips: int, *, slots: int, batch_size: int, drop_last: bool, samples_per_epoch: int | None, epoch: int,
-               remainder: str = "drop") -> EpochPlan:
+               remainder: str = "drop", unit: str = "items") -> EpochPlan:
+    """``unit``: what the ``n_clips`` units are, as an error message names them (clips, tracks, mini-batches)."""
     if remainder not in REMAINDERS:
         raise ValueError(f"remainder {remainder!r}: choose one of {REMAINDERS}")
     usable = n_clips if samples_per_epoch is None else min(n_clips, int(samples_per_epoch))
     per_slot = usable // slots if remainder == "drop" else -(-usable // slots)
     if per_slot == 0:
         raise ValueError(
-            f"{n_clips} items cannot feed {slots} readers (world_size × num_workers): every reader needs at least one; "
+            f"{n_clips} {unit} cannot feed {slots} readers (world_size × num_workers): every reader needs at least one; "
             "use fewer workers/ranks or more data"
         )
     batches = per_slot // batch_size if drop_last else math.ceil(per_slot / batch_size)
