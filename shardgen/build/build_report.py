@@ -129,7 +129,7 @@ def format_summary(report: dict, out: str, *, dry_run: bool = False) -> str:
         lines += ["", f"FFmpeg logged {sum(len(v) for v in report['ffmpeg_log'].values())} line(s) about "
                       f"{len(report['ffmpeg_log'])} video(s): in build-report.json (ffmpeg_log)"]
     code = report.get("exit_code", EXIT_CLEAN)
-    lines += ["", f"exit status {code}: {EXIT_CODES[code]}"]
+    lines += ["", f"exit status {code}{' (what the build would give)' if dry_run else ''}: {EXIT_CODES[code]}"]
     return "\n".join(lines)
 
 
