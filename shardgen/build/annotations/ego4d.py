@@ -58,6 +58,7 @@ KNOWN_KEYS: dict[str, frozenset[str]] = {
     "track point": frozenset({"frame", "video_frame", "clip_frame", "x", "y", "width", "height"}),
     "voice segment": _VOICE,
 }
+_POINT = KNOWN_KEYS["track point"]
 #: segments at least this far in count towards the implied frame rate (frame / time): rounding a frame
 #: number moves the ratio by at most 1/(2 s * fps), under 1 % at 25-30 fps
 IMPLIED_FPS_MIN_SECONDS = 2.0
@@ -259,7 +260,8 @@ class _ClipParser:
             if not isinstance(point, dict):
                 dropped["track point is not an object"] += 1
                 continue
-            self.keys(point, "track point", lambda k=k: f"{where}.track[{k}]")
+            if not _POINT.issuperset(point):  # the common case costs one subset test, no closure
+                self.keys(point, "track point", lambda k=k: f"{where}.track[{k}]")
             frame = _num(point, "frame", "clip_frame")
             vals = [point.get(c) for c in ("x", "y", "width", "height")]
             if frame is None or any(v is None for v in vals):
