@@ -16,7 +16,6 @@ Each case the issue found by building as a careless newcomer would is built here
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -24,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 
 import loaders
 from shardgen.build.annotations.ego4d import KNOWN_KEYS
@@ -32,7 +30,7 @@ from shardgen.build.pipeline import BuildError, StrictError, build
 from shardgen.build.plan import BuildParams
 from shardgen.build.source import SourceError
 from tests.sources import ego4d_json, index_clips, npy, read_clips, write_source
-from tests.videos import make_video, needs_ffmpeg, video_source
+from tests.videos import needs_ffmpeg, video_source
 
 ROOT = Path(__file__).resolve().parents[1]
 P1 = BuildParams(clip_seconds=1.0)

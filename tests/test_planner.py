@@ -9,7 +9,6 @@ name differs.
 from __future__ import annotations
 
 import ast
-import json
 from pathlib import Path
 
 import numpy as np

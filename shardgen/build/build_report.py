@@ -46,7 +46,7 @@ def exit_status(videos: list[VideoPlan], findings: list[Finding]) -> int:
     return EXIT_WITH_PROBLEMS if problems or findings else EXIT_CLEAN
 
 
-def plan_totals(shards: list[ShardPlan], params: BuildParams) -> dict:
+def plan_totals(shards: list[ShardPlan]) -> dict:
     """A split's totals as the plan has them (``--dry-run``): sizes are the planning estimates."""
     clips = [c for sp in shards for c in sp.clips]
     seconds = sum((Fraction(c.n_frames) / c.fps for c in clips), Fraction(0))

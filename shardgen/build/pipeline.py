@@ -112,13 +112,8 @@ def build(
         preflight(todo, out_dir, remote, workers)
     code = EXIT_STRICT if refusal else exit_status(videos, findings)
     if dry_run:
-        summaries = [split_summary(split, lists[split], [v for v in videos if v.split == split],
-                                   plan_totals(plans[split], params), params, findings) for split in splits]
-        report = make_report(summaries, videos, dropped, params, findings, code)
-        report["dry_run"] = {"shards_to_write": len(todo), "shards_kept": sum(len(s.kept) for s in surveys.values()),
-                             "strict_refusal": refusal}
-        summary = format_summary(report, str(out_dir), dry_run=True) + (f"\n\n{refusal}" if refusal else "")
-        return BuildResult(report, summary, {}, exit_code=code)
+        return _dry_run_result(out_dir, splits, lists, videos, plans, params, dropped, findings, code,
+                               len(todo), sum(len(s.kept) for s in surveys.values()), refusal)
     # ---- the first write
     if not remote:
         remove_stale_temps(out_dir)  # a build killed while writing its report leaves .build-report.json.tmp-<pid> here
@@ -131,6 +126,19 @@ def build(
                         "executor": ex.name, "workers": workers}
     outputs[splits[0]].store.put_bytes((json.dumps(report, indent=1) + "\n").encode(), REPORT_NAME)
     return BuildResult(report, format_summary(report, str(out_dir)), manifests, exit_code=code)
+
+
+def _dry_run_result(out_dir, splits: list[str], lists: dict[str, list[str]], videos: list[VideoPlan],
+                    plans: dict[str, list[ShardPlan]], params: BuildParams, dropped: dict, findings: list[Finding],
+                    code: int, to_write: int, kept: int, refusal: str | None) -> BuildResult:
+    """What ``--dry-run`` reports: each split's totals as planned (sizes estimated), skips, findings, and
+    how many shards a build would write or keep; no manifests."""
+    summaries = [split_summary(split, lists[split], [v for v in videos if v.split == split],
+                               plan_totals(plans[split]), params, findings) for split in splits]
+    report = make_report(summaries, videos, dropped, params, findings, code)
+    report["dry_run"] = {"shards_to_write": to_write, "shards_kept": kept, "strict_refusal": refusal}
+    summary = format_summary(report, str(out_dir), dry_run=True) + (f"\n\n{refusal}" if refusal else "")
+    return BuildResult(report, summary, {}, exit_code=code)
 
 
 def _native_rates(data_dir: Path, lists: dict[str, list[str]], videos_dir: Path | None) -> dict[str, Fraction]:

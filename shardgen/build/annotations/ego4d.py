@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections import Counter
 from pathlib import Path
 from typing import Callable
 
