@@ -38,7 +38,7 @@ from shardgen.core.manifest import MANIFEST_VERSION
 from tests.sources import ego4d_json, index_clips, write_source
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = ("talknet", "asd-tracks", "raw")
+MODES = ("talknet", "asd-tracks", "raw", "qwen-omni")
 
 # ----------------------------------------------------------------------------- a tar writer that can lie
 
@@ -142,7 +142,8 @@ def run(source, on_error="raise", mode="talknet", num_workers=0, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the end-of-epoch "N clips skipped" warning
         batches = list(ld)
-    keys = [b[0]["key"] if mode == "raw" else b[3][0]["key"] for b in batches]
+    keys = [b[0]["key"] if mode == "raw" else b["meta"][0]["key"] if mode == "qwen-omni" else b[3][0]["key"]
+            for b in batches]
     return keys, ld.stats, len(batches), len(ld)
 
 
@@ -479,8 +480,10 @@ HOSTILE_CLIPS = {
     # audio and frames
     "wav garbage": {"replace": {"wav": b"RIFF\x00\x00\x00\x00WAVEfmt " + b"\x00" * 40}},
     "wav cut": {"cut": ("wav", 100)},
-    "frame not a JPEG": {"replace": {"f000003.jpg": b"\xff\xd8 not really \xff\xd9"}},
-    "frame cut": {"cut": ("f000003.jpg", 200)},
+    # qwen-omni decodes only the frames it samples (0, 3, 7, 11 of these 15 at 2 fps): frame 3 (index 2) is not one
+    "frame not a JPEG": {"replace": {"f000003.jpg": b"\xff\xd8 not really \xff\xd9"}, "spares": "qwen-omni"},
+    "frame cut": {"cut": ("f000003.jpg", 200), "spares": "qwen-omni"},
+    "sampled frame cut": {"cut": ("f000004.jpg", 200)},
     "frame missing": {"drop": "f000015.jpg"},
     # boxes only matter where crops are cut (asd-tracks); other modes pass them through
     "boxes NaN": {"replace": {"boxes.npy": npy_bytes(np.full((1, 15, 4), np.nan, np.float32))}, "only": "asd-tracks"},
@@ -515,7 +518,7 @@ def test_hostile_clip_is_a_named_error_or_a_counted_skip(base, tmp_path, case):
     mpath = write_shard_and_manifest(tmp_path / "h", _hostile_clip(base, spec), tracks=base["tracks"])
     key = base["clips"][1][0]
     for mode in MODES:
-        fails = spec.get("only", mode) == mode
+        fails = spec.get("only", mode) == mode and spec.get("spares") != mode
         if fails:
             with pytest.raises(ShardReadError) as err:
                 run(mpath, mode=mode)

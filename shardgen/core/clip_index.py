@@ -168,6 +168,27 @@ class ClipIndex:
     def records(self, rows: Iterable[int] | None = None) -> Iterator[dict]:
         return (self.record(r) for r in (range(len(self)) if rows is None else rows))
 
+    # ------------------------------------------------------------------ finding clips by name
+    def video_rows(self, video_id: str) -> np.ndarray:
+        """Index rows of one video's clips, in index order (empty when the video is not in the index)."""
+        try:
+            v = self.video_names().index(video_id)
+        except ValueError:
+            return np.zeros(0, np.int64)
+        return np.flatnonzero(np.asarray(self.columns["video"]) == v)
+
+    def find(self, key: str) -> int | None:
+        """The first row whose key is ``key`` (by video and start frame, vectorised: no key string per clip), or None."""
+        try:
+            video_id, start = parse_clip_key(key)
+        except FormatError:
+            return None
+        rows = self.video_rows(video_id)
+        hit = rows[np.asarray(self.columns["start_frame"])[rows] == start]
+        if not len(hit) or self.key(int(hit[0])) != key:  # a non-canonical spelling of the number is not the key
+            return None
+        return int(hit[0])
+
     def slice(self, lo: int, hi: int) -> "ClipIndex":
         """Rows ``lo:hi`` (one shard's clips) as an index of their own, their shard numbered 0."""
         c = self.columns

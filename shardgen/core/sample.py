@@ -25,9 +25,10 @@ class ClipSample:
 
     __slots__ = ("key", "meta", "fields", "visible", "voice", "boxes", "speaking", "audio_ext", "_audio")
 
-    def __init__(self, key: str, fields: Mapping[str, bytes], *, partial: bool = False):
+    def __init__(self, key: str, fields: Mapping[str, bytes], *, partial: bool = False, audio: bool = True):
         """``partial``: the caller read only some frame members (one face track's, say) and checks
-        those itself; metadata, audio and label arrays are checked as always."""
+        those itself; metadata, audio and label arrays are checked as always. ``audio=False`` (with
+        ``partial``): the caller read no audio either, only metadata and labels (a clip's summary)."""
         self.key = key
         self.fields = fields
         if META_EXT not in fields:
@@ -39,7 +40,7 @@ class ClipSample:
         T = meta["n_frames"]
         P = len(meta["persons"])
         self.audio_ext = meta["audio_format"]
-        if self.audio_ext not in AUDIO_EXTS or self.audio_ext not in fields:
+        if self.audio_ext not in AUDIO_EXTS or (audio and self.audio_ext not in fields):
             raise FormatError(f"{key}: audio member .{self.audio_ext} missing")
         for ext in LABEL_EXTS:
             if ext not in fields:

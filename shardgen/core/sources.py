@@ -19,6 +19,7 @@ to :mod:`shardgen.core.storage`, where the one address parser chooses the backen
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import tarfile
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from .clip_index import ClipIndex, ClipIndexWriter, ClipRef, concat_indexes
 from .codecs import decode_npy
 from .format import BOXES_EXT, FormatError, person_tracks, split_member_name
 from .manifest import MANIFEST_NAME, read_index, read_manifest
+from .sample import ClipSample
 from .storage import ShardCache, TransportOptions, Window, is_remote, join, open_range, parent
 from .tario import DEFAULT_MAX_MEMBER, TarError, iter_tar
 
@@ -199,11 +201,14 @@ def open_clips(shard: ShardInfo, offset: int, length: int, options: TransportOpt
 
 def read_clip_members(shard: ShardInfo, clip: ClipRef, options: TransportOptions | None = None, *,
                       wanted: Callable[[str, dict], bool], complete: Callable[[dict], bool],
-                      max_member_bytes: int = DEFAULT_MAX_MEMBER) -> dict[str, bytes]:
+                      max_member_bytes: int = DEFAULT_MAX_MEMBER, digest=None) -> dict[str, bytes]:
     """Some members of one clip, ``{ext: bytes}``, read sparsely: every header is read and checked, the
     data of members ``wanted(ext, fields_so_far)`` declines is passed over (seeked past on a local file),
     and reading stops once ``complete(fields)``. A member of another clip inside the byte range, or a
     repeated one, is a :class:`TarError` naming the shard and byte — whether it was wanted or not.
+
+    ``digest``: a ``hashlib`` object fed every byte of the range as it is read (nothing is seeked past
+    then), so a caller that reads the whole clip can compare it with the clip index's sha256.
     """
     fields: dict[str, bytes] = {}
 
@@ -214,9 +219,9 @@ def read_clip_members(shard: ShardInfo, clip: ClipRef, options: TransportOptions
             return True  # read it, so that the check below names it
         return key != clip.key or wanted(ext, fields)  # another clip's member: read it, so it is named below
 
-    stream = open_clips(shard, clip.offset, clip.bytes, options, sparse=True)
+    stream = open_clips(shard, clip.offset, clip.bytes, options, sparse=digest is None)
     try:
-        for m in iter_tar(stream, source=shard.url, length=clip.bytes, base_offset=clip.offset,
+        for m in iter_tar(stream if digest is None else _Digesting(stream, digest), source=shard.url, length=clip.bytes, base_offset=clip.offset,
                           max_member_bytes=max_member_bytes, want=want):
             try:
                 key, ext = split_member_name(m.name)
@@ -233,3 +238,43 @@ def read_clip_members(shard: ShardInfo, clip: ClipRef, options: TransportOptions
     finally:
         stream.close()
     return fields
+
+
+class _Digesting:
+    """A stream's bytes fed to a hash as they are read (no ``skip``: the tar reader reads what it passes over)."""
+
+    def __init__(self, stream: BinaryIO, digest):
+        self._stream = stream
+        self._digest = digest
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._stream.read(n)
+        self._digest.update(data)
+        return data
+
+
+def read_clip(index: ResolvedSource, row: int, options: TransportOptions | None = None, *,
+              max_member_bytes: int = DEFAULT_MAX_MEMBER) -> ClipSample:
+    """Clip ``row`` of ``index`` whole, checked: every member read through the safe tar reader, checked
+    against the format (an error names the shard and the member), then the clip's bytes compared with
+    the sha256 its index row records (an index written without one, by scanning a bare shard, skips that).
+    A tool that shows one clip reads it with this; the loader reads runs of clips (``loaders.reader``).
+    """
+    clip = index.clips.ref(row)
+    shard = index.shards[clip.shard]
+    expected = index.clips.sha256(row)
+    digest = hashlib.sha256()
+    fields = read_clip_members(shard, clip, options, wanted=lambda ext, fields: True, complete=lambda fields: False,
+                               max_member_bytes=max_member_bytes, digest=digest)
+    try:
+        sample = ClipSample(clip.key, fields)
+        sample.audio()
+    except FormatError as exc:
+        raise FormatError(f"{shard.url}: {exc}") from None
+    if expected != _NO_DIGEST and digest.hexdigest() != expected:
+        raise TarError(f"{shard.url}: clip {clip.key} (bytes {clip.offset}-{clip.offset + clip.bytes}) differs from "
+                       f"the sha256 its clip index records: the shard is damaged (shardgen verify names every such clip)")
+    return sample
+
+
+_NO_DIGEST = "0" * 64

@@ -26,8 +26,7 @@ import numpy as np
 from PIL import Image
 
 from ..core.decode import gray_small, rgb_frame
-from ..core.clip_index import ClipIndex
-from ..core.format import FormatError, audio_sample_range, parse_clip_key
+from ..core.format import FormatError, audio_sample_range
 from ..core.sample import ClipSample
 from ..core.sources import open_clips, resolve
 from ..core.storage import TransportOptions
@@ -99,9 +98,9 @@ def load_clip(source, key: str | None = None, *, remote_options: TransportOption
     clips = index.clips
     if not len(clips):
         raise ValueError(f"{source}: holds no clips")
-    row = 0 if key is None else _find_row(clips, key)
+    row = 0 if key is None else clips.find(key)
     if row is None:
-        near = _rows_of_video(clips, key.split("/")[0])
+        near = clips.video_rows(key.split("/")[0])[:6]
         if not len(near):
             near = np.arange(min(6, len(clips)))
         keys = [clips.key(int(r)) for r in near[:5]]
@@ -115,31 +114,6 @@ def load_clip(source, key: str | None = None, *, remote_options: TransportOption
             if k == ref.key:
                 return ClipSample(k, fields)
     raise FormatError(f"{shard.name}: clip {ref.key} is not at byte {ref.offset} (clip index and shard disagree)")
-
-
-def _rows_of_video(clips: ClipIndex, video_id: str) -> np.ndarray:
-    """Index rows of one video's clips, in index order (at most 6: enough to name 5 and say there are more)."""
-    try:
-        v = clips.video_names().index(video_id)
-    except ValueError:
-        return np.zeros(0, np.int64)
-    return np.flatnonzero(np.asarray(clips.columns["video"]) == v)[:6]
-
-
-def _find_row(clips: ClipIndex, key: str) -> int | None:
-    """The first index row whose key is ``key`` (by video and start frame, vectorised), or None."""
-    try:
-        video_id, start = parse_clip_key(key)
-    except FormatError:
-        return None
-    try:
-        v = clips.video_names().index(video_id)
-    except ValueError:
-        return None
-    hit = np.flatnonzero((np.asarray(clips.columns["video"]) == v) & (np.asarray(clips.columns["start_frame"]) == start))
-    if not len(hit) or clips.key(int(hit[0])) != key:  # a non-canonical spelling of the number is not the key
-        return None
-    return int(hit[0])
 
 
 # --------------------------------------------------------------------------- what is drawn
