@@ -27,8 +27,8 @@ shards: venv
 	$(PYTHON) -m shardgen build --data $(if $(DATA),$(DATA),$(DEMO)) --out $(OUT) --split $(SPLITS) --workers $(WORKERS) $(ARGS)
 	@echo
 	@echo "look inside:  tar tvf $(OUT)/train/train-000000.tar | head"
-	@echo "              $(PYTHON) -m shardgen inspect $(OUT)/train"
-	@echo "              $(PYTHON) -m shardgen verify $(OUT)/train/manifest.json"
+	@echo "              $(VENV)/bin/shardgen inspect $(OUT)/train     (or: source $(VENV)/bin/activate; shardgen ...)"
+	@echo "              $(VENV)/bin/shardgen verify $(OUT)/train/manifest.json"
 
 test-services:
 	bash scripts/install_test_services.sh

@@ -128,7 +128,7 @@ class ShardStream:
         self._collate = {"raw": collate_raw, "qwen-omni": functools.partial(collate_omni, cfg=opts.omni)}.get(
             opts.mode, functools.partial(collate_talknet, faces_dtype=opts.faces_dtype))
         if cfg.batch_frames is None:
-            self.space = UnitSpace.of_items(self.items.bounds)
+            self.space = UnitSpace.of_items(self.items.bounds, "face tracks" if self.items.per_track else "clips")
         else:
             if opts.mode != "asd-tracks":
                 raise ValueError(f"batch_frames packs face tracks: it needs mode='asd-tracks', not {opts.mode!r}")

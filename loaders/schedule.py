@@ -104,16 +104,17 @@ class UnitSpace:
     """
 
     def __init__(self, n_units: int, *, bounds: np.ndarray | None = None, batches: BudgetBatches | None = None,
-                 cuts: np.ndarray | None = None):
+                 cuts: np.ndarray | None = None, unit_name: str = "items"):
         self.n_units = int(n_units)
+        self.unit_name = unit_name  # what an error message calls the units: clips, face tracks, mini-batches
         self.bounds = bounds
         self.batches = batches
         self.cuts = cuts
 
     @classmethod
-    def of_items(cls, bounds: np.ndarray) -> "UnitSpace":
+    def of_items(cls, bounds: np.ndarray, unit_name: str = "items") -> "UnitSpace":
         bounds = np.asarray(bounds, dtype=np.int64)
-        return cls(int(bounds[-1]) if len(bounds) else 0, bounds=bounds)
+        return cls(int(bounds[-1]) if len(bounds) else 0, bounds=bounds, unit_name=unit_name)
 
     @classmethod
     def of_budget_batches(cls, batches: BudgetBatches, item_lengths: np.ndarray) -> "UnitSpace":
@@ -121,7 +122,7 @@ class UnitSpace:
         lengths = np.asarray(item_lengths, dtype=np.int64)
         cuts = (np.minimum.reduceat(lengths[batches.order], batches.starts[:-1]) if len(batches)
                 else np.zeros(0, np.int64))
-        return cls(len(batches), batches=batches, cuts=cuts)
+        return cls(len(batches), batches=batches, cuts=cuts, unit_name="mini-batches (batch_frames)")
 
     @property
     def are_batches(self) -> bool:
@@ -224,9 +225,9 @@ def _deal(space: UnitSpace, sequence: np.ndarray, config: ScheduleConfig, epoch:
         if part:  # the rest of a resumed epoch is too little for every reader: this part reads nothing
             return EpochSchedule(space, config, epoch, layout, part, sequence[:0], 0, 0, n)
         if per_slot == 0:
-            raise ValueError(f"{n} units cannot feed {slots} readers (world_size × num_workers): every reader needs "
+            raise ValueError(f"{n} {space.unit_name} cannot feed {slots} readers (world_size × num_workers): every reader needs "
                              "at least one; use fewer workers/ranks or more data")
-        raise ValueError(f"each reader gets {per_slot} units, fewer than batch_size={B} with drop_last=True")
+        raise ValueError(f"each reader gets {per_slot} {space.unit_name}, fewer than batch_size={B} with drop_last=True")
     used = per_slot * slots
     if used >= n:  # pad: wrap around as often as needed (fewer units than readers too); exact fit: unchanged
         arranged = np.resize(sequence, used)

@@ -415,6 +415,39 @@ def test_ego4d_v1_keys_clip_frame_and_clip_level_voice(tmp_path):
     assert npy(c["speaking.npy"])[0].nonzero()[0].tolist() == [3, 4, 5, 6]  # 0.1 s → frame 3, 0.2 s → frame 6
 
 
+def test_ego4d_v2_camera_wearer_voice_is_read_and_a_wearer_in_both_places_is_one_person(tmp_path):
+    """v2 files keep the wearer beside persons[]: clips[].camera_wearer {person_id, voice_segments}. The
+    wearer's speech is someone speaking (voice); a wearer also in persons[] is one row, its shared segment once."""
+    def seg(s, e):
+        return {"start_frame": s, "end_frame": e, "start_time": s / 30, "end_time": e / 30, "person": "cw"}
+
+    other = {"person_id": "1", "camera_wearer": False, "tracking_paths": [{"track_id": "t", "track": [
+        {"frame": f, "x": 2, "y": 2, "width": 10, "height": 10, "video_frame": 100 + f, "clip_frame": None}
+        for f in range(30)]}], "voice_segments": [{**seg(0, 4), "person": "1"}]}
+    ann = {"videos": [{"video_uid": "V", "clips": [
+        {"clip_uid": "a", "valid": True, "persons": [other],
+         "camera_wearer": {"person_id": "cw", "camera_wearer": True, "voice_segments": [seg(10, 14)]}},
+        {"clip_uid": "b", "valid": True,
+         "persons": [other, {"person_id": "cw", "camera_wearer": True, "tracking_paths": [],
+                             "voice_segments": [seg(10, 14)]}],
+         "camera_wearer": {"person_id": "cw", "camera_wearer": True, "voice_segments": [seg(10, 14), seg(20, 22)]}},
+    ]}]}
+    src = write_source(tmp_path / "s", {"a": 30, "b": 30}, annotations=ann)
+    build(src, tmp_path / "o", ["train"], BuildParams(clip_seconds=1.0), progress=False)
+    clips = read_clips(*all_shards(tmp_path / "o", "train"))
+    a, b = clips["a/clip_f000000"], clips["b/clip_f000000"]
+    assert npy(a["voice.npy"]).nonzero()[0].tolist() == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]
+    assert [(p["person_id"], p["camera_wearer"]) for p in json.loads(a["json"])["persons"]] == [("1", False), ("cw", True)]
+    assert npy(a["speaking.npy"])[1].nonzero()[0].tolist() == [10, 11, 12, 13, 14]
+    assert npy(a["visible.npy"]).tolist() == [1] * 30  # the wearer has no face: visible is person 1's boxes
+    assert [(p["person_id"], p["camera_wearer"]) for p in json.loads(b["json"])["persons"]] == [("1", False), ("cw", True)]
+    assert npy(b["speaking.npy"])[1].nonzero()[0].tolist() == [10, 11, 12, 13, 14, 20, 21, 22]
+    assert npy(b["voice.npy"]).nonzero()[0].tolist() == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14, 20, 21, 22]
+    from shardgen.build.annotations import load_annotations
+    [cw] = [p for p in load_annotations([src / "json" / "av_train.json"], 30.0)["b"].persons if p.person_id == "cw"]
+    assert sorted(cw.voice) == [(10, 14), (20, 22)]  # the segment in both places, once
+
+
 def test_pad_tail_gets_zero_audio_even_when_the_wav_goes_on(tmp_path):
     """--tail pad: padded frames get silence, not the wav's later audio (which belongs to no frame)."""
     src = write_source(tmp_path / "s", {"v": 45}, wav_seconds={"v": 3.0})  # frames end at 1.5 s, audio at 3 s

@@ -57,7 +57,10 @@ def make_manifest(split: str, params: BuildParams, shards: list[ShardPlan], writ
     total_frames = sum(r["frames"] for r in shard_rows)
     index = written.writer.index()
     data = encode_index(index)
-    seconds = Fraction(total_frames) / fmt.fps_fraction(params.fps)
+    if params.frame_rate is not None:
+        seconds = Fraction(total_frames) / params.frame_rate
+    else:  # --fps native: each clip at its video's rate
+        seconds = sum((Fraction(c.n_frames) / c.fps for sp in shards for c in sp.clips), Fraction(0))
     return manifest_document(split, params.to_json(), shard_rows, index, data, total_frames, seconds), data
 
 

@@ -19,6 +19,7 @@ from array import array
 import math
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
+from typing import NamedTuple
 
 from ..core import codecs
 from ..core import format as fmt
@@ -26,6 +27,10 @@ from .skips import Reason, Skip, SkipCode
 
 TAILS = ("keep-short", "drop", "pad")
 TAR_BLOCK = 512
+#: ``--fps native``: each video file is cut at its own stream's frame rate
+NATIVE = "native"
+#: the highest frame rate the sample format accepts (core.format's metadata check): anything above is a typo
+MAX_FPS = 1000
 
 
 @dataclass(frozen=True)
@@ -34,7 +39,7 @@ class BuildParams:
 
     clip_seconds: float = 15.0
     stride_seconds: float | None = None  # None: = clip_seconds (no overlap)
-    fps: float = 30.0
+    fps: float | str = 30.0  # frames per second, or "native" (video files: each at its stream's rate)
     tail: str = "keep-short"
     min_clip_seconds: float = 1.0
     audio_format: str = "wav"
@@ -48,12 +53,22 @@ class BuildParams:
     max_side: int = 0  # video files only: downscale so the longer side is at most this (0: full resolution)
 
     def __post_init__(self):
+        """Refuse values that cannot be meant, naming the flag (the CLI passes them through unchanged)."""
+        check_fps(self.fps)
+        for flag, value, least in (("--clip-seconds", self.clip_seconds, 0), ("--stride-seconds", self.stride_seconds, 0),
+                                   ("--min-clip-seconds", self.min_clip_seconds, None),
+                                   ("--ava-time-offset", self.ava_time_offset, None)):
+            if value is None:
+                continue
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or (least is not None and value <= least):
+                raise ValueError(f"{flag} {value!r}: expected a finite number of seconds"
+                                 + (" above 0" if least is not None else ""))
         if self.tail not in TAILS:
-            raise ValueError(f"tail policy {self.tail!r}: choose one of {TAILS}")
+            raise ValueError(f"--tail {self.tail!r}: choose one of {', '.join(TAILS)}")
         if self.audio_format not in fmt.AUDIO_EXTS:
-            raise ValueError(f"audio format {self.audio_format!r}: choose one of {fmt.AUDIO_EXTS}")
-        if self.clip_frames < 1 or self.stride_frames < 1:
-            raise ValueError("clip and stride must be at least one frame long")
+            raise ValueError(f"--audio-format {self.audio_format!r}: choose one of {', '.join(fmt.AUDIO_EXTS)}")
+        if not self.native:
+            self.check_frames(self.frame_rate)
         if self.shard_bytes <= 0 or self.shard_clips < 0:
             raise ValueError("--shard-bytes must be positive and --shard-clips non-negative")
         if not self.originals and "small" not in self.derive:
@@ -62,20 +77,53 @@ class BuildParams:
             raise ValueError("--jpeg-quality must be 1..100 and --max-side non-negative")
         bad = set(self.derive) - {"small", "crops"}
         if bad:
-            raise ValueError(f"unknown derived members {sorted(bad)}: choose from small, crops")
+            raise ValueError(f"--derive: unknown derived members {sorted(bad)}: choose from small, crops")
 
     @property
-    def clip_frames(self) -> int:
-        return fmt.round_half_up(Fraction(str(self.clip_seconds)) * fmt.fps_fraction(self.fps))
+    def native(self) -> bool:
+        """``--fps native``: no one rate; each video file's own (the planner is given it per video)."""
+        return self.fps == NATIVE
 
     @property
-    def stride_frames(self) -> int:
+    def frame_rate(self) -> Fraction | None:
+        """The build's exact frame rate (None with ``--fps native``)."""
+        return None if self.native else fmt.fps_fraction(self.fps)
+
+    def fps_key(self, fps: Fraction) -> str:
+        """How a clip's frame rate enters its resume fingerprint: ``--fps`` as given (what builds have
+        always recorded), or with ``--fps native`` the video's own rate."""
+        return f"native={fps}" if self.native else f"{self.fps}"
+
+    def check_frames(self, fps: Fraction) -> None:
+        """Refuse a clip or stride shorter than one frame at ``fps``, naming the flags."""
+        stride = self.clip_seconds if self.stride_seconds is None else self.stride_seconds
+        for flag, seconds, n in (("--clip-seconds", self.clip_seconds, self.clip_frames_at(fps)),
+                                 ("--stride-seconds", stride, self.stride_frames_at(fps))):
+            if n < 1:
+                raise ValueError(f"{flag} {seconds:g} is {n} frames at {fmt_fps(fps)} fps: clips and strides must be "
+                                 "at least one frame long")
+
+    def clip_frames_at(self, fps) -> int:
+        return fmt.round_half_up(Fraction(str(self.clip_seconds)) * fmt.fps_fraction(fps))
+
+    def stride_frames_at(self, fps) -> int:
         s = self.clip_seconds if self.stride_seconds is None else self.stride_seconds
-        return fmt.round_half_up(Fraction(str(s)) * fmt.fps_fraction(self.fps))
+        return fmt.round_half_up(Fraction(str(s)) * fmt.fps_fraction(fps))
+
+    def min_tail_frames_at(self, fps) -> int:
+        return max(1, fmt.round_half_up(Fraction(str(self.min_clip_seconds)) * fmt.fps_fraction(fps)))
 
     @property
-    def min_tail_frames(self) -> int:
-        return max(1, fmt.round_half_up(Fraction(str(self.min_clip_seconds)) * fmt.fps_fraction(self.fps)))
+    def clip_frames(self) -> int | None:
+        return None if self.native else self.clip_frames_at(self.frame_rate)
+
+    @property
+    def stride_frames(self) -> int | None:
+        return None if self.native else self.stride_frames_at(self.frame_rate)
+
+    @property
+    def min_tail_frames(self) -> int | None:
+        return None if self.native else self.min_tail_frames_at(self.frame_rate)
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -83,8 +131,26 @@ class BuildParams:
         for name, default in (("jpeg_quality", 90), ("max_side", 0)):  # only video files use them: left out
             if d[name] == default:  # at their defaults, so frame-directory builds record what they always did
                 del d[name]
-        d["clip_frames"], d["stride_frames"] = self.clip_frames, self.stride_frames
+        d["clip_frames"], d["stride_frames"] = self.clip_frames, self.stride_frames  # None with --fps native
         return d
+
+
+def check_fps(fps) -> None:
+    """``--fps``: a finite rate above 0 and at most :data:`MAX_FPS`, or ``native``; anything else names the flag."""
+    if fps == NATIVE:
+        return
+    try:
+        value = fmt.fps_fraction(fps)  # nan and inf have no exact value: refused here too
+    except (TypeError, ValueError, ZeroDivisionError):
+        raise ValueError(f"--fps {fps!r}: expected frames per second (e.g. 30, 25, 29.97, 30000/1001) or 'native'") from None
+    if not 0 < value <= MAX_FPS:
+        raise ValueError(f"--fps {fps!r}: expected a frame rate above 0 and at most {MAX_FPS} (or 'native')")
+
+
+def fmt_fps(fps) -> str:
+    """A frame rate as people write it: 30, 25, 29.97, 30000/1001 → "29.97"."""
+    f = fmt.fps_fraction(fps)
+    return str(f.numerator) if f.denominator == 1 else f"{float(f):.6g}"
 
 
 @dataclass(frozen=True)
@@ -92,6 +158,10 @@ class Span:
     start: int  # 0-based first source frame
     n_real: int  # frames taken from the source
     pad: int = 0  # frames added at the end (tail policy 'pad')
+
+    @property
+    def n_frames(self) -> int:
+        return self.n_real + self.pad
 
 
 def plan_spans(n_frames: int, clip: int, stride: int, tail: str, min_tail: int) -> tuple[list[Span], list[tuple[Span, Reason]]]:
@@ -130,6 +200,24 @@ def frame_sizes_digest(sizes) -> str:
     return hashlib.blake2b(array("q", sizes).tobytes(), digest_size=8).hexdigest()
 
 
+class AudioChoice(NamedTuple):
+    """Where a video's clip audio comes from, as the planner decided it (the same for all its clips)."""
+
+    origin: str  # "wav" (wav/<id>.wav), "stream" (a video file's audio stream), "none" (zeros, flagged)
+    wav_size: int = 0  # the wav's size and mtime, for the resume fingerprint ("wav" only)
+    wav_mtime_ns: int = 0
+
+
+class PlannedFrames(NamedTuple):
+    """What a source kind's adapter says about one clip's frames; the planner builds the ClipPlan from it."""
+
+    frame_size: tuple[int, int]
+    sizes: tuple[int, ...]  # each frame's stored JPEG bytes: exact (frame directories) or estimated (video files)
+    frame_sizes: str  # frame_sizes_digest of exact sizes, checked again when writing ("" when estimated)
+    digest: str  # the source part of the clip's resume fingerprint (frames, audio, fps, encoding)
+    extra: dict | None = None  # further ClipPlan fields of this kind (video files: video, frame_pts, audio_from)
+
+
 @dataclass(slots=True)  # a driver holds one per clip of the source: no per-instance __dict__
 class ClipPlan:
     key: str
@@ -145,6 +233,7 @@ class ClipPlan:
     video: object = None  # a video.VideoSource when the clip is decoded from a video file
     frame_pts: array | tuple = ()  # video files: array("q") of the input frame timestamp each clip frame shows
     audio_from: str = "wav"  # "wav" (wav/<id>.wav), "stream" (the file's audio stream), "none" (zeros)
+    fps: Fraction = Fraction(30)  # the clip's frame rate: --fps, or with --fps native its video's own
 
     @property
     def n_frames(self) -> int:
@@ -162,6 +251,10 @@ class VideoPlan:
     warnings: list[str] = field(default_factory=list)
     strict_problems: list[str] = field(default_factory=list)  # built anyway, but --strict refuses them
     source: str = "frames"  # or "video_file"
+    findings: list = field(default_factory=list)  # build.findings.Finding: built, but the labels may be wrong
+    fps: Fraction | None = None  # the rate its clips are cut at (None: not planned)
+    ffmpeg_log: list[str] = field(default_factory=list)  # FFmpeg's own log lines while probing (for the report)
+    annotated: bool | None = None  # in the split's annotation files (None: the split has none)
 
 
 def tar_member_bytes(size: int, name_len: int = 60) -> int:
@@ -170,8 +263,9 @@ def tar_member_bytes(size: int, name_len: int = 60) -> int:
     return TAR_BLOCK + math.ceil(size / TAR_BLOCK) * TAR_BLOCK + extra
 
 
-def estimate_clip_bytes(params: BuildParams, frame_bytes: tuple[int, ...], n_frames: int, n_persons: int, name_len: int) -> int:
-    a, b = fmt.audio_sample_range(0, n_frames, params.fps)
+def estimate_clip_bytes(params: BuildParams, frame_bytes: tuple[int, ...], n_frames: int, n_persons: int, name_len: int,
+                        fps) -> int:
+    a, b = fmt.audio_sample_range(0, n_frames, fps)
     audio = codecs.wav_size(b - a)
     total = tar_member_bytes(4096 + 400 * n_persons, name_len) + tar_member_bytes(audio, name_len)
     total += 2 * tar_member_bytes(128 + n_frames, name_len)

@@ -241,9 +241,10 @@ def make_metadata(
         "persons": [dict(p) for p in persons],
         "derived": list(derived),
     }
-    if source is not None:
+    if source is not None:  # frames of a video file: there are no source images to name
         meta["source"] = dict(source)
         meta["time_basis"] = VIDEO_TIME_BASIS
+        del meta["source_images"]
     return meta
 
 

@@ -72,9 +72,10 @@ def ground_truth(source, *, split: str = "val", remote_options: TransportOptions
         yield rows[key]
 
 
-def write_ground_truth(source, out, *, split: str = "val", remote_options: TransportOptions | dict | None = None
-                       ) -> tuple[int, int]:
-    """Write the CSV (atomically); returns ``(rows, positives)``."""
+def write_ground_truth(source, out, *, split: str = "val", remote_options: TransportOptions | dict | None = None,
+                       dialect: str = "talknet") -> tuple[int, int]:
+    """Write the CSV (atomically; ``dialect`` ``activitynet``: no header row, as the official script reads it);
+    returns ``(rows, positives)``."""
     positives = 0
 
     def cells():
@@ -83,5 +84,5 @@ def write_ground_truth(source, out, *, split: str = "val", remote_options: Trans
             positives += label == SPEAKING
             yield [*row.cells(), label, row.entity]
 
-    n = write_csv(out, GT_COLUMNS, cells())
+    n = write_csv(out, GT_COLUMNS, cells(), dialect=dialect)
     return n, positives

@@ -273,7 +273,7 @@ def render_preview(sample: ClipSample, *, n_frames: int = 10, width: int = 1400)
         persons = m["persons"]
         fig.text(12 / lay.width, 1 - 12 / lay.height, (
             f"{sample.key}   split {m.get('split', '?')}   source frames {m['start_frame']}–{m['start_frame'] + T - 1} "
-            f"(img_{m['start_frame'] + 1:05d}…)   {T} frames @ {fps:g} fps = {lay.t0:.2f}–{lay.t1:.2f} s   "
+            f"({_frames_origin(m)})   {T} frames @ {fps:g} fps = {lay.t0:.2f}–{lay.t1:.2f} s   "
             f"{len(persons)} person(s)   {W}x{H}"), fontsize=11, weight="bold", va="top")
         for i, rect in zip(lay.frame_indices, lay.frames):
             _draw_frame(fig, lay, rect, sample, i, (W, H))
@@ -335,6 +335,25 @@ def _draw_frame(fig, lay: Layout, rect: Rect, sample: ClipSample, i: int, size: 
                 bbox=dict(boxstyle="square,pad=0.15", fc=color, ec="none", alpha=0.85))
 
 
+def _frames_origin(m: dict) -> str:
+    """Where the clip's frames came from: the source images, or a video file decoded at the clip's rate."""
+    src = m.get("source") or {}
+    if src.get("kind") == "video_file":
+        return f"{src.get('file', 'video file')} decoded at {m['fps']:g} fps"
+    return f"img_{m['start_frame'] + 1:05d}…"
+
+
+def _audio_zeros_labels(m: dict) -> tuple[str, str]:
+    """How the wave plot names zeros: (before the audio starts, after it ends), by where the audio came from."""
+    src = m.get("source") or {}
+    origin = src.get("audio_from") if src.get("kind") == "video_file" else "wav"
+    if origin == "stream":
+        return "audio stream starts later: zeros ", "audio stream ended: zeros "
+    if origin == "none":
+        return "no audio stream: zeros ", "no audio stream: zeros "
+    return "", "wav ended: zeros "
+
+
 def _draw_wave(ax, samples: np.ndarray, ta: np.ndarray, m: dict, lay: Layout) -> None:
     """Min/max envelope per pixel column (a plot of every sample would be slow and no clearer)."""
     y = samples.astype(np.float32) / 32768.0
@@ -348,10 +367,15 @@ def _draw_wave(ax, samples: np.ndarray, ta: np.ndarray, m: dict, lay: Layout) ->
     start, real = m["start_frame"], m["n_frames"] - int(m.get("pad_frames", 0))
     a, b = audio_sample_range(start, start + real, m.get("fps_exact", m["fps"]), m["sample_rate"])
     real_len = min(b - a, len(ta))
-    padded = min(int(m.get("audio_padded_samples", 0)), real_len)
-    if padded:
+    before_label, after_label = _audio_zeros_labels(m)
+    before = min(int((m.get("source") or {}).get("audio_padded_start_samples") or 0), real_len)
+    padded = min(int(m.get("audio_padded_samples", 0)) - before, real_len - before)
+    if before:  # a video file's audio stream that starts after the clip does
+        ax.axvspan(ta[0], ta[before - 1], color="red", alpha=0.15, lw=0)
+        ax.text(ta[0], 0.95 * lim, " " + before_label, color="red", fontsize=7, va="top", ha="left")
+    if padded > 0:
         ax.axvspan(ta[real_len - padded], ta[real_len - 1], color="red", alpha=0.15, lw=0)
-        ax.text(ta[real_len - 1], 0.95 * lim, "wav ended: zeros ", color="red", fontsize=7, va="top", ha="right")
+        ax.text(ta[real_len - 1], 0.95 * lim, after_label, color="red", fontsize=7, va="top", ha="right")
     if real_len < len(ta):
         ax.axvspan(ta[real_len], ta[-1], color="gray", alpha=0.2, lw=0)
         ax.text(ta[-1], -0.95 * lim, "padded frames ", color="gray", fontsize=7, va="bottom", ha="right")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from ..clip import BuildContext, clip_entry
 from ..plan import ShardPlan, VideoPlan
-from ..video_plan import probe_source
+from ..probe import probe_source
 from ..writer import ShardResult, write_shard
 
 
 def probe_one(ctx: BuildContext, split: str, video_id: str) -> VideoPlan:
-    return probe_source(ctx.data_dir, split, video_id, ctx.params, ctx.annotations, ctx.videos_dir)
+    return probe_source(ctx.data_dir, split, video_id, ctx.params, ctx.annotations, ctx.videos_dir,
+                        native_fps=ctx.native_rates.get(video_id) if ctx.native_rates else None)
 
 
 def write_one(ctx: BuildContext, shard: ShardPlan, target) -> ShardResult:
