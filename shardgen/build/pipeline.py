@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +36,6 @@ from .plan import BuildParams, ShardPlan, VideoPlan, assign_shards
 from .source import SourceError, read_splits
 from .output import SplitOutput, is_s3
 from ..core.storage.atomic import remove_stale_temps
-from .writer import ShardResult
 
 PARAMS_NAME = ".build-params.json"
 REPORT_NAME = "build-report.json"
@@ -172,21 +172,20 @@ class _Written:
 
 def _write(ex, contexts: dict[str, BuildContext], todo: list[tuple[ShardPlan, SplitOutput]],
            done: dict[str, WrittenShards], progress: bool) -> _Written:
-    """Write the missing shards (with a clips/s and MB/s bar), adding each result to ``done``."""
+    """Write the missing shards (with a clips/s and MB/s bar), reducing each shard's result into ``done`` the
+    moment the executor hands it over: the driver holds one shard's per-clip records at a time, never all."""
     written = _Written(clips=sum(len(sp.clips) for sp, _ in todo))
     bar = _progress_bar(written.clips, progress)
-
-    def on_done(shard: ShardPlan, res: ShardResult) -> None:
-        written.bytes += res.bytes
-        if bar is not None:
-            bar.update(len(shard.clips))
-            elapsed = max(bar.format_dict.get("elapsed", 0) or 1e-9, 1e-9)
-            bar.set_postfix_str(f"{written.bytes / 1e6 / elapsed:.1f} MB/s", refresh=False)
-
     t_write = time.monotonic()
     try:
-        for res, (sp, _) in zip(ex.write(contexts, todo, on_done), todo):
-            done[sp.split].add(sp, res)  # reduced to index arrays now: no ClipRecord per clip is kept
+        with closing(ex.write(contexts, todo)) as results:  # closed early on an error: the executor stops its workers
+            for shard, res in results:
+                done[shard.split].add(shard, res)
+                written.bytes += res.bytes
+                if bar is not None:
+                    bar.update(len(shard.clips))
+                    elapsed = max(bar.format_dict.get("elapsed", 0) or 1e-9, 1e-9)
+                    bar.set_postfix_str(f"{written.bytes / 1e6 / elapsed:.1f} MB/s", refresh=False)
     finally:
         if bar is not None:
             bar.close()
