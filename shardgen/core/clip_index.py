@@ -47,7 +47,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -93,7 +93,6 @@ class ClipRef:
     offset: int
     bytes: int
     tracks: tuple = ()  # ((person_row, first_frame, n_frames), ...)
-    row: int = -1  # the clip's row in its source's index
 
 
 class ClipIndex:
@@ -151,22 +150,27 @@ class ClipIndex:
     def ref(self, row: int) -> ClipRef:
         c = self.columns
         return ClipRef(int(c["shard"][row]), self.key(row), int(c["offset"][row]), int(c["bytes"][row]),
-                       self.tracks(row), int(row))
+                       self.tracks(row))
 
-    def refs(self, rows: Iterable[int]) -> list[ClipRef]:
-        return [self.ref(r) for r in rows]
+    def video_rows(self, video_id: str) -> np.ndarray:
+        """Index rows of one video's clips, in index order (vectorised: no key string per clip)."""
+        try:
+            v = self.video_names().index(video_id)
+        except ValueError:
+            return np.zeros(0, np.int64)
+        return np.flatnonzero(np.asarray(self.columns["video"]) == v)
 
-    def record(self, row: int) -> dict:
-        """One row as the readable record a version-1 manifest listed inline (for people, tools and tests)."""
-        c = self.columns
-        return {"key": self.key(row), "shard": int(c["shard"][row]), "offset": int(c["offset"][row]),
-                "bytes": int(c["bytes"][row]), "sha256": self.sha256(row), "members": int(c["members"][row]),
-                "video_id": self.video_id(row), "start_frame": int(c["start_frame"][row]),
-                "n_frames": int(c["n_frames"][row]), "pad_frames": int(c["pad_frames"][row]),
-                "tracks": [list(t) for t in self.tracks(row)]}
-
-    def records(self, rows: Iterable[int] | None = None) -> Iterator[dict]:
-        return (self.record(r) for r in (range(len(self)) if rows is None else rows))
+    def find(self, key: str) -> int | None:
+        """The first index row whose clip key is ``key`` (by video and start frame), or None."""
+        try:
+            video_id, start = parse_clip_key(key)
+        except FormatError:
+            return None
+        rows = self.video_rows(video_id)
+        hit = rows[np.asarray(self.columns["start_frame"])[rows] == start]
+        if not len(hit) or self.key(int(hit[0])) != key:  # a non-canonical spelling of the number is not the key
+            return None
+        return int(hit[0])
 
     def slice(self, lo: int, hi: int) -> "ClipIndex":
         """Rows ``lo:hi`` (one shard's clips) as an index of their own, their shard numbered 0."""
