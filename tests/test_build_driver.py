@@ -15,8 +15,10 @@ The Ray executor's side of the same promise is in ``test_ray.py``.
 from __future__ import annotations
 
 import gc
+import json
 import os
-import tracemalloc
+import subprocess
+import sys
 import weakref
 from pathlib import Path
 
@@ -30,6 +32,7 @@ from shardgen.build.clip import BuildContext
 from shardgen.build.output import SplitOutput
 from tests.sources import tiny_jpeg, write_source
 
+ROOT = Path(__file__).resolve().parents[1]
 ONE_FRAME = BuildParams(clip_seconds=1 / 30, min_clip_seconds=1 / 30, allow_unannotated=True, shard_clips=2)
 
 
@@ -116,23 +119,67 @@ def test_the_local_executor_yields_each_shard_as_it_is_finished(tmp_path, worker
     assert sorted(s.index for s, _ in [(shard, res), *rest]) == list(range(len(shards))) == list(range(8))
 
 
-def _traced_build_peak(root: Path, clips: int) -> int:
-    """The driver's peak traced Python memory over a one-worker build of ``clips`` one-frame clips (the
-    writing happens in this process too: its per-shard cost is the same at both sizes)."""
+TRACED_PEAK = r"""
+import gc, json, sys, tracemalloc
+from pathlib import Path
+from shardgen.build.pipeline import build
+from shardgen.build.plan import BuildParams
+from tests.test_build_driver import one_frame_source
+root, peaks = Path(sys.argv[1]), {}
+for clips in (500, 2500):
     src = one_frame_source(root / f"src{clips}", clips)
     params = BuildParams(clip_seconds=1 / 30, min_clip_seconds=1 / 30, allow_unannotated=True, shard_clips=100)
     gc.collect()
     tracemalloc.start()
-    try:
-        build(src, root / f"out{clips}", ["train"], params, workers=1, progress=False)
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    build(src, root / f"out{clips}", ["train"], params, workers=2, progress=False)
+    peaks[clips] = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+print(json.dumps(peaks))
+"""
 
 
 def test_driver_memory_per_clip_is_bounded(tmp_path):
-    """500 → 2,500 clips: the traced peak grows by less than 800 bytes a clip (953 when every shard's
-    ``ClipRecord``s — key, sha256, tracks — were held until the last shard was written)."""
-    small, large = _traced_build_peak(tmp_path, 500), _traced_build_peak(tmp_path, 2500)
-    per_clip = (large - small) / 2000
-    assert per_clip < 800, f"{per_clip:.0f} bytes a clip"
+    """The driver's traced peak (Python's own accounting, in a fresh interpreter: no other test's garbage)
+    over a real two-worker build, 500 → 2,500 one-frame clips: it grows by less than 400 bytes a clip (about
+    260 now: the plan's columns and the index arrays; 975 when every shard's ``ClipRecord``s were held to
+    the end and the plan was a ``ClipPlan`` object per clip)."""
+    out = subprocess.run([sys.executable, "-c", TRACED_PEAK, str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    peaks = json.loads(out.stdout.strip().splitlines()[-1])
+    per_clip = (peaks["2500"] - peaks["500"]) / 2000
+    assert per_clip < 400, f"{per_clip:.0f} bytes a clip"
+
+
+def test_the_clip_table_gives_back_every_plan_exactly(tmp_path):
+    """The driver keeps the plan in columns (``ClipTable``): every ClipPlan it hands a worker is the one the probe
+    made — frame directories and video files (with their frame timestamps) alike — and shards are cut as from a
+    list of plans in (video id, start) order, with the same fingerprints."""
+    import hashlib
+    import pickle
+
+    from shardgen.build.plan import ClipTable
+    from shardgen.build.video_plan import probe_source
+    from tests.videos import video_source
+
+    params = BuildParams(clip_seconds=0.5, allow_unannotated=True)
+    frames = write_source(tmp_path / "f", {"b": 40, "a": 20})
+    videos = video_source(tmp_path / "v", {"c": {"fps": 30, "seconds": 1.2}})
+    plans = [c for src, vid in ((frames, "b"), (frames, "a"), (videos, "c"))
+             for c in probe_source(src, "train", vid, params, None).clips]
+    assert [c.video_id for c in plans] == ["b", "b", "a", "c", "c"]  # 15-frame clips, short tails skipped
+    assert plans[-1].video is not None and len(plans[-1].frame_pts) == 15 and plans[0].video is None
+    tables = [ClipTable.from_plans(plans[:2]), ClipTable.from_plans(plans[2:3]), ClipTable.from_plans(plans[3:])]
+    table = ClipTable.concat(tables)
+    assert list(table) == plans and len(table) == 5
+    assert list(pickle.loads(pickle.dumps(table))) == plans  # what crosses to a worker
+    assert list(table[2:5]) == plans[2:5] and table[-1] == plans[-1] and table.keys() == [c.key for c in plans]
+    shards = assign_shards("train", table, 10**9, 4)
+    ordered = sorted(plans, key=lambda c: (c.video_id, c.start))
+    assert [len(s.clips) for s in shards] == [4, 1] and [c for s in shards for c in s.clips] == ordered
+    assert [list(s.clips) for s in shards] == [list(s.clips) for s in assign_shards("train", plans, 10**9, 4)]
+    for s in shards:
+        assert s.source_digest == hashlib.sha256("".join(c.source_digest for c in s.clips).encode()).hexdigest()
+        assert s.planned_bytes == sum(c.planned_bytes for c in s.clips) + 1024
+    by_bytes = assign_shards("train", table, sum(c.planned_bytes for c in ordered[:3]), 0)
+    assert [len(s.clips) for s in by_bytes][0] == 3 and sum(len(s.clips) for s in by_bytes) == 5

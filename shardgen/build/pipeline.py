@@ -32,7 +32,7 @@ from ..core.clip_index import INDEX_NAME
 from ..core.manifest import MANIFEST_NAME, encode_manifest
 from .build_report import format_summary, make_report, split_summary
 from .manifest_writer import WrittenShards, make_manifest
-from .plan import BuildParams, ShardPlan, VideoPlan, assign_shards
+from .plan import BuildParams, ClipTable, ShardPlan, VideoPlan, assign_shards
 from .source import SourceError, read_splits
 from .output import SplitOutput, is_s3
 from ..core.storage.atomic import remove_stale_temps
@@ -139,7 +139,7 @@ def _plan(ex, contexts: dict[str, BuildContext], splits: list[str], lists: dict[
     problems = [f"  {v.split}/{v.video_id}: {p}" for v in videos for p in v.strict_problems]
     if strict and problems:
         raise StrictError(f"--strict: {len(problems)} video(s) would be built with zero audio:\n" + "\n".join(problems[:50]))
-    plans = {split: assign_shards(split, [c for v in videos if v.split == split for c in v.clips],
+    plans = {split: assign_shards(split, ClipTable.concat([v.clips for v in videos if v.split == split]),
                                   params.shard_bytes, params.shard_clips) for split in splits}
     return videos, plans
 
@@ -234,7 +234,7 @@ def _prepare_split(output: SplitOutput, split: str, params: BuildParams, shards:
     todo, kept = [], WrittenShards()
     for sp in shards:
         res = output.finished(sp.name, sp.source_digest) if sp.name in existing else None
-        if res is not None and [r.key for r in res.clips] == [c.key for c in sp.clips]:
+        if res is not None and [r.key for r in res.clips] == sp.clips.keys():
             kept.add(sp, res)
             continue
         if sp.name in existing:
