@@ -42,6 +42,7 @@ bench: venv test-services
 	$(PYTHON) scripts/bench_build.py
 	$(PYTHON) scripts/bench_batching.py
 	$(PYTHON) scripts/bench_video.py
+	$(PYTHON) scripts/bench_omni.py
 
 clean:
 	rm -rf $(OUT) $(DEMO) .bench

@@ -25,6 +25,7 @@ from shardgen.core.storage import TransportOptions
 from shardgen.core.tario import DEFAULT_MAX_MEMBER, TarError
 
 from .modes import ModeOptions, collate_raw, collate_talknet, raw_item, talknet_item, track_audio, track_item
+from .omni import collate_omni, omni_item
 from .reader import ClipReader, ShardReadError
 from .sharding import (BudgetBatches, EpochPlan, Layout, RunUnits, Segment, Stream, Unit, UnitTable, arrange_epoch,
                        batch_sequence, batches_to_skip, delivered_positions, epoch_sequence, frame_budget_batches,
@@ -89,7 +90,8 @@ class ShardStream(IterableDataset):
         self.units = UnitTable(index, per_track=opts.mode == "asd-tracks")
         self.reader = ClipReader(index, remote_options, cfg.max_member_bytes)
         self.source_digest = _source_digest(index)
-        self._collate = collate_raw if opts.mode == "raw" else functools.partial(collate_talknet, faces_dtype=opts.faces_dtype)
+        self._collate = {"raw": collate_raw, "qwen-omni": functools.partial(collate_omni, cfg=opts.omni)}.get(
+            opts.mode, functools.partial(collate_talknet, faces_dtype=opts.faces_dtype))
         self._budget_batches = BudgetBatches(np.zeros(0, np.int64), np.zeros(1, np.int64))
         if cfg.batch_frames is not None:
             if opts.mode != "asd-tracks":
@@ -295,7 +297,7 @@ class ShardStream(IterableDataset):
         """Collate and count; ``item_frames``: the items' frames before cutting, when they were read already cut."""
         with self.counters.get_lock():
             self.counters[Counter.ITEMS] += len(items)
-            if self.opts.mode != "raw":
+            if self.opts.mode in ("talknet", "asd-tracks"):
                 T = min(it[1].shape[0] for it in items)
                 self.counters[Counter.FRAMES_DELIVERED] += T * len(items)
                 self.counters[Counter.ITEM_FRAMES] += (sum(it[1].shape[0] for it in items) if item_frames is None
@@ -320,6 +322,8 @@ class ShardStream(IterableDataset):
             return talknet_item(sample, self.opts, rng, noise)
         if self.opts.mode == "asd-tracks":
             return track_item(sample, unit.track, self.opts, rng, noise)
+        if self.opts.mode == "qwen-omni":
+            return omni_item(sample, self.opts), noise
         return raw_item(sample, self.opts, rng, noise)
 
 

@@ -5,6 +5,7 @@
 * ``asd-tracks``: the same contract for one face track: TalkNet crops along that person's
   boxes, the MFCC of exactly the track's audio span, that person's ``speaking`` labels.
 * ``raw``: a dict with RGB frames, the waveform, every label array and the metadata.
+* ``qwen-omni``: what a Qwen2.5-Omni thinker takes (see :mod:`loaders.omni`).
 
 Each mode can attach timing for M-RoPE (``frame_t``, ``audio_feat_t``; see :mod:`loaders.timing`).
 Collation follows TalkNet: items in a batch are cut to the shortest one, keeping their first
@@ -29,7 +30,7 @@ from shardgen.core.sample import ClipSample
 from . import augment
 from .timing import audio_feature_times, frame_times
 
-MODES = ("talknet", "asd-tracks", "raw")
+MODES = ("talknet", "asd-tracks", "raw", "qwen-omni")
 LABELS = ("visible", "voice", "speaking")
 FACES_DTYPES = (torch.float32, torch.uint8)
 
@@ -46,6 +47,7 @@ class ModeOptions:
     augment: bool = False
     allow_unlabelled: bool = False
     faces_dtype: torch.dtype = torch.float32
+    omni: object = None  # qwen-omni: a loaders.omni.OmniConfig
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -54,8 +56,12 @@ class ModeOptions:
             raise ValueError(f"labels {self.labels!r}: choose one of {LABELS}")
         if self.faces_dtype not in FACES_DTYPES:
             raise ValueError(f"faces_dtype {self.faces_dtype!r}: choose torch.float32 or torch.uint8")
-        if self.mode == "raw" and self.faces_dtype != torch.float32:
-            raise ValueError("faces_dtype applies to the talknet and asd-tracks modes (raw mode gives uint8 RGB frames)")
+        if self.mode in ("raw", "qwen-omni") and self.faces_dtype != torch.float32:
+            raise ValueError("faces_dtype applies to the talknet and asd-tracks modes")
+        if (self.mode == "qwen-omni") != (self.omni is not None):
+            raise ValueError("omni options go with mode='qwen-omni' (and that mode needs them)")
+        if self.mode == "qwen-omni" and self.augment:
+            raise ValueError("augment is TalkNet's augmentation: the qwen-omni mode does not apply it")
 
 
 def _timing(sample: ClipSample, first: int, n: int, n_rows: int, track_id) -> dict:
@@ -96,6 +102,15 @@ def _person_row(sample: ClipSample, person) -> int:
     raise FormatError(f"{sample.key}: no person {person!r}")
 
 
+def clip_labels(sample: ClipSample, opts: ModeOptions) -> np.ndarray:
+    """The clip's per-frame labels of the kind ``opts.labels`` asks for (``person``'s, for ``speaking``)."""
+    if opts.labels == "visible":
+        return sample.visible
+    if opts.labels == "voice":
+        return sample.voice
+    return sample.speaking[_person_row(sample, opts.person)]
+
+
 def talknet_item(sample: ClipSample, opts: ModeOptions, rng: np.random.Generator | None = None, noise=None):
     _check_labelled(sample, opts)
     T = sample.n_frames
@@ -110,12 +125,7 @@ def talknet_item(sample: ClipSample, opts: ModeOptions, rng: np.random.Generator
         faces = augment.visual(faces, rng)
         samples = augment.mix_noise(samples, noise, rng)
     audio = fit_to_frames(talknet_mfcc(samples, fps=fps, sample_rate=sr), T)
-    if opts.labels == "visible":
-        labels = sample.visible
-    elif opts.labels == "voice":
-        labels = sample.voice
-    else:
-        labels = sample.speaking[_person_row(sample, opts.person)]
+    labels = clip_labels(sample, opts)
     # faces stay uint8 until collate writes them, as float, straight into the batch tensor (one pass)
     item = (torch.from_numpy(np.ascontiguousarray(audio, np.float32)), torch.from_numpy(faces),
             torch.from_numpy(labels.astype(np.int64)))

@@ -1,4 +1,4 @@
-"""Command line: ``shardgen build | inspect | verify | preview | report | eval-gt | eval-map | demo`` (also ``python -m shardgen``)."""
+"""Command line: ``shardgen build | inspect | verify | preview | view | report | eval-gt | eval-map | demo`` (also ``python -m shardgen``)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from .build.plan import TAILS, BuildParams
 from .tools.preview import preview
 from .tools.html_report import write_report
 from .tools.verify import verify_manifest
+from .tools.view import serve as serve_viewer
 
 
 def _size(text: str) -> int:
@@ -117,6 +118,17 @@ def _parser() -> argparse.ArgumentParser:
     pv.add_argument("-o", "--out", type=Path, required=True, help="image to write (.png; .jpg also works)")
     pv.add_argument("--frames", type=int, default=10, help="frames shown, spread evenly over the clip (default 10)")
     pv.add_argument("--width", type=int, default=1400, help="image width in pixels (default 1400)")
+
+    w = sub.add_parser("view", help="browse a build and watch its clips in a browser: frames, audio, boxes, labels",
+                       description="Serve a local web app over a build: splits, videos and clips (with filters for "
+                                   "suspicious ones), and a player that shows a clip's frames at its fps in sync with its "
+                                   "audio, each person's box coloured by their speaking label, and the label timelines. "
+                                   "Reads through the clip index and byte ranges; writes nothing. s3:// credentials and "
+                                   "endpoint come from the AWS variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...).")
+    w.add_argument("source", help="a build directory, split directory, manifest.json or shards; local or an http(s)/s3 URL")
+    w.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    w.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
+    w.add_argument("--verbose", action="store_true", help="log every request")
 
     r = sub.add_parser("report", help="per-split statistics, label balance, skips and face sizes as HTML or PNG",
                        description="Summarise built splits: clips, hours, shards and sizes, label balance, clips skipped "
@@ -228,6 +240,17 @@ def _preview(args) -> int:
     return 0
 
 
+def _view(args) -> int:
+    def ready(url: str) -> None:
+        print(f"shardgen view: {args.source} at {url}  (Ctrl-C to stop)", flush=True)
+
+    try:
+        serve_viewer(args.source, args.host, args.port, verbose=args.verbose, ready=ready)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a viewer stops: nothing was being written
+    return 0
+
+
 def _report(args) -> int:
     stats = write_report(args.manifests, args.out)
     print(f"{len(stats)} split(s): {', '.join(s.name for s in stats)} → {args.out}")
@@ -251,7 +274,7 @@ def _upgrade_manifest(args) -> int:
     return 0
 
 
-_COMMANDS = {"upgrade-manifest": _upgrade_manifest, "build": _build, "inspect": _inspect, "verify": _verify, "demo": _demo, "preview": _preview,
+_COMMANDS = {"upgrade-manifest": _upgrade_manifest, "build": _build, "inspect": _inspect, "verify": _verify, "demo": _demo, "preview": _preview, "view": _view,
              "report": _report, "eval-gt": _eval_gt, "eval-map": _eval_map}
 
 if __name__ == "__main__":

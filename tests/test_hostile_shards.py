@@ -36,10 +36,11 @@ from shardgen.build.plan import BuildParams
 from shardgen.core.clip_index import INDEX_NAME, ClipIndexWriter, encode_index
 from shardgen.core.format import LABEL_EXTS
 from shardgen.core.manifest import MANIFEST_VERSION
+from shardgen.core.storage import TransportOptions
 from tests.sources import ego4d_json, index_clips, write_source
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = ("talknet", "asd-tracks", "raw")
+MODES = ("talknet", "asd-tracks", "raw", "qwen-omni")
 
 # ----------------------------------------------------------------------------- a tar writer that can lie
 
@@ -145,7 +146,8 @@ def run(source, on_error="raise", mode="talknet", num_workers=0, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the end-of-epoch "N clips skipped" warning
         batches = list(ld)
-    keys = [b[0]["key"] if mode == "raw" else b[3][0]["key"] for b in batches]
+    keys = [b[0]["key"] if mode == "raw" else b["meta"][0]["key"] if mode == "qwen-omni" else b[3][0]["key"]
+            for b in batches]
     return keys, ld.stats, len(batches), len(ld)
 
 
@@ -482,8 +484,10 @@ HOSTILE_CLIPS = {
     # audio and frames
     "wav garbage": {"replace": {"wav": b"RIFF\x00\x00\x00\x00WAVEfmt " + b"\x00" * 40}},
     "wav cut": {"cut": ("wav", 100)},
-    "frame not a JPEG": {"replace": {"f000003.jpg": b"\xff\xd8 not really \xff\xd9"}},
-    "frame cut": {"cut": ("f000003.jpg", 200)},
+    # qwen-omni decodes only the frames it samples (0, 3, 7, 11 of these 15 at 2 fps): frame 3 (index 2) is not one
+    "frame not a JPEG": {"replace": {"f000003.jpg": b"\xff\xd8 not really \xff\xd9"}, "spares": "qwen-omni"},
+    "frame cut": {"cut": ("f000003.jpg", 200), "spares": "qwen-omni"},
+    "sampled frame cut": {"cut": ("f000004.jpg", 200)},
     "frame missing": {"drop": "f000015.jpg"},
     # boxes only matter where crops are cut (asd-tracks); other modes pass them through
     "boxes NaN": {"replace": {"boxes.npy": npy_bytes(np.full((1, 15, 4), np.nan, np.float32))}, "only": "asd-tracks"},
@@ -518,7 +522,7 @@ def test_hostile_clip_is_a_named_error_or_a_counted_skip(base, tmp_path, case):
     mpath = write_shard_and_manifest(tmp_path / "h", _hostile_clip(base, spec), tracks=base["tracks"])
     key = base["clips"][1][0]
     for mode in MODES:
-        fails = spec.get("only", mode) == mode
+        fails = spec.get("only", mode) == mode and spec.get("spares") != mode
         if fails:
             with pytest.raises(ShardReadError) as err:
                 run(mpath, mode=mode)
@@ -611,8 +615,27 @@ def _tool_errors(mpath: Path, lone: Path) -> dict[str, Exception | str | None]:
     from shardgen.tools import eval_gt, html_report, inspection, preview
     from shardgen.tools.verify import verify_manifest
 
+    def view_clip():  # the viewer's clip page: the whole clip (its error, unwrapped from the viewer's own)
+        from shardgen.tools.view import catalog, clips
+
+        split = next(iter(catalog.open_catalog(mpath.parent).splits.values()))
+        try:
+            clips.ClipStore(TransportOptions()).get(split, 1)
+        except clips.ClipUnreadable as exc:
+            raise exc.__cause__ from None
+
+    def view_summary():  # the viewer's clip lists: metadata and labels (a damaged clip's summary carries its error)
+        from shardgen.tools.view import catalog, summary
+
+        split = next(iter(catalog.open_catalog(mpath.parent).splits.values()))
+        error = summary.read_summary(split, 1, TransportOptions()).error
+        if error is not None:
+            raise ValueError(error)
+
     tools = {
         "report": lambda: html_report.split_stats(str(mpath)),
+        "view clip": view_clip,
+        "view summary": view_summary,
         "eval-gt": lambda: list(eval_gt.ground_truth(mpath.parent)),
         "inspect": lambda: inspection.inspect_path(mpath.parent),
         "preview": lambda: preview.load_clip(mpath.parent, "v/clip_f000015"),
@@ -639,14 +662,14 @@ def _lone(mpath: Path, tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("case", list(HOSTILE_CLIPS))
 def test_every_tool_refuses_a_hostile_clip_naming_it(base, tmp_path, case):
-    """verify, inspect, preview, report, eval-gt and the index-less scan read shard bytes through the loader's
-    reader: a hostile clip is a FormatError naming the shard and the clip (verify: a problem naming both),
+    """verify, inspect, preview, report, eval-gt, the viewer and the index-less scan read shard bytes through the
+    loader's reader: a hostile clip is a FormatError naming the shard and the clip (verify: a problem naming both),
     refused by every tool that reads the damaged member, never an exception from deep inside numpy or json."""
     spec = HOSTILE_CLIPS[case]
     mpath = write_shard_and_manifest(tmp_path / "h", _hostile_clip(base, spec), tracks=base["tracks"])
     key = base["clips"][1][0]
     errors = _tool_errors(mpath, _lone(mpath, tmp_path))
-    assert len(errors) == 6
+    assert len(errors) == 8
     from shardgen.core.format import FormatError
 
     for tool, err in errors.items():
@@ -655,7 +678,7 @@ def test_every_tool_refuses_a_hostile_clip_naming_it(base, tmp_path, case):
             assert "h-000000.tar" in str(err) and key in str(err), (tool, str(err))
     reads_labels = bool(_damaged(spec) & {"json", *LABEL_EXTS}) and case not in _LABELS_STILL_VALID \
         and not spec.get("only")
-    for tool in ("report", "eval-gt", "inspect", "preview", "index-less scan"):
+    for tool in ("report", "eval-gt", "inspect", "preview", "index-less scan", "view clip", "view summary"):
         assert (errors[tool] is not None) >= reads_labels, (tool, case)  # metadata and labels: everyone reads them
     if not spec.get("only"):  # verify decodes everything: every damaged member is found
         assert errors["verify"] and "h-000000.tar" in errors["verify"] and key in errors["verify"], errors["verify"]
@@ -664,7 +687,7 @@ def test_every_tool_refuses_a_hostile_clip_naming_it(base, tmp_path, case):
 
 
 TAR_LIES = ["checksum", "symlink", "device", "duplicate", "split clip", "garbage header", "unsafe name"]
-SPARSE_TOOLS = ("report", "eval-gt")  # they read each clip's metadata and labels, and stop there
+SPARSE_TOOLS = ("report", "eval-gt", "view summary")  # they read each clip's metadata and labels, and stop there
 
 
 def _lie(case: str, body: list[bytes], members: list, key: str, other: str, at: int) -> None:
@@ -704,9 +727,9 @@ def test_every_tool_refuses_tar_structure_lies(base, tmp_path, case, where):
         _lie(case, body, members, key, other, at)
     mpath = write_shard_and_manifest(tmp_path / "h", clips, tracks=base["tracks"], raw_members={1: b"".join(body)})
     errors = _tool_errors(mpath, _lone(mpath, tmp_path))
-    assert len(errors) == 6
+    assert len(errors) == 8
     must = [t for t in errors if where == "labels" or case == "other clip inside" or t not in SPARSE_TOOLS]
-    assert len(must) >= 4
+    assert len(must) >= 5
     for tool in must:
         err = errors[tool]
         assert err is not None, f"{tool} read a shard with a {case} among the {where} without noticing"

@@ -4,8 +4,8 @@
   writer (``shardgen/build/writer.py``), and every archive it opens is opened for writing;
 * the hostile-safe tar parser (``shardgen.core.tario.iter_tar``) is called by one module, the core's
   clip reader, and tar member names are split into clip key and extension only there: every reader
-  of shard bytes (loader, verify, inspect, preview, report, eval-gt, the index-less scan) goes through
-  ``shardgen.core.clip_reader.iter_clips``;
+  of shard bytes (loader, verify, inspect, preview, report, eval-gt, view, the index-less scan) goes
+  through ``shardgen.core.clip_reader.iter_clips``;
 * a source becomes a manifest URL in one place (``shardgen/core/sources.py``): no other reader (tools,
   loaders, the rest of the core) names ``manifest.json`` or ``MANIFEST_NAME``.
 
@@ -91,7 +91,8 @@ def test_one_tar_parser_caller_and_one_place_that_splits_member_names():
     assert users == sorted([RESOLVER, "loaders/reader.py", "shardgen/tools/inspection.py", "shardgen/tools/verify.py"])
     readers = sorted(path for path, tree in trees.items() if calls_to(tree, "read_clip"))
     assert readers == sorted(["loaders/reader.py", "shardgen/tools/eval_gt.py", "shardgen/tools/html_report.py",
-                              "shardgen/tools/preview.py"])
+                              "shardgen/tools/preview.py", "shardgen/tools/view/clips.py",
+                              "shardgen/tools/view/summary.py"])
 
 
 def test_one_resolver_from_a_source_to_its_manifest():
@@ -101,5 +102,5 @@ def test_one_resolver_from_a_source_to_its_manifest():
     assert not named, f"these readers name the manifest themselves instead of asking core.sources: {named}"
     users = sorted(path for path, tree in sources().items() if calls_to(tree, "find_manifest") or calls_to(tree, "find_manifests")
                    or calls_to(tree, "resolve"))
-    for tool in ("verify", "inspection", "preview", "html_report", "eval_gt"):
+    for tool in ("verify", "inspection", "preview", "html_report", "eval_gt", "view/catalog"):
         assert f"shardgen/tools/{tool}.py" in users, (tool, users)

@@ -41,6 +41,7 @@ import numpy as np
 SCHEMA = "avshards/clip"
 SCHEMA_VERSION = 1
 SAMPLE_RATE = 16000
+DERIVED_SIZE = 112  # derived g/c members are DERIVED_SIZE x DERIVED_SIZE gray JPEGs
 
 META_EXT = "json"
 AUDIO_EXTS = ("wav", "flac")

@@ -24,6 +24,8 @@ all its members or a selection (:class:`~.sample.Members`), through the one clip
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,8 +39,10 @@ from .clip_reader import iter_clips
 from .format import FormatError, person_tracks
 from .manifest import MANIFEST_NAME, read_index, read_manifest
 from .sample import LABELS, ClipSample, Members
-from .storage import ShardCache, TransportOptions, Window, is_remote, join, object_size, open_range, parent
+from .storage import ShardCache, TransportOptions, Window, is_remote, join, object_size, open_range, parent, read_bytes
 from .tario import DEFAULT_MAX_MEMBER, TarError
+
+BUILD_REPORT = "build-report.json"  # written by the builder beside the split directories
 
 
 @dataclass
@@ -55,7 +59,7 @@ class ResolvedSource:
 
     shards: list[ShardInfo]
     clips: ClipIndex
-    manifests: list[dict] = field(default_factory=list)
+    manifests: list[dict] = field(default_factory=list)  # those read: named, or beside shards named one by one
 
     @functools.cached_property
     def bounds(self) -> np.ndarray:
@@ -65,20 +69,25 @@ class ResolvedSource:
     def shard_rows(self, shard: int) -> range:
         return range(int(self.bounds[shard]), int(self.bounds[shard + 1]))
 
-    def ref(self, clip: str | int | ClipRef) -> ClipRef:
-        """A clip by key, index row or :class:`ClipRef` → its :class:`ClipRef` (a key the source does not hold
-        is a ValueError)."""
+    def row(self, clip: str | int | ClipRef) -> int:
+        """A clip's row in the clip index, by key, row or :class:`ClipRef` (a clip the source does not hold is
+        a ValueError)."""
         if isinstance(clip, ClipRef):
-            return clip
+            rows = self.shard_rows(clip.shard)  # a shard's rows are in byte order
+            offsets = self.clips.columns["offset"][rows.start:rows.stop]
+            at = rows.start + int(np.searchsorted(offsets, np.uint64(clip.offset)))
+            if at < rows.stop and int(self.clips.columns["offset"][at]) == clip.offset:
+                return at
+            raise ValueError(f"clip {clip.key} at byte {clip.offset} of shard {clip.shard} is not in this source")
         if isinstance(clip, str):
             row = self.clips.find(clip)
             if row is None:
                 raise ValueError(f"clip {clip!r} is not in this source ({len(self.clips)} clips)")
-            return self.clips.ref(row)
+            return row
         row = int(clip)
         if not 0 <= row < len(self.clips):
             raise ValueError(f"clip row {row} is outside this source's {len(self.clips)} clips")
-        return self.clips.ref(row)
+        return row
 
 
 # --------------------------------------------------------------------------- source → manifest
@@ -89,18 +98,20 @@ def find_manifests(source: str | os.PathLike, *, split: str | None = None,
     """The manifest URL(s) a source names: a ``.json`` itself; a split directory or prefix → its
     ``manifest.json``; a build directory → ``<split>/manifest.json`` of ``split``, or of every split it holds.
 
-    Remote prefixes cannot be listed: a URL is a split prefix, or, with ``split``, a build prefix when it
-    holds no manifest itself (one HEAD request says which). A local path that is none of these is a
-    FileNotFoundError saying what was expected.
+    Remote prefixes cannot be listed: a URL is a split prefix, or, when it holds no manifest itself (a HEAD
+    request says), a build prefix — of ``split``, or of the splits its ``build-report.json`` names. A local
+    path that is none of these is a FileNotFoundError saying what was expected.
     """
     s = os.fspath(source)
     if s.endswith(".json"):
         return [s]
     if is_remote(s):
         here = join(s, MANIFEST_NAME)
-        if split is not None and object_size(here, options) is None:
+        if object_size(here, options) is not None:
+            return [here]
+        if split is not None:
             return [join(join(s, split), MANIFEST_NAME)]
-        return [here]
+        return [join(join(s, name), MANIFEST_NAME) for name in _reported_splits(s, here, options)]
     d = Path(s)
     if (d / MANIFEST_NAME).is_file():
         return [str(d / MANIFEST_NAME)]
@@ -113,6 +124,22 @@ def find_manifests(source: str | os.PathLike, *, split: str | None = None,
         raise FileNotFoundError(f"{s}: a build directory with split(s) {', '.join(splits)}, but no {split!r}")
     raise FileNotFoundError(f"{s}: not a manifest, a split directory or a build directory with split directories "
                             "(build with shardgen, or name the .tar shards)")
+
+
+def _reported_splits(build: str, manifest: str, options) -> list[str]:
+    """The splits a remote build's ``build-report.json`` names (a prefix cannot be listed over HTTP)."""
+    url = join(build, BUILD_REPORT)
+    try:
+        report = json.loads(read_bytes(url, options))
+    except FileNotFoundError:  # a remote 404 too (RemoteNotFoundError)
+        raise FileNotFoundError(f"{manifest}: no manifest there, and no {BUILD_REPORT} beside naming splits "
+                                f"(name a split: {join(build, 'train')})") from None
+    except ValueError as exc:
+        raise FormatError(f"{url}: not JSON ({exc})") from None
+    names = [s.get("split") for s in report.get("splits", []) if isinstance(s, dict)] if isinstance(report, dict) else []
+    if not names or not all(isinstance(n, str) and n and "/" not in n and n not in (".", "..") for n in names):
+        raise FormatError(f"{url}: its 'splits' do not name split directories")
+    return names
 
 
 def find_manifest(source: str | os.PathLike, *, split: str | None = None,
@@ -145,6 +172,8 @@ def resolve(source, *, split: str | None = None, remote_options: TransportOption
                 folder = parent(url)
                 if folder not in beside:
                     beside[folder] = _try_manifest(join(folder, MANIFEST_NAME), remote_options)
+                    if beside[folder] is not None:
+                        manifests.append(beside[folder][0])  # the shards' split, its parameters
                 info, index = _single_shard(url, beside[folder], remote_options)
             else:  # a manifest, a split directory or prefix, a build directory
                 murl = find_manifest(url, split=split, options=remote_options)
@@ -263,15 +292,19 @@ def read_clip(source: ResolvedSource, clip: str | int | ClipRef, *, members: Mem
     the metadata and the selected ones (the others' headers are read and checked, their data seeked past,
     and the read stops once the selection is complete). The clip found there must be the one the index
     places there, its members named and grouped as :func:`.clip_reader.iter_clips` checks, its content as
-    :class:`ClipSample` checks. Errors name the shard: :class:`TarError` (damaged or hostile bytes, with
-    the byte offset), :class:`FormatError` (the clip's content), ``OSError`` (the shard cannot be read),
-    ValueError (a key or row the source does not hold).
+    :class:`ClipSample` checks; a whole clip's bytes must also hash to the sha256 its index row records
+    (an index made by scanning a bare shard records none). Errors name the shard: :class:`TarError`
+    (damaged or hostile bytes, with the byte offset), :class:`FormatError` (the clip's content), ``OSError``
+    (the shard cannot be read), ValueError (a key or row the source does not hold).
     """
-    ref = source.ref(clip)
+    row = source.row(clip)
+    ref = clip if isinstance(clip, ClipRef) else source.clips.ref(row)
     shard = source.shards[ref.shard]
     stream = open_clips(shard, ref.offset, ref.bytes, options, sparse=members is not None)
+    digest = hashlib.sha256() if members is None else None  # a whole read passes over nothing: every byte is hashed
     try:
-        found = list(iter_clips(stream, source=shard.url, length=ref.bytes, base_offset=ref.offset, members=members,
+        found = list(iter_clips(stream if digest is None else _Hashing(stream, digest), source=shard.url,
+                                length=ref.bytes, base_offset=ref.offset, members=members,
                                 expect=[(ref.key, ref.offset)], max_member_bytes=max_member_bytes))
     finally:
         stream.close()
@@ -279,6 +312,26 @@ def read_clip(source: ResolvedSource, clip: str | int | ClipRef, *, members: Mem
         raise TarError(f"{shard.url} at byte {ref.offset}: no clip there; the clip index places {ref.key} there "
                        "(shard and clip index disagree)")
     try:
-        return found[0].sample()
+        sample = found[0].sample()
     except FormatError as exc:
         raise FormatError(f"{shard.url}: {exc}") from None
+    expected = source.clips.sha256(row)
+    if digest is not None and expected != _NO_DIGEST and digest.hexdigest() != expected:
+        raise TarError(f"{shard.url}: clip {ref.key} (bytes {ref.offset}-{ref.offset + ref.bytes}) differs from the "
+                       "sha256 its clip index records: the shard is damaged (shardgen verify names every such clip)")
+    return sample
+
+
+_NO_DIGEST = "0" * 64  # the sha256 column of an index made by scanning a bare shard
+
+
+class _Hashing:
+    """A stream's bytes fed to a hash as they are read (no ``skip``: whole reads only)."""
+
+    def __init__(self, stream: BinaryIO, digest):
+        self._stream, self._digest = stream, digest
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._stream.read(n)
+        self._digest.update(data)
+        return data
