@@ -297,8 +297,7 @@ def read_clip(source: ResolvedSource, clip: str | int | ClipRef, *, members: Mem
     (damaged or hostile bytes, with the byte offset), :class:`FormatError` (the clip's content), ``OSError``
     (the shard cannot be read), ValueError (a key or row the source does not hold).
     """
-    row = source.row(clip)
-    ref = clip if isinstance(clip, ClipRef) else source.clips.ref(row)
+    ref = clip if isinstance(clip, ClipRef) else source.clips.ref(source.row(clip))
     shard = source.shards[ref.shard]
     stream = open_clips(shard, ref.offset, ref.bytes, options, sparse=members is not None)
     digest = hashlib.sha256() if members is None else None  # a whole read passes over nothing: every byte is hashed
@@ -315,8 +314,8 @@ def read_clip(source: ResolvedSource, clip: str | int | ClipRef, *, members: Mem
         sample = found[0].sample()
     except FormatError as exc:
         raise FormatError(f"{shard.url}: {exc}") from None
-    expected = source.clips.sha256(row)
-    if digest is not None and expected != _NO_DIGEST and digest.hexdigest() != expected:
+    expected = source.clips.sha256(source.row(clip)) if digest is not None else _NO_DIGEST
+    if expected != _NO_DIGEST and digest.hexdigest() != expected:
         raise TarError(f"{shard.url}: clip {ref.key} (bytes {ref.offset}-{ref.offset + ref.bytes}) differs from the "
                        "sha256 its clip index records: the shard is damaged (shardgen verify names every such clip)")
     return sample
