@@ -342,7 +342,7 @@ def person_tracks(boxes: np.ndarray, max_gap: int = TRACK_MAX_GAP) -> list[tuple
 
     A person's frames with a box form one track until the person is unseen for more than
     ``max_gap`` frames; shorter gaps lie inside the track (the loader interpolates the box
-    there). The manifest stores these spans so the loader can plan ``asd-tracks`` epochs —
+    there). The clip index (``clips.idx``) stores these spans so the loader can plan ``asd-tracks`` epochs —
     one sample per track, equal counts per rank — without reading the shards.
     """
     out: list[tuple[int, int, int]] = []
