@@ -328,9 +328,17 @@ def test_long_video_ids_and_offsets_agree_with_index(tmp_path):
     m = json.loads((tmp_path / "o" / "train" / "manifest.json").read_text())
     shard = tmp_path / "o" / "train" / m["shards"][0]["name"]
     data = shard.read_bytes()
-    _, idx = scan_local_shard(str(shard))  # offsets re-derived from the tar headers by tarfile
-    assert [(c.key, c.offset, c.bytes, hashlib.sha256(data[c.offset:c.offset + c.bytes]).hexdigest())
-            for c in idx.refs(range(len(idx)))] \
+    _, idx = scan_local_shard(str(shard))  # offsets re-derived from the shard by the loader's reader
+    import tarfile
+
+    with tarfile.open(shard) as tar:  # and independently by Python's tarfile: each clip's first header, in order
+        firsts: dict[str, int] = {}
+        for info in tar:  # <video id, dots allowed>/clip_fNNNNNN.<ext>
+            firsts.setdefault(info.name.split("/")[1].split(".")[0], info.offset)
+    starts = list(firsts.values())
+    scanned = [(idx.key(r), int(idx.columns["offset"][r]), int(idx.columns["bytes"][r])) for r in range(len(idx))]
+    assert [o for _, o, _ in scanned] == starts and len(starts) == 2
+    assert [(k, o, b, hashlib.sha256(data[o:o + b]).hexdigest()) for k, o, b in scanned] \
         == [(c["key"], c["offset"], c["bytes"], c["sha256"]) for c in index_clips(tmp_path / "o" / "train")]
     import webdataset as wds
 
@@ -521,3 +529,22 @@ def test_demo_corpus_defaults_give_450_frame_clips_that_plain_webdataset_reads(t
             assert s["__key__"].endswith("/clip_f000000")
             assert sum(k.startswith("f") and k.endswith(".jpg") for k in s) == 450
             assert json.loads(s["json"])["n_frames"] == 450 and len(s["wav"]) == 44 + 2 * 240000
+
+
+def test_crops_of_more_persons_than_crop_names_can_number_are_refused_naming_the_clip(tmp_path):
+    """Crop members name the person row with two digits (c00..c99): a clip of 101 persons builds without
+    crops (101 rows of boxes), and with ``--derive crops`` fails naming the clip and the limit."""
+    from shardgen.core.format import MAX_PERSONS, FormatError, crop_ext, parse_crop_ext
+
+    assert MAX_PERSONS == 100 and parse_crop_ext(crop_ext(99, 1)) == (99, 1)
+    with pytest.raises(FormatError, match=r"person row 100: crop members name at most 100 persons"):
+        crop_ext(100, 1)
+    persons = {f"p{i:03d}": [(f, 1 + i % 40, 1 + i % 30, 8, 8) for f in range(15)] for i in range(101)}
+    src = write_source(tmp_path / "s", {"v": 15}, annotations=ego4d_json({"v": persons}, {}))
+    plain = BuildParams(clip_seconds=0.5)
+    build(src, tmp_path / "plain", ["train"], plain, progress=False)
+    [clip] = read_clips(*sorted((tmp_path / "plain" / "train").glob("*.tar"))).values()
+    assert npy(clip["boxes.npy"]).shape == (101, 15, 4)
+    with pytest.raises(FormatError, match=r"v/clip_f000000: person row 100: crop members name at most 100 persons a "
+                                          r"clip \(c00\.\.c99\); build without --derive crops"):
+        build(src, tmp_path / "crops", ["train"], BuildParams(clip_seconds=0.5, derive=("crops",)), progress=False)

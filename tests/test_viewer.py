@@ -258,7 +258,7 @@ def test_clip_store_reads_a_clip_once_and_keeps_clips_within_its_budget(view_bui
 
     reads: list[str] = []
     real = clip_store.read_clip
-    monkeypatch.setattr(clip_store, "read_clip", lambda index, row, options: reads.append(index.clips.key(row)) or real(index, row, options))
+    monkeypatch.setattr(clip_store, "read_clip", lambda index, row, **kw: reads.append(index.clips.key(row)) or real(index, row, **kw))
     catalog = open_catalog(view_build)
     split = catalog.splits["train"]
     rows = {k: split.index.clips.find(k) for k in ("v0/clip_f000000", "v0/clip_f000030", "d1/clip_f000000")}

@@ -48,11 +48,10 @@ def exit_status(videos: list[VideoPlan], findings: list[Finding]) -> int:
 
 def plan_totals(shards: list[ShardPlan]) -> dict:
     """A split's totals as the plan has them (``--dry-run``): sizes are the planning estimates."""
-    clips = [c for sp in shards for c in sp.clips]
-    seconds = sum((Fraction(c.n_frames) / c.fps for c in clips), Fraction(0))
-    return {"clips": len(clips), "frames": sum(c.n_frames for c in clips), "hours": round(float(seconds) / 3600, 6),
-            "bytes": sum(sp.planned_bytes for sp in shards), "shards": len(shards),
-            "videos": len({c.video_id for c in clips})}
+    seconds = sum((sp.clips.seconds() for sp in shards), Fraction(0))
+    return {"clips": sum(len(sp.clips) for sp in shards), "frames": sum(int(sp.clips.n_frames.sum()) for sp in shards),
+            "hours": round(float(seconds) / 3600, 6), "bytes": sum(sp.planned_bytes for sp in shards),
+            "shards": len(shards), "videos": len({v[1] for sp in shards for v in sp.clips.videos})}
 
 
 def split_summary(split: str, listed: list[str], videos: list[VideoPlan], totals: dict | None, params: BuildParams,

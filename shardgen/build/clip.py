@@ -37,7 +37,7 @@ class BuildContext:
 
 
 def clip_entry(clip: ClipPlan, ctx: BuildContext) -> tuple[str, list[tuple[str, bytes]], dict]:
-    """``(key, members, info)``: what the writer stores, plus what the manifest records of the clip."""
+    """``(key, members, info)``: what the writer stores, plus what the clip index keeps of the clip (its face tracks)."""
     members, labels = _members_and_labels(clip, ctx)
     return clip.key, members, {"tracks": [list(t) for t in fmt.person_tracks(labels.boxes)]}
 
@@ -87,7 +87,10 @@ def _members_and_labels(clip: ClipPlan, ctx: BuildContext):
 
     derived: list[tuple[str, bytes]] = []
     if params.derive:
-        derived = derived_members(jpegs, labels.boxes, clip.frame_size, params.derive)
+        try:
+            derived = derived_members(jpegs, labels.boxes, clip.frame_size, params.derive)
+        except fmt.FormatError as exc:  # more persons than crop member names can number
+            raise fmt.FormatError(f"{clip.key}: {exc}; build without --derive crops") from None
 
     meta = fmt.make_metadata(
         key=clip.key, video_id=clip.video_id, split=clip.split, start_frame=clip.start,

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -39,7 +40,7 @@ from ..core.manifest import MANIFEST_NAME, encode_manifest
 from .build_report import EXIT_STRICT, exit_status, format_summary, make_report, plan_totals, split_summary
 from .findings import Finding, unlisted_annotations
 from .manifest_writer import WrittenShards, make_manifest
-from .plan import BuildParams, ShardPlan, VideoPlan, assign_shards
+from .plan import BuildParams, ClipTable, ShardPlan, VideoPlan, assign_shards
 from .prechecks import PARAMS_NAME, apply_survey, preflight, survey_split
 from .source import SourceError, read_split_list, read_splits
 from .output import SplitOutput, is_s3
@@ -204,7 +205,7 @@ def _plan(ex, contexts: dict[str, BuildContext], splits: list[str], lists: dict[
           params: BuildParams) -> tuple[list[VideoPlan], dict[str, list[ShardPlan]]]:
     """Probe every video (in parallel) and cut each split into shards."""
     videos: list[VideoPlan] = ex.probe(contexts, [(split, vid) for split in splits for vid in sorted(lists[split])])
-    plans = {split: assign_shards(split, [c for v in videos if v.split == split for c in v.clips],
+    plans = {split: assign_shards(split, ClipTable.concat([v.clips for v in videos if v.split == split]),
                                   params.shard_bytes, params.shard_clips) for split in splits}
     return videos, plans
 
@@ -234,21 +235,20 @@ class _Written:
 
 def _write(ex, contexts: dict[str, BuildContext], todo: list[tuple[ShardPlan, SplitOutput]],
            done: dict[str, WrittenShards], progress: bool) -> _Written:
-    """Write the missing shards (with a clips/s and MB/s bar), adding each result to ``done``."""
+    """Write the missing shards (with a clips/s and MB/s bar), reducing each shard's result into ``done`` the
+    moment the executor hands it over: the driver holds one shard's per-clip records at a time, never all."""
     written = _Written(clips=sum(len(sp.clips) for sp, _ in todo))
     bar = _progress_bar(written.clips, progress)
-
-    def on_done(shard: ShardPlan, res: ShardResult) -> None:
-        written.bytes += res.bytes
-        if bar is not None:
-            bar.update(len(shard.clips))
-            elapsed = max(bar.format_dict.get("elapsed", 0) or 1e-9, 1e-9)
-            bar.set_postfix_str(f"{written.bytes / 1e6 / elapsed:.1f} MB/s", refresh=False)
-
     t_write = time.monotonic()
     try:
-        for res, (sp, _) in zip(ex.write(contexts, todo, on_done), todo):
-            done[sp.split].add(sp, res)  # reduced to index arrays now: no ClipRecord per clip is kept
+        with closing(ex.write(contexts, todo)) as results:  # closed early on an error: the executor stops its workers
+            for shard, res in results:
+                done[shard.split].add(shard, res)
+                written.bytes += res.bytes
+                if bar is not None:
+                    bar.update(len(shard.clips))
+                    elapsed = max(bar.format_dict.get("elapsed", 0) or 1e-9, 1e-9)
+                    bar.set_postfix_str(f"{written.bytes / 1e6 / elapsed:.1f} MB/s", refresh=False)
     finally:
         if bar is not None:
             bar.close()

@@ -65,7 +65,7 @@ def survey_split(output: SplitOutput, params: BuildParams, shards: list[ShardPla
     survey.remove += [name for name in existing if name not in planned]  # past this plan's end: a larger source's
     for sp in shards:
         res = output.finished(sp.name, sp.source_digest) if sp.name in existing else None
-        if res is not None and [r.key for r in res.clips] == [c.key for c in sp.clips]:
+        if res is not None and [r.key for r in res.clips] == sp.clips.keys():
             survey.kept.add(sp, res)
             continue
         if sp.name in existing:

@@ -44,13 +44,6 @@ def load_manifest(path: Path | str, data: bytes | None = None) -> dict:
     return m
 
 
-def manifest_url(source: str | os.PathLike) -> str:
-    """The manifest a source names: itself when it ends in ``.json``, else the one in the split
-    directory or prefix it names (local or ``http(s)://`` / ``s3://``)."""
-    s = os.fspath(source)
-    return s if s.endswith(".json") else join(s, MANIFEST_NAME)
-
-
 def read_manifest(url: str | os.PathLike, options: TransportOptions | None = None) -> dict:
     """Fetch and check a manifest from anywhere; a missing one is a FileNotFoundError saying what to do."""
     url = os.fspath(url)

@@ -9,8 +9,7 @@ as :mod:`shardgen.core.format` defines them), so a shift between streams is visi
 
 The clip is read like the loader reads it: :func:`shardgen.core.sources.resolve` finds its byte
 range in the source's clip index (manifest and ``clips.idx``, split directory, shard, URL) and
-only that range is read and checked by
-:class:`~shardgen.core.sample.ClipSample`. The layout is computed here in pixels
+:func:`shardgen.core.sources.read_clip` reads only that range, checked as every reader checks it. The layout is computed here in pixels
 (:class:`Layout`), not by matplotlib's auto-layout, so tests can map seconds to pixel columns.
 
 matplotlib is the optional ``[viz]`` extra; it is imported lazily (Agg backend).
@@ -26,11 +25,10 @@ import numpy as np
 from PIL import Image
 
 from ..core.decode import gray_small, rgb_frame
-from ..core.format import FormatError, audio_sample_range
+from ..core.format import audio_sample_range
 from ..core.sample import ClipSample
-from ..core.sources import open_clips, resolve
+from ..core.sources import read_clip, resolve
 from ..core.storage import TransportOptions
-from ..core.tario import iter_samples, iter_tar
 
 DPI = 100
 FRAME_COLS = 5
@@ -91,8 +89,7 @@ def load_clip(source, key: str | None = None, *, remote_options: TransportOption
     """One checked clip from a shard, manifest, split directory or URL; the first clip unless ``key``.
 
     The clip is found in the source's clip index by its video and start frame (no object per clip
-    is made), and only the clip's own byte range is read (from the index's offset, or from the
-    shard's tar headers when there is no manifest).
+    is made), and only the clip's own byte range is read (:func:`shardgen.core.sources.read_clip`).
     """
     index = resolve(str(source), remote_options=remote_options)
     clips = index.clips
@@ -106,14 +103,7 @@ def load_clip(source, key: str | None = None, *, remote_options: TransportOption
         keys = [clips.key(int(r)) for r in near[:5]]
         raise ValueError(f"clip {key!r} is not in {source}; it has {len(clips)} clips, e.g. "
                          f"{', '.join(keys)}{', ...' if len(near) > 5 else ''}")
-    ref = clips.ref(row)
-    shard = index.shards[ref.shard]
-    with open_clips(shard, ref.offset, ref.bytes, remote_options) as stream:
-        members = iter_tar(stream, source=shard.name, length=ref.bytes, base_offset=ref.offset)
-        for k, fields, _ in iter_samples(members, source=shard.name):
-            if k == ref.key:
-                return ClipSample(k, fields)
-    raise FormatError(f"{shard.name}: clip {ref.key} is not at byte {ref.offset} (clip index and shard disagree)")
+    return read_clip(index, row, options=remote_options)
 
 
 # --------------------------------------------------------------------------- what is drawn

@@ -2,7 +2,8 @@
 
 A source is a build directory (its split directories, or the splits its ``build-report.json``
 lists when the build is remote), a split directory, a manifest, or shards — each local, over
-``http(s)://`` or in ``s3://``. Each split is resolved once, by :func:`shardgen.core.sources.resolve`,
+``http(s)://`` or in ``s3://``; :func:`shardgen.core.sources.find_manifests` says which manifests it
+names. Each split is resolved once, by :func:`shardgen.core.sources.resolve`,
 to its shards and its clip index (memory-mapped when local, fetched in one request when remote);
 everything the browse pages list comes from the index columns, without reading a shard. The build
 report, when there is one beside the split directories, adds the clips the builder skipped.
@@ -12,16 +13,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from shardgen.core.format import FormatError
-from shardgen.core.manifest import MANIFEST_NAME, read_manifest
-from shardgen.core.sources import ResolvedSource, resolve
-from shardgen.core.storage import TransportOptions, is_remote, join, object_size, parent, read_bytes
-
-BUILD_REPORT = "build-report.json"
+from shardgen.core.manifest import read_manifest
+from shardgen.core.sources import BUILD_REPORT, ResolvedSource, find_manifests, resolve
+from shardgen.core.storage import TransportOptions, join, parent, read_bytes
 
 
 @dataclass
@@ -107,13 +105,8 @@ def open_catalog(source, options: TransportOptions | dict | None = None) -> Cata
     spec = str(source)
     if spec.endswith(".tar") or "{" in spec:
         index = resolve(spec, remote_options=options)
-        return Catalog(spec, [Split(_shards_split(spec, options), spec, index)], options)
-    if spec.endswith(".json"):
-        manifests = [spec]
-    elif _exists(join(spec, MANIFEST_NAME), options):
-        manifests = [join(spec, MANIFEST_NAME)]
-    else:
-        manifests = _split_manifests(spec, options)
+        return Catalog(spec, [Split(_shards_split(index), spec, index)], options)
+    manifests = find_manifests(spec, options=options)  # a manifest, a split directory, or every split of a build
     reports: dict[str, dict | None] = {}
     splits, empty = [], []
     for murl in manifests:
@@ -134,36 +127,9 @@ def open_catalog(source, options: TransportOptions | dict | None = None) -> Cata
     return catalog
 
 
-def _shards_split(spec: str, options: TransportOptions) -> str:
+def _shards_split(index: ResolvedSource) -> str:
     """The split of shards named one by one: the one the manifest beside them names, else "shards"."""
-    try:
-        return str(read_manifest(join(parent(spec), MANIFEST_NAME), options)["split"])
-    except (OSError, ValueError, KeyError):  # no manifest there (the shards were indexed from their tar headers)
-        return "shards"
-
-
-def _exists(url: str, options: TransportOptions) -> bool:
-    """Whether there is a file or object at ``url`` (a HEAD request where remote)."""
-    return Path(url).is_file() if not is_remote(url) else object_size(url, options) is not None
-
-
-def _split_manifests(build: str, options: TransportOptions) -> list[str]:
-    """A build directory's split manifests: its ``*/manifest.json`` on disk, or the splits its build report lists."""
-    if not is_remote(build):
-        if not Path(build).is_dir():
-            raise FileNotFoundError(f"{build}: no such directory or manifest")
-        found = sorted(str(p) for p in Path(build).glob(f"*/{MANIFEST_NAME}"))
-        if not found:
-            raise FileNotFoundError(f"{build}: not a build (no {MANIFEST_NAME} in it or in a split directory below it)")
-        return found
-    report = _read_build_report(join(build, BUILD_REPORT), options)
-    if report is None:
-        raise FileNotFoundError(f"{build}: no {MANIFEST_NAME} and no {BUILD_REPORT} naming splits there "
-                                f"(name a split: {join(build, 'train')})")
-    names = [s.get("split") for s in report.get("splits", []) if isinstance(s, dict)]
-    if not names or not all(isinstance(n, str) and n and "/" not in n for n in names):
-        raise FormatError(f"{join(build, BUILD_REPORT)}: its 'splits' do not name split directories")
-    return [join(join(build, n), MANIFEST_NAME) for n in names]
+    return str(index.manifests[0]["split"]) if index.manifests else "shards"
 
 
 def _read_build_report(url: str, options: TransportOptions) -> dict | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
+from shardgen.core.format import FormatError
 from shardgen.core.sample import ClipSample
 from shardgen.core.sources import read_clip
 from shardgen.core.storage import TransportOptions
@@ -60,7 +61,12 @@ class ClipStore:
 
     def _read(self, split: Split, row: int) -> ClipSample:
         try:
-            return read_clip(split.index, row, self._options)
+            sample = read_clip(split.index, row, options=self._options)
+            try:
+                sample.audio()  # decoded now, so that a clip whose audio does not decode is refused with its page
+            except FormatError as exc:
+                raise FormatError(f"{split.index.shards[int(split.index.clips.columns['shard'][row])].url}: {exc}") from None
+            return sample
         except Exception as exc:  # a hostile clip must never escape un-named, nor stop the server
             key = split.index.clips.key(row)
             raise ClipUnreadable(f"clip {key} cannot be shown: {type(exc).__name__}: {exc}") from exc

@@ -1,9 +1,8 @@
 """One line per clip for the browse pages, and the filters that find suspicious clips.
 
 A summary needs the clip's metadata and label arrays only: they are read through
-:func:`shardgen.core.sources.read_clip_members`, which passes over the audio and frames (seeked past
-on disk; on a remote build the read stops once the labels — the first members after the audio —
-are in). Summaries are small, so they are kept once made; a video page or a filter scan reads the
+:func:`shardgen.core.sources.read_clip` with ``members=LABELS``, which passes over the audio and frames
+(seeked past on disk; the read stops once the labels — the first members after the audio — are in). Summaries are small, so they are kept once made; a video page or a filter scan reads the
 clips it has not seen yet in parallel.
 """
 
@@ -16,15 +15,13 @@ from typing import Callable
 
 import numpy as np
 
-from shardgen.core.format import LABEL_EXTS, META_EXT, FormatError
-from shardgen.core.sample import ClipSample
-from shardgen.core.sources import read_clip_members
+from shardgen.core.format import FormatError
+from shardgen.core.sample import LABELS, ClipSample
+from shardgen.core.sources import read_clip
 from shardgen.core.storage import TransportOptions
 from shardgen.core.tario import TarError
 
 from .catalog import Split
-
-_WANTED = {META_EXT, *LABEL_EXTS}
 
 
 @dataclass(frozen=True)
@@ -88,15 +85,12 @@ def summarize(sample: ClipSample) -> ClipSummary:
 def read_summary(split: Split, row: int, options: TransportOptions) -> ClipSummary:
     """Clip ``row``'s summary, reading its metadata and labels only; a damaged clip's summary carries the error."""
     clips = split.index.clips
-    clip = clips.ref(row)
-    shard = split.index.shards[clip.shard]
+    shard = split.index.shards[int(clips.columns["shard"][row])]
     try:
-        fields = read_clip_members(shard, clip, options, wanted=lambda ext, _: ext in _WANTED,
-                                   complete=_WANTED.issubset)
-        return summarize(ClipSample(clip.key, fields, partial=True, audio=False))
+        return summarize(read_clip(split.index, row, members=LABELS, options=options))
     except (FormatError, TarError, OSError) as exc:
-        where = "" if shard.url in str(exc) else f"{shard.url}: "  # the tar reader's errors name the shard already
-        return ClipSummary(clip.key, int(clips.columns["n_frames"][row]), split.fps, error=f"{where}{exc}")
+        where = "" if shard.url in str(exc) else f"{shard.url}: "  # read_clip's errors name the shard already
+        return ClipSummary(clips.key(row), int(clips.columns["n_frames"][row]), split.fps, error=f"{where}{exc}")
 
 
 class Summaries:
