@@ -90,8 +90,8 @@ def test_http_errors_are_summarised_not_dumped(plain_http_server):
 
 
 def test_the_loader_pointed_at_a_build_directory_says_which_split_to_pass(small_build):
-    with pytest.raises(FileNotFoundError, match=rf"{small_build} is a build directory: pass one of its splits, e\.g\. "
-                                                rf"{small_build}/train \(it has train, val\)"):
+    with pytest.raises(ValueError, match=rf"{small_build} is a build directory: pass one of its splits, e\.g\. "
+                                         rf"{small_build}/train \(it has train, val\), or split='train'"):
         loaders.make_loader(small_build)
 
 

@@ -148,9 +148,10 @@ def find_manifest(source: str | os.PathLike, *, split: str | None = None,
     needs ``split``."""
     found = find_manifests(source, split=split, options=options)
     if len(found) > 1:
-        names = ", ".join(Path(m).parent.name for m in found)
-        raise ValueError(f"{os.fspath(source)}: a build directory with splits {names}: name one "
-                         "(its split directory, or the split option)")
+        names = [Path(m).parent.name for m in found]
+        s = os.fspath(source).rstrip("/")
+        raise ValueError(f"{s} is a build directory: pass one of its splits, e.g. {s}/{names[0]} "
+                         f"(it has {', '.join(names)}), or split={names[0]!r}")
     return found[0]
 
 
