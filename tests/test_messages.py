@@ -95,6 +95,17 @@ def test_the_loader_pointed_at_a_build_directory_says_which_split_to_pass(small_
         loaders.make_loader(small_build)
 
 
+def test_a_build_directory_gets_one_message_however_it_is_named(small_build):
+    """The build directory itself, or a manifest.json that is not there inside it: one resolver, one message."""
+    from shardgen.core.sources import resolve
+    said = []
+    for source in (small_build, small_build / "manifest.json"):
+        with pytest.raises(ValueError, match=rf"{small_build} is a build directory: pass one of its splits") as err:
+            resolve(source)
+        said.append(str(err.value))
+    assert len(said) == 2 and said[0] == said[1]
+
+
 def test_too_few_mini_batches_for_the_readers_says_mini_batches(small_build):
     ld = loaders.make_loader(small_build / "val", mode="asd-tracks", batch_frames=10_000, world_size=2, rank=0)
     with pytest.raises(ValueError, match=r"1 mini-batches \(batch_frames\) cannot feed 2 readers"):

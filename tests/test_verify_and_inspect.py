@@ -297,6 +297,42 @@ def test_report_reads_a_remote_build_and_its_build_report(builds, remote, tmp_pa
     assert page.replace(url, "<manifest>") == want.replace(str(local), "<manifest>")
 
 
+def test_report_sends_every_request_with_the_remote_options_it_is_given(builds, remote, s3_server, monkeypatch):
+    """report of a remote build prefix given only ``remote_options`` (no AWS variables): finding its splits (a HEAD,
+    then build-report.json), each manifest, index and clip go through those options, and the numbers and skips are
+    the local build's."""
+    pytest.importorskip("matplotlib")
+    from shardgen.tools.html_report import collect
+    for name in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    got = collect([f"{remote['s3']}/clean"], remote_options={"s3_options": s3_server.options()})
+    want = collect([builds["clean"]])
+    fields = lambda s: (s.name, s.clips, s.frames, s.hours, s.visible, s.voice, s.speaking, s.skip_reasons,
+                        len(s.skipped), s.box_sizes.tolist())
+    assert len(got) == len(want) == 1 and [fields(s) for s in got] == [fields(s) for s in want]
+    assert all(s.skipped for s in got if s.name == "train")
+
+
+def test_report_of_a_split_whose_every_clip_was_skipped_says_why(tmp_path):
+    """A split with no clip (every video skipped) lists no shards: the report shows it, with its skips, instead of
+    failing where it is most needed."""
+    pytest.importorskip("matplotlib")
+    from shardgen.tools.html_report import collect, write_report
+    ann = ego4d_json({"ok": {"1": [(f, 4, 4, 30, 30) for f in range(45)]}}, {})
+    src = write_source(tmp_path / "src", {"ok": 45, "gone": 45}, splits={"train": ["ok"], "val": ["gone"]},
+                       annotations=ann, size=(96, 64))
+    for jpg in (src / "video_imgs" / "gone").glob("*.jpg"):
+        jpg.write_bytes(b"not a jpeg")  # every clip of the only val video is skipped
+    build(src, tmp_path / "out", ["train", "val"], BuildParams(clip_seconds=1.0, allow_unannotated=True), workers=1,
+          progress=False)
+    assert json.loads((tmp_path / "out" / "val" / "manifest.json").read_text())["shards"] == []
+    stats = {s.name: s for s in collect([tmp_path / "out"])}
+    assert stats["val"].clips == 0 and len(stats["val"].skipped) == 2 and stats["train"].clips == 1  # + the short tail
+    page = tmp_path / "r.html"
+    write_report([tmp_path / "out"], page)
+    assert "gone" in page.read_text()
+
+
 @pytest.mark.parametrize("transport", ["s3", "http"])
 def test_preview_draws_a_remote_clip_as_locally(builds, remote, transport, tmp_path):
     pytest.importorskip("matplotlib")

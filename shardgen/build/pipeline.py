@@ -37,6 +37,7 @@ from .errors import BuildError, StrictError
 from .executors import get_executor
 from ..core.clip_index import INDEX_NAME
 from ..core.manifest import MANIFEST_NAME, encode_manifest
+from ..core.sources import BUILD_REPORT
 from .build_report import EXIT_STRICT, exit_status, format_summary, make_report, plan_totals, split_summary
 from .findings import Finding, unlisted_annotations
 from .manifest_writer import WrittenShards, make_manifest
@@ -47,8 +48,6 @@ from .output import SplitOutput, is_s3
 from ..core.storage.atomic import remove_stale_temps
 from .video import find_video_files, stream_rate
 from .writer import ShardResult
-
-REPORT_NAME = "build-report.json"
 
 
 @dataclass
@@ -125,7 +124,7 @@ def build(
     report["timing"] = {"seconds": round(time.monotonic() - t0, 3), "write_seconds": round(written.seconds, 3),
                         "clips_written_now": written.clips, "bytes_written_now": written.bytes,
                         "executor": ex.name, "workers": workers}
-    outputs[splits[0]].store.put_bytes((json.dumps(report, indent=1) + "\n").encode(), REPORT_NAME)
+    outputs[splits[0]].store.put_bytes((json.dumps(report, indent=1) + "\n").encode(), BUILD_REPORT)
     return BuildResult(report, format_summary(report, str(out_dir)), manifests, exit_code=code)
 
 

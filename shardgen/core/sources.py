@@ -60,6 +60,7 @@ class ResolvedSource:
     shards: list[ShardInfo]
     clips: ClipIndex
     manifests: list[dict] = field(default_factory=list)  # those read: named, or beside shards named one by one
+    named: str = "this source"  # the source as it was named, for messages
 
     @functools.cached_property
     def bounds(self) -> np.ndarray:
@@ -81,8 +82,13 @@ class ResolvedSource:
             raise ValueError(f"clip {clip.key} at byte {clip.offset} of shard {clip.shard} is not in this source")
         if isinstance(clip, str):
             row = self.clips.find(clip)
-            if row is None:
-                raise ValueError(f"clip {clip!r} is not in this source ({len(self.clips)} clips)")
+            if row is None:  # name a few keys it does hold: the key's own video's first, else the source's
+                near = self.clips.video_rows(clip.split("/")[0])[:6]
+                if not len(near):
+                    near = np.arange(min(6, len(self.clips)))
+                keys = [self.clips.key(int(r)) for r in near[:5]]
+                raise ValueError(f"clip {clip!r} is not in {self.named}; it has {len(self.clips)} clips, e.g. "
+                                 f"{', '.join(keys)}{', ...' if len(near) > 5 else ''}")
             return row
         row = int(clip)
         if not 0 <= row < len(self.clips):
@@ -104,6 +110,8 @@ def find_manifests(source: str | os.PathLike, *, split: str | None = None,
     """
     s = os.fspath(source)
     if s.endswith(".json"):
+        if not is_remote(s) and not Path(s).is_file() and _local_splits(Path(s).parent):
+            raise ValueError(_build_directory(Path(s).parent, _local_splits(Path(s).parent)))  # <build>/manifest.json
         return [s]
     if is_remote(s):
         here = join(s, MANIFEST_NAME)
@@ -115,7 +123,7 @@ def find_manifests(source: str | os.PathLike, *, split: str | None = None,
     d = Path(s)
     if (d / MANIFEST_NAME).is_file():
         return [str(d / MANIFEST_NAME)]
-    splits = sorted(m.parent.name for m in d.glob(f"*/{MANIFEST_NAME}")) if d.is_dir() else []
+    splits = _local_splits(d)
     if split is not None and split in splits:
         return [str(d / split / MANIFEST_NAME)]
     if split is None and splits:
@@ -126,17 +134,44 @@ def find_manifests(source: str | os.PathLike, *, split: str | None = None,
                             "(build with shardgen, or name the .tar shards)")
 
 
+def _local_splits(directory: Path) -> list[str]:
+    """The splits of a local build directory: its sub-directories holding a manifest."""
+    return sorted(m.parent.name for m in directory.glob(f"*/{MANIFEST_NAME}")) if directory.is_dir() else []
+
+
+def _build_directory(build: str | os.PathLike, splits: list[str]) -> str:
+    """What to pass instead of a build directory where one split is needed."""
+    b = os.fspath(build).rstrip("/")
+    return (f"{b} is a build directory: pass one of its splits, e.g. {b}/{splits[0]} (it has {', '.join(splits)}), "
+            f"or split={splits[0]!r}")
+
+
+def read_build_report(build: str | os.PathLike, options: TransportOptions | dict | None = None) -> dict | None:
+    """A build directory's or prefix's ``build-report.json`` (what the builder wrote beside the split directories:
+    every split's totals and every skip with its reason), or None when there is none — it is optional: a split
+    copied alone has none. A report that is not a JSON object is a FormatError naming it."""
+    url = join(os.fspath(build), BUILD_REPORT)
+    try:
+        data = read_bytes(url, TransportOptions.coerce(options))
+    except FileNotFoundError:  # a remote 404 too (RemoteNotFoundError)
+        return None
+    try:
+        report = json.loads(data)
+    except ValueError as exc:
+        raise FormatError(f"{url}: not JSON ({exc})") from None
+    if not isinstance(report, dict):
+        raise FormatError(f"{url}: not a build report")
+    return report
+
+
 def _reported_splits(build: str, manifest: str, options) -> list[str]:
     """The splits a remote build's ``build-report.json`` names (a prefix cannot be listed over HTTP)."""
     url = join(build, BUILD_REPORT)
-    try:
-        report = json.loads(read_bytes(url, options))
-    except FileNotFoundError:  # a remote 404 too (RemoteNotFoundError)
+    report = read_build_report(build, options)
+    if report is None:
         raise FileNotFoundError(f"{manifest}: no manifest there, and no {BUILD_REPORT} beside naming splits "
-                                f"(name a split: {join(build, 'train')})") from None
-    except ValueError as exc:
-        raise FormatError(f"{url}: not JSON ({exc})") from None
-    names = [s.get("split") for s in report.get("splits", []) if isinstance(s, dict)] if isinstance(report, dict) else []
+                                f"(name a split: {join(build, 'train')})")
+    names = [s.get("split") for s in report.get("splits", []) if isinstance(s, dict)]
     if not names or not all(isinstance(n, str) and n and "/" not in n and n not in (".", "..") for n in names):
         raise FormatError(f"{url}: its 'splits' do not name split directories")
     return names
@@ -148,10 +183,7 @@ def find_manifest(source: str | os.PathLike, *, split: str | None = None,
     needs ``split``."""
     found = find_manifests(source, split=split, options=options)
     if len(found) > 1:
-        names = [Path(m).parent.name for m in found]
-        s = os.fspath(source).rstrip("/")
-        raise ValueError(f"{s} is a build directory: pass one of its splits, e.g. {s}/{names[0]} "
-                         f"(it has {', '.join(names)}), or split={names[0]!r}")
+        raise ValueError(_build_directory(source, [parent(m).rstrip("/").rsplit("/", 1)[-1] for m in found]))
     return found[0]
 
 
@@ -187,7 +219,8 @@ def resolve(source, *, split: str | None = None, remote_options: TransportOption
             shards += infos
     if not shards:
         raise ValueError(f"source {source!r} names no shards")
-    return ResolvedSource(shards, concat_indexes(parts), manifests)
+    named = os.fspath(source) if isinstance(source, (str, os.PathLike)) else repr(source)
+    return ResolvedSource(shards, concat_indexes(parts), manifests, named)
 
 
 def _expand(spec: str) -> list[str]:
@@ -201,11 +234,7 @@ def _try_manifest(url: str, remote_options: TransportOptions) -> tuple | None:
     damaged or from an older avshards is an error, not a reason to index the shard by hand)."""
     try:
         m = read_manifest(url, remote_options)
-    except FileNotFoundError:
-        return None
-    except FormatError:
-        raise
-    except (OSError, ValueError):
+    except FileNotFoundError:  # a remote 404 too: there is none
         return None
     index = read_index(m, url, remote_options)
     return m, index, index.shard_bounds(len(m["shards"]))  # bounds once: shards named one by one reuse them

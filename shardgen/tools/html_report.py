@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from ..core.sample import LABELS
-from ..core.sources import find_manifests, read_clip, resolve
-from ..core.storage import TransportOptions, is_remote, read_bytes
+from ..core.manifest import read_manifest
+from ..core.sources import find_manifests, read_build_report, read_clip, resolve
+from ..core.storage import TransportOptions, parent
 from .preview import DPI, figure_rgb, pyplot, save_image
 
 UPSAMPLE_BELOW = 112 / 0.7  # max(w, h) under which TalkNet's 112-px crop is upsampled (it spans 0.7*max(w, h))
@@ -58,31 +58,22 @@ class SplitStats:
 # --------------------------------------------------------------------------- reading
 
 
-def manifest_paths(paths: list) -> list[str]:
+def manifest_paths(paths: list, options: TransportOptions | dict | None = None) -> list[str]:
     """Manifests named directly, split directories, or a build root holding several split directories."""
-    return [m for p in paths for m in find_manifests(p)]
-
-
-def _build_report(manifest_path: str, options: TransportOptions) -> dict | None:
-    """``<out>/build-report.json`` beside the split directory, or None when there is none."""
-    if is_remote(manifest_path):
-        url = manifest_path.rsplit("/", 2)[0] + "/build-report.json"
-        try:
-            return json.loads(read_bytes(url, options))
-        except FileNotFoundError:  # also a remote 404 (RemoteNotFoundError)
-            return None
-    path = Path(manifest_path).resolve().parent.parent / "build-report.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return [m for p in paths for m in find_manifests(p, options=options)]
 
 
 def split_stats(manifest_path: str, *, remote_options: TransportOptions | dict | None = None) -> SplitStats:
     """Read one manifest, its clips' label arrays and its build report → :class:`SplitStats`."""
     remote_options = TransportOptions.coerce(remote_options)
-    index = resolve(manifest_path, remote_options=remote_options)
-    m = index.manifests[0]
+    m = read_manifest(manifest_path, remote_options)
+    rows = range(0)  # a split whose every clip was skipped lists no shards: its report says why
+    if m["shards"]:
+        index = resolve(manifest_path, remote_options=remote_options)
+        rows = range(len(index.clips))
     n_frames = n_visible = n_voice = person_frames = n_speaking = face_frames = speaking_face = 0
     sizes = []
-    for row in range(len(index.clips)):  # each clip's metadata and label arrays, read and checked; nothing else
+    for row in rows:  # each clip's metadata and label arrays, read and checked; nothing else
         sample = read_clip(index, row, members=LABELS, options=remote_options)
         visible, voice, boxes, speaking = sample.visible, sample.voice, sample.boxes, sample.speaking
         face = ~np.isnan(boxes[..., 0])
@@ -94,7 +85,7 @@ def split_stats(manifest_path: str, *, remote_options: TransportOptions | dict |
         face_frames += int(face.sum())
         speaking_face += int(speaking[face].sum())
         sizes.append(np.maximum(boxes[face][:, 2], boxes[face][:, 3]))
-    report = _build_report(manifest_path, remote_options)
+    report = read_build_report(parent(parent(manifest_path)), remote_options)  # beside the split directory
     split = m["split"]
     build = next((s for s in (report or {}).get("splits", []) if s.get("split") == split), None)
     skipped = [s for s in (report or {}).get("skipped", []) if s.get("split") == split]
@@ -111,7 +102,7 @@ def split_stats(manifest_path: str, *, remote_options: TransportOptions | dict |
 
 def collect(paths: list, *, remote_options: TransportOptions | dict | None = None) -> list[SplitStats]:
     """Stats for every manifest named (see :func:`manifest_paths`); duplicate split names get their path."""
-    stats = [split_stats(p, remote_options=remote_options) for p in manifest_paths(paths)]
+    stats = [split_stats(p, remote_options=remote_options) for p in manifest_paths(paths, remote_options)]
     counts = Counter(s.name for s in stats)
     for s in stats:
         if counts[s.name] > 1:

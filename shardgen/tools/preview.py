@@ -92,17 +92,9 @@ def load_clip(source, key: str | None = None, *, remote_options: TransportOption
     is made), and only the clip's own byte range is read (:func:`shardgen.core.sources.read_clip`).
     """
     index = resolve(str(source), remote_options=remote_options)
-    clips = index.clips
-    if not len(clips):
+    if not len(index.clips):
         raise ValueError(f"{source}: holds no clips")
-    row = 0 if key is None else clips.find(key)
-    if row is None:
-        near = clips.video_rows(key.split("/")[0])[:6]
-        if not len(near):
-            near = np.arange(min(6, len(clips)))
-        keys = [clips.key(int(r)) for r in near[:5]]
-        raise ValueError(f"clip {key!r} is not in {source}; it has {len(clips)} clips, e.g. "
-                         f"{', '.join(keys)}{', ...' if len(near) > 5 else ''}")
+    row = 0 if key is None else index.row(key)  # a key it does not hold: a ValueError naming a few it does
     return read_clip(index, row, options=remote_options)
 
 

@@ -11,15 +11,13 @@ report, when there is one beside the split directories, adds the clips the build
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from shardgen.core.format import FormatError
 from shardgen.core.manifest import read_manifest
-from shardgen.core.sources import BUILD_REPORT, ResolvedSource, find_manifests, resolve
-from shardgen.core.storage import TransportOptions, join, parent, read_bytes
+from shardgen.core.sources import ResolvedSource, find_manifests, read_build_report, resolve
+from shardgen.core.storage import TransportOptions, parent
 
 
 @dataclass
@@ -117,7 +115,7 @@ def open_catalog(source, options: TransportOptions | dict | None = None) -> Cata
         name = index.manifests[0]["split"]
         build = parent(parent(murl))
         if build not in reports:
-            reports[build] = _read_build_report(join(build, BUILD_REPORT), options)
+            reports[build] = read_build_report(build, options)
         skipped = [s for s in (reports[build] or {}).get("skipped", []) if isinstance(s, dict) and s.get("split") == name]
         splits.append(Split(name, parent(murl), index, skipped))
     if not splits:
@@ -132,16 +130,3 @@ def _shards_split(index: ResolvedSource) -> str:
     return str(index.manifests[0]["split"]) if index.manifests else "shards"
 
 
-def _read_build_report(url: str, options: TransportOptions) -> dict | None:
-    """The build report, or None when there is none (it is optional: a split copied alone has none)."""
-    try:
-        data = read_bytes(url, options)
-    except FileNotFoundError:  # also a remote 404 (RemoteNotFoundError)
-        return None
-    try:
-        report = json.loads(data)
-    except ValueError as exc:
-        raise FormatError(f"{url}: not JSON ({exc})") from None
-    if not isinstance(report, dict):
-        raise FormatError(f"{url}: not a build report")
-    return report
