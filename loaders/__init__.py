@@ -1,7 +1,8 @@
 """avshards loaders: stream shards into TalkNet / Light-ASD tensors, crops and raw clips.
 
-The one entry point is :func:`make_loader`; the pieces (sources, tar reading, decoding,
-features, crops, timing, sharding) are importable on their own.
+The one entry point is :func:`make_loader`; the loader's own pieces (the epoch schedule, the reader,
+the modes, timing and M-RoPE ids, predictions) are importable on their own, and what it shares with
+the builder and the tools (sources, tar reading, decoding, features, crops) is :mod:`shardgen.core`.
 """
 
 from __future__ import annotations

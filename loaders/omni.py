@@ -19,7 +19,7 @@ model's ``get_rope_index``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -136,12 +136,6 @@ class OmniConfig:
         if pad is not None:
             found["pad_token_id"] = pad
         return cls(**{**found, **overrides})
-
-    def replace(self, **changes) -> "OmniConfig":
-        return replace(self, **changes)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def omni_item(sample: ClipSample, opts: ModeOptions) -> dict:

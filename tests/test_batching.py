@@ -1,7 +1,7 @@
 """asd-tracks batches as TalkNet-ASD trains: frame budgets, first frames kept, batches dealt to ranks x workers.
 
 The reference is TalkNet's own rule (``dataLoader.train_loader`` of TaoRuijie/TalkNet-ASD), ported
-here on its own from the manifest's face tracks, and compared batch by batch with what the loader
+here on its own from the clip index's face tracks, and compared batch by batch with what the loader
 yields; the tensors are compared with the loader's one-track-a-batch items, which the other test
 files compare with independent computations.
 """
@@ -46,14 +46,14 @@ def talknet_minibatches(lines: list[tuple], batch_size: int) -> list[list[tuple]
     return mini
 
 
-def manifest_tracks(split_dir: Path) -> list[tuple]:
+def index_tracks(split_dir: Path) -> list[tuple]:
     """Every face track the build's clip index lists, as TalkNet's ``(track, length)`` lines."""
     index = open_index(split_dir / "clips.idx")
     return [((index.key(i), p, first), n) for i in range(len(index)) for p, first, n in index.tracks(i)]
 
 
 def reference_batches(split_dir: Path, budget: int = BUDGET) -> list[tuple]:
-    return [tuple(t for t, _ in b) for b in talknet_minibatches(manifest_tracks(split_dir), budget)]
+    return [tuple(t for t, _ in b) for b in talknet_minibatches(index_tracks(split_dir), budget)]
 
 
 def batch_tracks(meta: list[dict]) -> tuple:
@@ -78,7 +78,7 @@ def one_track_items(split_dir: Path) -> dict:
 
 
 def test_the_track_lengths_vary(varied_build):
-    lengths = [n for _, n in manifest_tracks(varied_build / "out" / "train")]
+    lengths = [n for _, n in index_tracks(varied_build / "out" / "train")]
     assert len(lengths) >= 24 and min(lengths) <= 20 and max(lengths) == 60 and len(set(lengths)) >= 8
 
 
@@ -86,7 +86,7 @@ def test_the_track_lengths_vary(varied_build):
 def test_batches_are_talknets_in_order_and_tensors_cut_to_the_shortest(varied_build, corpus):
     split = varied_build / corpus / "train"
     ref = reference_batches(split)
-    lengths = dict(manifest_tracks(split))
+    lengths = dict(index_tracks(split))
     singles = one_track_items(split)
     ld = loaders.make_loader(split, mode="asd-tracks", batch_frames=BUDGET, shuffle=False, with_meta=True)
     assert len(ld) == len(ref)
@@ -116,7 +116,7 @@ def test_labels_are_the_annotated_speaking_frames(varied_build):
             T = labels.shape[1]
             np.testing.assert_array_equal(labels[i].numpy(), npy(clips[key]["speaking.npy"])[p, first:first + T])
             n += 1
-    assert n == len(manifest_tracks(split))
+    assert n == len(index_tracks(split))
 
 
 def test_shuffled_epochs_reorder_the_same_batches(varied_build):
@@ -174,7 +174,7 @@ def test_resume_gives_the_remaining_batches(varied_build, workers):
 
 def test_stats_count_frames_delivered_against_track_frames(varied_build):
     split = varied_build / "out" / "train"
-    lengths = dict(manifest_tracks(split))
+    lengths = dict(index_tracks(split))
     kept = {}
     for kw in ({"batch_frames": BUDGET}, {"batch_size": 4}):
         ld = loaders.make_loader(split, mode="asd-tracks", shuffle=False, with_meta=True, **kw)
@@ -287,7 +287,7 @@ def test_epoch_batches_plans_what_the_loader_yields(varied_build, kw):
     """``epoch_batches`` (no data read) against the batches the loader reads, for one reader and for 2 ranks × 2
     workers; and on its own against the clip index: TalkNet's batches, or every track once in batches of B."""
     split = varied_build / "out" / "train"
-    tracks = [t for t, _ in manifest_tracks(split)]
+    tracks = [t for t, _ in index_tracks(split)]
 
     def planned(stream, slot, workers):
         return [tuple((u.clip.key, u.track[0], u.track[1]) for u in b) for b in stream.epoch_batches(slot, workers, epoch=1)]
@@ -378,5 +378,5 @@ def test_sparse_reads_over_http_use_one_request_per_track(varied_build, http_ser
     remote = [b[1] for b in loaders.make_loader(srv.url_for("train"), mode="asd-tracks", batch_frames=BUDGET,
                                                  shuffle=False)]
     assert len(remote) == len(local) and all(torch.equal(a, b) for a, b in zip(local, remote))
-    n_tracks = len(manifest_tracks(varied_build / "crops" / "train"))
+    n_tracks = len(index_tracks(varied_build / "crops" / "train"))
     assert 0 < opened["n"] <= n_tracks + 2  # one ranged GET per track (+ the manifest)

@@ -243,10 +243,10 @@ def test_ava_csv_malformed_rows(tmp_path):
                       ("mov,0.5,0.1,0.1,0.5,0.5,speaking,A", r"a\.csv:2: unknown label 'speaking'")):
         path.write_text(f"{good}\n{line}\n")
         with pytest.raises(SourceError, match=msg):
-            ava.parse_file(path, 30.0)
+            ava.parse_file_checked(path, 30.0)[0]
     path.write_text("\n".join([good, "mov,nan,0.1,0.1,0.5,0.5,NOT_SPEAKING,A", "mov,0.6,0.5,0.1,0.1,0.5,NOT_SPEAKING,A",
                                "mov,-1.0,0.1,0.1,0.5,0.5,NOT_SPEAKING,A", "mov,0.5,0.2,0.2,0.6,0.6,NOT_SPEAKING,A"]) + "\n")
-    anns = ava.parse_file(path, 30.0)
+    anns = ava.parse_file_checked(path, 30.0)[0]
     assert dict(anns["mov"].dropped) == {"row with a non-finite value": 1, "box with zero or negative size": 1,
                                          "row before the first frame": 1,
                                          "two rows of one entity in the same frame (first kept)": 1}

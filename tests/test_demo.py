@@ -196,7 +196,9 @@ def test_wavs(corpus):
 
 def test_speech_energy_follows_voice_segments(corpus):
     for split in IDS:
-        for clip in _clips(corpus, split):
+        clips = _clips(corpus, split)
+        assert len(clips) == len(IDS[split])  # one annotated clip a video: every one is checked
+        for clip in clips:
             x, sr = sf.read(str(corpus / "wav" / f"{clip['video_uid']}.wav"), dtype="float64")
             if x.ndim == 2:
                 x = x.mean(axis=1)

@@ -180,6 +180,7 @@ def test_mixed_build_frames_dir_clips_unchanged_and_video_clips_alike(tmp_path):
     build(mixed, tmp_path / "out_mixed", ["train"], SHORT, workers=1, progress=False)
     a, m = read_clips(*shards(tmp_path / "out_alone")), read_clips(*shards(tmp_path / "out_mixed"))
     assert sorted(m) == ["f/clip_f000000", "f/clip_f000030", "v/clip_f000000", "v/clip_f000030"]
+    assert sorted(a) == ["f/clip_f000000", "f/clip_f000030"]
     for key in a:
         assert m[key] == a[key]  # every member, byte for byte
         assert "source" not in json.loads(m[key]["json"])

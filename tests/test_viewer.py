@@ -242,6 +242,7 @@ def test_clip_page_data_follows_the_annotation(viewer):
     data = json.loads(re.search(r'<script type="application/json" id="clip-data">(.*?)</script>', page, re.S).group(1))
     assert status == 200 and data["fps"] == FPS and data["frames"] == CLIP and data["frame_size"] == [160, 96]
     persons = [p["id"] for p in data["persons"]]
+    assert sorted(persons) == sorted(TRACKS["v0"]) and persons  # every annotated person of v0, each checked below
     assert len(data["boxes"]) == len(persons) and all(len(b) == CLIP for b in data["boxes"])
     for p, pid in enumerate(persons):
         for i in range(CLIP):

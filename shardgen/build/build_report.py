@@ -54,7 +54,7 @@ def plan_totals(shards: list[ShardPlan]) -> dict:
             "shards": len(shards), "videos": len({v[1] for sp in shards for v in sp.clips.videos})}
 
 
-def split_summary(split: str, listed: list[str], videos: list[VideoPlan], totals: dict | None, params: BuildParams,
+def split_summary(split: str, listed: list[str], videos: list[VideoPlan], totals: dict | None,
                   findings: list[Finding] = ()) -> dict:
     """One split's row: ``totals`` from its manifest (or :func:`plan_totals` for a dry run)."""
     skips = [s for v in videos for s in v.skips]

@@ -46,7 +46,8 @@ from .prechecks import PARAMS_NAME, apply_survey, preflight, survey_split
 from .source import SourceError, read_split_list, read_splits
 from .output import SplitOutput, is_s3
 from ..core.storage.atomic import remove_stale_temps
-from .video import find_video_files, stream_rate
+from .probe import video_files
+from .video import stream_rate
 from .writer import ShardResult
 
 
@@ -134,7 +135,7 @@ def _dry_run_result(out_dir, splits: list[str], lists: dict[str, list[str]], vid
     """What ``--dry-run`` reports: each split's totals as planned (sizes estimated), skips, findings, and
     how many shards a build would write or keep; no manifests."""
     summaries = [split_summary(split, lists[split], [v for v in videos if v.split == split],
-                               plan_totals(plans[split]), params, findings) for split in splits]
+                               plan_totals(plans[split]), findings) for split in splits]
     report = make_report(summaries, videos, dropped, params, findings, code)
     report["dry_run"] = {"shards_to_write": to_write, "shards_kept": kept, "strict_refusal": refusal}
     summary = format_summary(report, str(out_dir), dry_run=True) + (f"\n\n{refusal}" if refusal else "")
@@ -144,12 +145,11 @@ def _dry_run_result(out_dir, splits: list[str], lists: dict[str, list[str]], vid
 def _native_rates(data_dir: Path, lists: dict[str, list[str]], videos_dir: Path | None) -> dict[str, Fraction]:
     """``--fps native``: each listed video file's frame rate, as its container states it (read once, here:
     its annotations' times become frames at this rate, and its clips are cut at it)."""
-    vdir = Path(videos_dir) if videos_dir is not None else data_dir / "videos"
     rates: dict[str, Fraction] = {}
     for ids in lists.values():
         for vid in ids:
-            files = [] if (data_dir / "video_imgs" / vid).is_dir() else find_video_files(vdir, vid)
-            rate = stream_rate(files[0]) if len(files) == 1 else None
+            files = [] if (data_dir / "video_imgs" / vid).is_dir() else video_files(data_dir, vid, videos_dir)[1]
+            rate = stream_rate(files[0]) if len(files) == 1 else None  # else the planner says why it is skipped
             if rate is not None:
                 rates[vid] = rate
     return rates
@@ -267,7 +267,7 @@ def _publish_manifests(outputs: dict[str, SplitOutput], splits: list[str], lists
         outputs[split].write(MANIFEST_NAME, encode_manifest(manifest))
         manifests[split] = outputs[split].url(MANIFEST_NAME)
         summaries.append(split_summary(split, lists[split], [v for v in videos if v.split == split], manifest["totals"],
-                                       params, findings))
+                                       findings))
     return manifests, summaries
 
 

@@ -5,8 +5,9 @@ which clips exist, which are skipped and why, and which shard each clip goes to.
 (local processes, Ray) only carry the plan out, so the bytes cannot depend on how many
 workers ran or in which order they finished.
 
-Shard cutting uses each clip's planned size, which is exact for the frames (their file sizes)
-and the WAV audio, and an upper estimate for metadata, FLAC and derived members.
+Shard cutting uses each clip's planned size: exact for a frame directory's JPEGs (their file sizes)
+and the WAV audio; an estimate for frames decoded from a video file (from the first frame's JPEG size,
+with a margin), and an upper estimate for metadata, FLAC and derived members.
 
 Everything here is pure arithmetic on what the probe found; looking at the disk (frames, wav,
 annotations of one video) is :mod:`shardgen.build.probe`.

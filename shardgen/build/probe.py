@@ -17,8 +17,9 @@ here, once, for both:
 * every skip, with its code and a message naming the file, every finding, and the
   :class:`~shardgen.build.plan.ClipPlan` of every clip that is built.
 
-Only this planning step reads the source before writing; it decides nothing the plan's pure
-arithmetic (:mod:`shardgen.build.plan`) could not redo.
+This planning step is what reads the source before writing (with ``--fps native`` the driver first
+asks each video file its rate, since annotation times become frames at it); it decides nothing the
+plan's pure arithmetic (:mod:`shardgen.build.plan`) could not redo.
 """
 
 from __future__ import annotations
@@ -66,14 +67,20 @@ def probe_source(
     return vp
 
 
+def video_files(data_dir: Path, video_id: str, videos_dir: Path | None) -> tuple[Path, list[Path]]:
+    """Where a listed video's file is looked for (``--videos``, else ``DIR/videos``) and the files found there
+    (one is usable; none or several are skips). Asked only for a video without a frame directory."""
+    vdir = Path(videos_dir) if videos_dir is not None else data_dir / "videos"
+    return vdir, find_video_files(vdir, video_id)
+
+
 def open_source(data_dir: Path, split: str, video_id: str, params: BuildParams, videos_dir: Path | None,
                 native_fps: Fraction | None = None) -> FrameDirectory | VideoFile | VideoPlan:
     """The adapter of the video's source kind, or a plan that skips the whole video with the reason."""
     frames = scan_frames(data_dir, video_id)
     if frames is not None:
         return FrameDirectory(frames, params)
-    vdir = Path(videos_dir) if videos_dir is not None else data_dir / "videos"
-    files = find_video_files(vdir, video_id)
+    vdir, files = video_files(data_dir, video_id, videos_dir)
 
     def whole(reason: Reason, **kw) -> VideoPlan:
         return VideoPlan(split, video_id, skips=[Skip(split, video_id, reason)], **kw)

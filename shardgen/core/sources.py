@@ -207,7 +207,7 @@ def resolve(source, *, split: str | None = None, remote_options: TransportOption
                     beside[folder] = _try_manifest(join(folder, MANIFEST_NAME), remote_options)
                     if beside[folder] is not None:
                         manifests.append(beside[folder][0])  # the shards' split, its parameters
-                info, index = _single_shard(url, beside[folder], remote_options)
+                info, index = _single_shard(url, beside[folder])
             else:  # a manifest, a split directory or prefix, a build directory
                 murl = find_manifest(url, split=split, options=remote_options)
                 m = read_manifest(murl, remote_options)
@@ -240,7 +240,7 @@ def _try_manifest(url: str, remote_options: TransportOptions) -> tuple | None:
     return m, index, index.shard_bounds(len(m["shards"]))  # bounds once: shards named one by one reuse them
 
 
-def _single_shard(url: str, beside: tuple | None, remote_options: TransportOptions) -> tuple[ShardInfo, ClipIndex]:
+def _single_shard(url: str, beside: tuple | None) -> tuple[ShardInfo, ClipIndex]:
     name = url.rsplit("/", 1)[-1]
     if beside is not None:
         manifest, index, bounds = beside

@@ -139,8 +139,10 @@ def sample_frames(n_frames: int, n: int) -> np.ndarray:
     return np.unique(np.linspace(0, n_frames - 1, max(1, min(n, n_frames))).round().astype(int))
 
 
-def spectrogram(samples: np.ndarray, sr: int, n_fft: int = 512, hop: int = 160) -> np.ndarray:
-    """Log-power STFT ``[n_fft//2+1, frames]`` in dB; column k is centred on sample ``k*hop`` (32 ms Hann, 10 ms hop)."""
+def spectrogram(samples: np.ndarray, sr: int) -> np.ndarray:
+    """Log-power STFT ``[n_fft//2+1, frames]`` in dB, 32 ms Hann windows every 10 ms (512 and 160 samples at
+    16 kHz); column k is centred on sample ``k*hop``."""
+    n_fft, hop = round(0.032 * sr), round(0.010 * sr)
     x = np.pad(samples.astype(np.float64) / 32768.0, n_fft // 2)  # centred: column k is at sample k*hop
     frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]
     power = np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=1)) ** 2

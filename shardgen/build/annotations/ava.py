@@ -36,10 +36,6 @@ LABELS = {"SPEAKING_AUDIBLE": 1, "SPEAKING_NOT_AUDIBLE": 0, "NOT_SPEAKING": 0}
 OTHER_COLUMNS = ("label_id", "instance_id", "score")
 
 
-def parse_file(path: Path, fps, *, time_offset: float = 0.0, max_gap: int = 3) -> dict[str, VideoAnnotations]:
-    return parse_file_checked(path, fps, time_offset=time_offset, max_gap=max_gap)[0]
-
-
 def parse_file_checked(path: Path, fps, *, time_offset: float = 0.0, max_gap: int = 3
                        ) -> tuple[dict[str, VideoAnnotations], list[Finding]]:
     """``(video id → annotations, findings about the file)``. ``fps``: a number, or a function of the video id."""

@@ -65,11 +65,6 @@ IMPLIED_FPS_MIN_SECONDS = 2.0
 Rate = Callable[[str], float]
 
 
-def parse_file(path: Path, fps: float | Rate) -> dict[str, VideoAnnotations]:
-    """Parse one file (its findings: :func:`parse_file_checked`)."""
-    return parse_file_checked(path, fps)[0]
-
-
 def parse_file_checked(path: Path, fps: float | Rate) -> tuple[dict[str, VideoAnnotations], list[Finding]]:
     """``(video id → annotations, findings about the file as a whole)``; each video's own findings are on it.
 
