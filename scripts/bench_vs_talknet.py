@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""`make bench`: avshards ``batch_frames`` against TalkNet-ASD's own training input, same tracks, same run.
+
+TalkNet's users train from a preprocessing pass's output (AVA's ``clips_videos`` / ``clips_audios``
+layout): every face track extracted into 224x224 colour JPEGs named by timestamp, one 16 kHz wav
+per track, and a trial list. This script builds that layout from the very shards it benchmarks
+(same tracks, same frames, same labels) and times, interleaved, best of ``--rounds``:
+
+* **talknet** — a loader written here from TalkNet-ASD's published ``dataLoader.train_loader``:
+  the trial list sorted by (length, index) descending and cut into frame-budget mini-batches;
+  per batch every track's wav read with ``scipy.io.wavfile``, the noise ``overlap`` with another
+  track of the batch (SNR -5..5 dB, half the time), ``python_speech_features.mfcc`` with its
+  window for the fps, wrap-padded and cut to 4T rows; faces found with ``glob``, sorted by their
+  timestamp names, ``cv2.imread`` + ``cvtColor(BGR2GRAY)`` + ``resize(112, 112)``, one of
+  orig / flip / crop 70-100 % / rotate +-15 deg per track (``cv2.flip``, ``cv2.resize``,
+  ``cv2.warpAffine``); ``torch.FloatTensor`` out, ``DataLoader(batch_size=1, shuffle=True)``;
+* **avshards plain** — ``make_loader(mode="asd-tracks", batch_frames=2500, augment=True)`` on the
+  plain shards (crops cut from the full frames);
+* **avshards crops** — the same on shards built with ``--derive crops`` (stored 112x112 crops);
+
+with 1 and 2 DataLoader workers, on the demo corpus at 640x360 and at 1920x1080 (4 videos of
+45 s, 5 s clips). Every variant is a fresh loader running one epoch; the variants take turns
+within a round so a busy moment of this shared machine does not land on one of them only, and
+the ratios are of the best epoch of each. Prints a Markdown table.
+
+``--quick``: one corpus (640x360), one round, one worker (a smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+BENCH = ROOT / ".bench" / "vs_talknet"
+BUDGET = 2500  # TalkNet's --batchSize default, in frames
+CROP_SIDE = 224  # TalkNet's stored face crops
+FACE = 112
+LAYOUT_VERSION = 1
+
+
+# --------------------------------------------------------------------------- corpora
+
+
+def corpora(quick: bool) -> dict[str, dict[str, Path]]:
+    from bench import corpus  # scripts/bench.py: the demo corpus and its plain and derived builds
+
+    sizes = [("640x360", 640, 360)] + ([] if quick else [("1920x1080", 1920, 1080)])
+    return {label: corpus(f"vs_talknet_{h}p", w, h, 45.0, 4, clip_seconds=5.0, derive=("crops",))
+            for label, w, h in sizes}
+
+
+def talknet_layout(split: Path, out: Path) -> Path:
+    """TalkNet's AVA-style files for every face track of ``split`` (built once, cached under ``out``).
+
+    ``clips_videos/<video>/<entity>/<t:.2f>.jpg``: 224x224 colour JPEGs (``cv2.imwrite``'s default
+    quality, as TalkNet's preprocessing writes them) of the track's face, the same TalkNet window as
+    avshards' crops (its central half, which a resize to 112 turns into that crop);
+    ``clips_audios/<video>/<entity>.wav``: exactly the track's audio; ``train_loader.csv``: one
+    line per track, ``entity \\t frames \\t fps \\t [labels] \\t index``. The video name is the
+    entity's first 11 characters, as TalkNet's loader takes it.
+    """
+    import cv2
+    from scipy.io import wavfile
+
+    from loaders.modes import track_audio
+    from shardgen.core.crops import interpolate_boxes, talknet_crop
+    from shardgen.core.decode import rgb_frame
+    from shardgen.core.sample import ClipSample
+    from shardgen.core.sources import resolve
+    from shardgen.core.tario import iter_samples, iter_tar
+
+    marker = out / "layout.json"
+    if marker.exists() and json.loads(marker.read_text()).get("version") == LAYOUT_VERSION:
+        return out
+    src = resolve(str(split))
+    rows = {src.clips.key(r): r for r in range(len(src.clips))}
+    videos: dict[str, str] = {}
+    lines = []
+    for shard in src.shards:
+        with open(shard.url, "rb") as fh:
+            for key, fields, _ in iter_samples(iter_tar(fh, source=shard.url)):
+                sample = ClipSample(key, fields)
+                m = sample.meta
+                video = videos.setdefault(m["video_id"], f"v{len(videos):010d}")  # 11 characters
+                for p, first, n in src.clips.tracks(rows[key]):
+                    entity = f"{video}_{m['start_frame'] + first:06d}_{m['persons'][p]['person_id']}"
+                    folder = out / "clips_videos" / video / entity
+                    folder.mkdir(parents=True, exist_ok=True)
+                    boxes, _ = interpolate_boxes(sample.boxes[p, first:first + n].astype(np.float64))
+                    for i in range(n):
+                        rgb = rgb_frame(sample.frame(first + i))
+                        crop = np.stack([talknet_crop(rgb[..., c], boxes[i], out_size=CROP_SIDE) for c in range(3)], -1)
+                        t = (m["start_frame"] + first + i) / m["fps"]
+                        cv2.imwrite(str(folder / f"{t:.2f}.jpg"), crop[..., ::-1])
+                    audio, sr = track_audio(sample, (p, first, n))
+                    (out / "clips_audios" / video).mkdir(parents=True, exist_ok=True)
+                    wavfile.write(out / "clips_audios" / video / f"{entity}.wav", sr, np.asarray(audio))
+                    labels = ",".join(str(int(v)) for v in sample.speaking[p, first:first + n])
+                    lines.append(f"{entity}\t{n}\t{m['fps']}\t[{labels}]\t{len(lines)}")
+    (out / "train_loader.csv").write_text("\n".join(lines) + "\n")
+    marker.write_text(json.dumps({"version": LAYOUT_VERSION, "tracks": len(lines)}))
+    return out
+
+
+# --------------------------------------------------------------------------- TalkNet's loader (baseline)
+
+
+class TalkNetTrainLoader:
+    """What TalkNet-ASD's ``dataLoader.train_loader`` does, written here from its published code:
+    the same library calls, the same augmentation draws, the same MFCC window."""
+
+    def __init__(self, root: Path, batch_size: int = BUDGET):
+        self.audio_path = root / "clips_audios"
+        self.visual_path = root / "clips_videos"
+        lines = (root / "train_loader.csv").read_text().splitlines()
+        lines = sorted(lines, key=lambda s: (int(s.split("\t")[1]), int(s.split("\t")[-1])), reverse=True)
+        self.batches = []
+        start = 0
+        while True:
+            length = int(lines[start].split("\t")[1])
+            end = min(len(lines), start + max(int(batch_size / length), 1))
+            self.batches.append(lines[start:end])
+            if end == len(lines):
+                break
+            start = end
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int):
+        import torch
+        from scipy.io import wavfile
+
+        batch = self.batches[index]
+        n_frames = int(batch[-1].split("\t")[1])
+        audio_set = {}
+        for line in batch:
+            name = line.split("\t")[0]
+            _, audio_set[name] = wavfile.read(os.path.join(self.audio_path, name[:11], name + ".wav"))
+        audio, faces, labels = [], [], []
+        for line in batch:
+            data = line.split("\t")
+            audio.append(self._audio(data, n_frames, audio_set))
+            faces.append(self._visual(data, n_frames))
+            labels.append(np.array([int(v) for v in data[3].strip("[]").split(",")][:n_frames]))
+        return (torch.FloatTensor(np.array(audio)), torch.FloatTensor(np.array(faces)),
+                torch.LongTensor(np.array(labels)))
+
+    @staticmethod
+    def _overlap(name: str, audio: np.ndarray, audio_set: dict) -> np.ndarray:
+        noise = audio_set[random.sample(sorted(set(audio_set) - {name}), 1)[0]]
+        snr = [random.uniform(-5, 5)]
+        if len(noise) < len(audio):
+            noise = np.pad(noise, (0, len(audio) - len(noise)), "wrap")
+        else:
+            noise = noise[:len(audio)]
+        noise_db = 10 * np.log10(np.mean(abs(noise ** 2)) + 1e-4)
+        clean_db = 10 * np.log10(np.mean(abs(audio ** 2)) + 1e-4)
+        noise = np.sqrt(10 ** ((clean_db - noise_db - snr) / 10)) * noise
+        return (audio + noise).astype(np.int16)
+
+    def _audio(self, data: list[str], n_frames: int, audio_set: dict) -> np.ndarray:
+        import python_speech_features
+
+        name, fps = data[0], float(data[2])
+        audio = audio_set[name]
+        if random.randint(0, 1) == 1 and len(audio_set) > 1:  # TalkNet's batches of one track have no other audio
+            audio = self._overlap(name, audio, audio_set)
+        mfcc = python_speech_features.mfcc(audio, 16000, numcep=13, winlen=0.025 * 25 / fps, winstep=0.010 * 25 / fps)
+        rows = int(n_frames * 4)
+        if mfcc.shape[0] < rows:
+            mfcc = np.pad(mfcc, ((0, rows - mfcc.shape[0]), (0, 0)), "wrap")
+        return mfcc[:int(round(n_frames * 4)), :]
+
+    def _visual(self, data: list[str], n_frames: int) -> np.ndarray:
+        import cv2
+
+        name = data[0]
+        files = glob.glob(f"{os.path.join(self.visual_path, name[:11], name)}/*.jpg")
+        files = sorted(files, key=lambda f: float(f.split("/")[-1][:-4]))
+        H = FACE
+        new = int(H * random.uniform(0.7, 1))
+        x, y = np.random.randint(0, H - new), np.random.randint(0, H - new)
+        M = cv2.getRotationMatrix2D((H / 2, H / 2), random.uniform(-15, 15), 1)
+        kind = random.choice(["orig", "flip", "crop", "rotate"])
+        faces = []
+        for f in files[:n_frames]:
+            face = cv2.resize(cv2.cvtColor(cv2.imread(f), cv2.COLOR_BGR2GRAY), (H, H))
+            if kind == "orig":
+                faces.append(face)
+            elif kind == "flip":
+                faces.append(cv2.flip(face, 1))
+            elif kind == "crop":
+                faces.append(cv2.resize(face[y:y + new, x:x + new], (H, H)))
+            else:
+                faces.append(cv2.warpAffine(face, M, (H, H)))
+        return np.array(faces)
+
+
+# --------------------------------------------------------------------------- one epoch of each variant
+
+
+def epoch_talknet(root: Path, workers: int, epoch: int) -> tuple[int, float]:
+    import torch
+
+    t = time.perf_counter()
+    dl = torch.utils.data.DataLoader(TalkNetTrainLoader(root), batch_size=1, shuffle=True, num_workers=workers)
+    frames = 0
+    for audio, faces, labels in dl:
+        assert faces.dtype == torch.float32 and audio.shape[2] == 4 * faces.shape[2]
+        frames += faces.shape[1] * faces.shape[2]
+    return frames, time.perf_counter() - t
+
+
+def epoch_avshards(split: Path, workers: int, epoch: int) -> tuple[int, float]:
+    import torch
+
+    import loaders
+
+    t = time.perf_counter()
+    ld = loaders.make_loader(split, mode="asd-tracks", batch_frames=BUDGET, augment=True, num_workers=workers, seed=0)
+    ld.set_epoch(epoch)
+    frames = 0
+    for audio, faces, labels in ld:
+        assert faces.dtype == torch.float32 and audio.shape[1] == 4 * faces.shape[1]
+        frames += faces.shape[0] * faces.shape[1]
+    return frames, time.perf_counter() - t
+
+
+def measure(corpora_: dict, workers: list[int], rounds: int) -> list[dict]:
+    variants = []
+    for label, c in corpora_.items():
+        layout = talknet_layout(c["plain"], c["plain"].parent.parent / "talknet")
+        for w in workers:
+            variants += [
+                {"corpus": label, "workers": w, "name": "talknet", "run": lambda e, w=w, r=layout: epoch_talknet(r, w, e)},
+                {"corpus": label, "workers": w, "name": "plain", "run": lambda e, w=w, s=c["plain"]: epoch_avshards(s, w, e)},
+                {"corpus": label, "workers": w, "name": "crops", "run": lambda e, w=w, s=c["derived"]: epoch_avshards(s, w, e)},
+            ]
+    for v in variants:
+        v["best"], v["frames"] = 0.0, None
+    for r in range(rounds):
+        for v in variants:
+            frames, secs = v["run"](r)
+            assert v["frames"] in (None, frames), f"{v['name']}: {frames} frames, an earlier epoch had {v['frames']}"
+            v["frames"] = frames
+            v["best"] = max(v["best"], frames / secs)
+            print(f"  round {r + 1}: {v['corpus']} {v['name']} {v['workers']}w {frames / secs:,.0f} frames/s",
+                  file=sys.stderr, flush=True)
+    return variants
+
+
+def table(variants: list[dict]) -> str:
+    names = {"talknet": "TalkNet's loader over its pre-extracted crops",
+             "plain": "avshards `batch_frames`, plain shards",
+             "crops": "avshards `batch_frames`, `--derive crops` shards"}
+    base = {(v["corpus"], v["workers"]): v["best"] for v in variants if v["name"] == "talknet"}
+    out = ["| frames | workers | loader | frames/epoch | frames/s | vs TalkNet |", "|---|---:|---|---:|---:|---:|"]
+    for v in variants:
+        ratio = v["best"] / base[v["corpus"], v["workers"]]
+        out.append(f"| {v['corpus']} | {v['workers']} | {names[v['name']]} | {v['frames']:,} | {v['best']:,.0f} | "
+                   f"{ratio:.2f}x |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=3, help="epochs of each variant, taking turns; the best counts")
+    ap.add_argument("--workers", default="1,2", help="DataLoader worker counts, comma-separated")
+    ap.add_argument("--quick", action="store_true", help="640x360 only, one round, one worker (smoke run)")
+    args = ap.parse_args()
+    rounds, workers = (1, [1]) if args.quick else (args.rounds, [int(w) for w in args.workers.split(",")])
+    variants = measure(corpora(args.quick), workers, rounds)
+    print(f"\nbatch_frames={BUDGET}, augmentation on, best of {rounds} interleaved epochs\n")
+    print(table(variants))
+
+
+if __name__ == "__main__":
+    main()
