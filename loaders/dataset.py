@@ -8,7 +8,6 @@ object training scripts hold, :class:`loaders.loader.ASDLoader`, wraps a DataLoa
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import multiprocessing as mp
 from dataclasses import dataclass
@@ -24,7 +23,8 @@ from shardgen.core.sources import ResolvedSource
 from shardgen.core.storage import TransportOptions
 from shardgen.core.tario import DEFAULT_MAX_MEMBER, TarError
 
-from .modes import ModeOptions, collate_raw, collate_talknet, raw_item, talknet_item, track_audio, track_item
+from .faces import batch_faces
+from .modes import ModeOptions, TrackCollate, collate_raw, raw_item, talknet_item, track_audio, track_item
 from .reader import ClipReader, ShardReadError
 from .sharding import (BudgetBatches, EpochPlan, Layout, RunUnits, Segment, Stream, Unit, UnitTable, arrange_epoch,
                        batch_sequence, batches_to_skip, delivered_positions, epoch_sequence, frame_budget_batches,
@@ -89,7 +89,7 @@ class ShardStream(IterableDataset):
         self.units = UnitTable(index, per_track=opts.mode == "asd-tracks")
         self.reader = ClipReader(index, remote_options, cfg.max_member_bytes)
         self.source_digest = _source_digest(index)
-        self._collate = collate_raw if opts.mode == "raw" else functools.partial(collate_talknet, faces_dtype=opts.faces_dtype)
+        self._collate = collate_raw if opts.mode == "raw" else TrackCollate(opts.faces_dtype)
         self._budget_batches = BudgetBatches(np.zeros(0, np.int64), np.zeros(1, np.int64))
         if cfg.batch_frames is not None:
             if opts.mode != "asd-tracks":
@@ -274,17 +274,20 @@ class ShardStream(IterableDataset):
                             clean[j] = track_audio(s, u.track)[0]
                         except Exception:
                             pass  # this track fails (named) below
+            faces = batch_faces(samples, [u.track for u in units], keep=T, use_derived=self.opts.use_derived,
+                                smooth=self.opts.smooth_boxes)  # each frame decoded once for the batch's tracks
             items, lengths = [], 0
             for j, (u, sample) in enumerate(zip(units, samples)):
                 try:
-                    if isinstance(sample, Exception):
-                        raise sample
+                    for failed in (sample, faces[j]):
+                        if isinstance(failed, Exception):
+                            raise failed
                     rng = noise = None
                     if self.opts.augment:
                         rng = random_stream(Stream.AUGMENT_BUDGET, self.cfg.seed, self.epoch, b, j)
                         others = [k for k in range(len(units)) if k != j and clean[k] is not None]
                         noise = clean[others[int(rng.integers(len(others)))]] if others else None
-                    items.append(track_item(sample, u.track, self.opts, rng, noise, keep=T)[0])
+                    items.append(track_item(sample, u.track, self.opts, rng, noise, keep=T, faces=faces[j])[0])
                     lengths += u.track[2]
                 except Exception as exc:
                     fill.failed(self._failed(exc, u))  # raises, or counts the skip

@@ -12,6 +12,7 @@ import warnings
 from torch.utils.data import DataLoader
 
 from .dataset import Counter, ShardStream
+from .modes import faces_as
 from .sharding import PLANNER_VERSION, Layout, Segment
 
 
@@ -56,7 +57,7 @@ class ASDLoader:
         try:
             for batch in it:
                 self._done += 1
-                yield batch
+                yield faces_as(batch, self.stream.opts.faces_dtype)  # workers send uint8 faces
         finally:  # on an error or a break too: otherwise a traceback cycle keeps the workers until a GC (10+ s)
             getattr(it, "_shutdown_workers", lambda: None)()
         skipped = self.stats["skipped"]
