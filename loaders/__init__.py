@@ -66,6 +66,8 @@ def make_loader(
     timeout: float = 0,
     batch_frames: int | None = None,
     faces_dtype=None,
+    crop_cache_dir: str | None = None,
+    crop_cache_bytes: int = 20 << 30,
 ) -> ASDLoader:
     """A resumable, rank- and worker-split loader over avshards shards.
 
@@ -105,6 +107,9 @@ def make_loader(
             default from the AWS environment variables). An unknown key is a TypeError naming it.
         cache_dir, cache_bytes: keep remote shards in a local LRU cache of at most ``cache_bytes``
             (verified by the manifest's sha256), so later epochs read from disk.
+        crop_cache_dir, crop_cache_bytes: ``asd-tracks``: keep the face crops cut from plain shards on local
+            disk (at most ``crop_cache_bytes``, least recently used evicted), so later epochs read 112x112
+            crops instead of decoding frames (``loaders.crop_cache``: what it costs, when it wins).
     """
     if batch_size is not None and batch_frames is not None:
         raise ValueError("batch_frames and batch_size are exclusive: a frame budget decides each batch's size")
@@ -114,7 +119,9 @@ def make_loader(
         transport = transport.replace(cache_dir=str(cache_dir), cache_bytes=int(cache_bytes))
     opts = ModeOptions(mode=mode, labels=labels, person=person, with_meta=with_meta, use_derived=use_derived,
                        smooth_boxes=smooth_boxes, raw_size=raw_size, augment=augment, allow_unlabelled=allow_unlabelled,
-                       faces_dtype=torch.float32 if faces_dtype is None else faces_dtype)
+                       faces_dtype=torch.float32 if faces_dtype is None else faces_dtype,
+                       crop_cache_dir=None if crop_cache_dir is None else str(crop_cache_dir),
+                       crop_cache_bytes=int(crop_cache_bytes))
     cfg = StreamConfig(batch_size=1 if batch_size is None else batch_size, batch_frames=batch_frames, shuffle=shuffle, seed=seed, shuffle_buffer=shuffle_buffer, rank=rank,
                        world_size=world_size, drop_last=drop_last, samples_per_epoch=samples_per_epoch, remainder=remainder,
                        on_error=on_error)

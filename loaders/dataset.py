@@ -23,7 +23,8 @@ from shardgen.core.sources import ResolvedSource
 from shardgen.core.storage import TransportOptions
 from shardgen.core.tario import DEFAULT_MAX_MEMBER, TarError
 
-from .faces import batch_faces
+from .crop_cache import CropCache
+from .faces import batch_faces, cuts_from_frames
 from .modes import ModeOptions, TrackCollate, collate_raw, raw_item, talknet_item, track_audio, track_item
 from .reader import ClipReader, ShardReadError
 from .sharding import (BudgetBatches, EpochPlan, Layout, RunUnits, Segment, Stream, Unit, UnitTable, arrange_epoch,
@@ -91,6 +92,9 @@ class ShardStream(IterableDataset):
         self.source_digest = _source_digest(index)
         self._collate = collate_raw if opts.mode == "raw" else TrackCollate(opts.faces_dtype)
         self._budget_batches = BudgetBatches(np.zeros(0, np.int64), np.zeros(1, np.int64))
+        self.crop_cache = CropCache(opts.crop_cache_dir, opts.crop_cache_bytes) if opts.crop_cache_dir else None
+        if self.crop_cache is not None and cfg.batch_frames is None:
+            raise ValueError("crop_cache_dir works with batch_frames batches")
         if cfg.batch_frames is not None:
             if opts.mode != "asd-tracks":
                 raise ValueError(f"batch_frames packs face tracks: it needs mode='asd-tracks', not {opts.mode!r}")
@@ -258,12 +262,14 @@ class ShardStream(IterableDataset):
         for b in batch_ids:
             units = [self.units.unit(i) for i in self._budget_batches[b]]
             T = min(u.track[2] for u in units)  # the batch is cut to its shortest track: read and decode no more
+            keys, known = self._cached_crops(units, T)
             samples: list = [None] * len(units)
             by_clip: dict = {}  # a batch's tracks of one clip (similar lengths sort together): one read
             for j, u in enumerate(units):
                 by_clip.setdefault(u.clip, []).append(j)
             for group in by_clip.values():
-                sample = self.reader.read_tracks([units[j] for j in group], use_crops=use_crops, frames=T)
+                cached = frozenset(units[j] for j in group if known[j] is not None)
+                sample = self.reader.read_tracks([units[j] for j in group], use_crops=use_crops, frames=T, cached=cached)
                 for j in group:
                     samples[j] = sample
             clean = [None] * len(units)
@@ -275,7 +281,8 @@ class ShardStream(IterableDataset):
                         except Exception:
                             pass  # this track fails (named) below
             faces = batch_faces(samples, [u.track for u in units], keep=T, use_derived=self.opts.use_derived,
-                                smooth=self.opts.smooth_boxes)  # each frame decoded once for the batch's tracks
+                                smooth=self.opts.smooth_boxes, known=known)  # each frame decoded once for all tracks
+            self._keep_crops(keys, known, samples, faces)
             items, lengths = [], 0
             for j, (u, sample) in enumerate(zip(units, samples)):
                 try:
@@ -293,6 +300,23 @@ class ShardStream(IterableDataset):
                     fill.failed(self._failed(exc, u))  # raises, or counts the skip
             yield from fill.batch(items, lengths)
         yield from fill.finish(len(batch_ids))
+
+    def _cached_crops(self, units: list[Unit], keep: int) -> tuple[list, list]:
+        """The crop cache's names for these tracks' crops and the crops it holds (None where it has none)."""
+        if self.crop_cache is None:
+            return [None] * len(units), [None] * len(units)
+        keys = [self.crop_cache.key(self.index.shards[u.clip.shard].sha256, u.clip.offset, u.track,
+                                    min(keep, u.track[2]), self.opts.smooth_boxes) for u in units]
+        return keys, [self.crop_cache.load(k, min(keep, u.track[2])) for k, u in zip(keys, units)]
+
+    def _keep_crops(self, keys: list, known: list, samples: list, faces: list) -> None:
+        """Put the crops just cut from frames into the crop cache (not stored crops: those decode cheaply)."""
+        if self.crop_cache is None:
+            return
+        for key, had, sample, crops in zip(keys, known, samples, faces):
+            if had is None and isinstance(crops, np.ndarray) and isinstance(sample, ClipSample) and \
+                    cuts_from_frames(sample, self.opts.use_derived, self.opts.smooth_boxes):
+                self.crop_cache.save(key, crops)
 
     def _deliver(self, items: list, item_frames: int | None = None):
         """Collate and count; ``item_frames``: the items' frames before cutting, when they were read already cut."""

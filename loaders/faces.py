@@ -108,13 +108,20 @@ def cut_crops(sample: ClipSample, tracks: list[TrackCrops]) -> list[np.ndarray |
     return out
 
 
-def batch_faces(samples: list, tracks: list[tuple], *, keep: int | None, use_derived: bool,
-                smooth: bool) -> list[np.ndarray | Exception | None]:
+def cuts_from_frames(sample: ClipSample, use_derived: bool, smooth: bool) -> bool:
+    """Whether a clip's crops are cut from its frames (else decoded from its stored crops)."""
+    return not (use_derived and not smooth and has_stored_crops(sample))
+
+
+def batch_faces(samples: list, tracks: list[tuple], *, keep: int | None, use_derived: bool, smooth: bool,
+                known: list | None = None) -> list[np.ndarray | Exception | None]:
     """The crops of a batch's tracks (``tracks[j]`` of ``samples[j]``; tracks of one clip share its sample object).
 
     Per track: ``uint8 [kept, 112, 112]``, the error that stopped it (named; the caller raises or skips), or
     None where its sample is itself an error. ``use_derived``: stored crops where the clip has them (not with
-    ``smooth``, whose boxes differ from the stored ones)."""
+    ``smooth``, whose boxes differ from the stored ones). ``known[j]``: track ``j``'s crops are at hand (the
+    crop cache, :mod:`loaders.crop_cache`): its frames were not read and are not decoded."""
+    known = known or [None] * len(tracks)
     out: list = [None] * len(tracks)
     groups: dict[int, list[int]] = {}
     for j, s in enumerate(samples):
@@ -126,7 +133,9 @@ def batch_faces(samples: list, tracks: list[tuple], *, keep: int | None, use_der
         for j in js:
             try:
                 crops = track_boxes(sample, tracks[j], kept_frames(tracks[j], keep), smooth)  # checks the track too
-                if use_derived and not smooth and has_stored_crops(sample):
+                if known[j] is not None:
+                    out[j] = known[j]
+                elif not cuts_from_frames(sample, use_derived, smooth):
                     out[j] = stored_crops(sample, tracks[j], crops.kept)
                 else:
                     cut.append((j, crops))

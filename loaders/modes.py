@@ -50,6 +50,8 @@ class ModeOptions:
     augment: bool = False
     allow_unlabelled: bool = False
     faces_dtype: torch.dtype = torch.float32
+    crop_cache_dir: str | None = None  # asd-tracks: keep crops cut from plain shards (loaders.crop_cache)
+    crop_cache_bytes: int = 20 << 30
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -58,6 +60,8 @@ class ModeOptions:
             raise ValueError(f"labels {self.labels!r}: choose one of {LABELS}")
         if self.faces_dtype not in FACES_DTYPES:
             raise ValueError(f"faces_dtype {self.faces_dtype!r}: choose torch.float32 or torch.uint8")
+        if self.crop_cache_dir is not None and self.mode != "asd-tracks":
+            raise ValueError(f"crop_cache_dir keeps face-track crops: it needs mode='asd-tracks', not {self.mode!r}")
         if self.mode == "raw" and self.faces_dtype != torch.float32:
             raise ValueError("faces_dtype applies to the talknet and asd-tracks modes (raw mode gives uint8 RGB frames)")
 

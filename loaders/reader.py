@@ -38,12 +38,14 @@ class ClipReader:
         self.remote_options = remote_options
         self.max_member_bytes = max_member_bytes
 
-    def read_tracks(self, units: list[Unit], *, use_crops: bool, frames: int | None = None) -> object:
+    def read_tracks(self, units: list[Unit], *, use_crops: bool, frames: int | None = None,
+                    cached: frozenset = frozenset()) -> object:
         """Face tracks' part of their clip (all ``units`` of one clip), in one read: a partial
         :class:`ClipSample` holding what every one of them needs, or the error in its place.
 
         ``use_crops``: take the stored TalkNet crops when the clip has them (else the frames).
-        ``frames``: only each track's first this many frames are needed.
+        ``frames``: only each track's first this many frames are needed. ``cached``: units whose crops are
+        at hand (the crop cache): their frames are not read.
         """
         clip = units[0].clip
         if any(u.clip != clip for u in units):
@@ -52,7 +54,8 @@ class ClipReader:
         spans = []
         for u in units:
             p, first, n = (int(v) for v in u.track)
-            spans.append((p, first, n if frames is None else max(1, min(n, int(frames)))))
+            if u not in cached:
+                spans.append((p, first, n if frames is None else max(1, min(n, int(frames)))))
         always = {META_EXT, *AUDIO_EXTS, *LABEL_EXTS}
         plan: dict = {}  # "needed": the frame members, known once the metadata (the first member) is read
 
@@ -68,9 +71,10 @@ class ClipReader:
             frames = needed(fields)
             return frames is None or ext in always or ext in frames
 
-        def complete(fields: dict) -> bool:  # frames come after metadata, audio and labels
+        def complete(fields: dict) -> bool:  # frames come after metadata, audio and labels (which cached tracks need too)
             frames = needed(fields)
-            return frames is not None and frames.issubset(fields)
+            return (frames is not None and frames.issubset(fields) and all(e in fields for e in LABEL_EXTS)
+                    and any(e in fields for e in AUDIO_EXTS))
 
         try:
             fields = read_clip_members(shard, clip, self.remote_options, wanted=wanted, complete=complete,

@@ -260,3 +260,85 @@ def test_worker_batches_cross_as_uint8_and_arrive_as_asked(builds, monkeypatch):
             assert b[1].dtype == dtype
             assert torch.equal(a[0], b[0]) and torch.equal(a[2], b[2])
             assert torch.equal(a[1], b[1].float())
+
+
+# ---------------------------------------------------------------- the crop cache
+
+
+def test_crop_cache_gives_the_same_batches_and_reads_no_frames_once_warm(builds, tmp_path, monkeypatch):
+    import loaders.reader as reader_module
+
+    kw = dict(mode="asd-tracks", batch_frames=BUDGET, seed=2, augment=True)
+    plain = list(loaders.make_loader(builds["plain"], **kw))
+    frame_reads = []
+    real = reader_module.ClipReader.read_tracks
+
+    def counting(self, units, **k):
+        sample = real(self, units, **k)
+        frame_reads.append(sum(1 for ext in sample.fields if ext.startswith("f")))
+        return sample
+
+    monkeypatch.setattr(reader_module.ClipReader, "read_tracks", counting)
+    for epoch_kind in ("cold", "warm"):
+        frame_reads.clear()
+        ld = loaders.make_loader(builds["plain"], crop_cache_dir=tmp_path / "crops", **kw)
+        got = list(ld)
+        assert len(got) == len(plain) > 2
+        for a, b in zip(plain, got):
+            assert all(torch.equal(x, y) for x, y in zip(a, b))
+        cache = ld.stream.crop_cache
+        n_tracks = sum(b[1].shape[0] for b in got)
+        if epoch_kind == "cold":
+            assert (cache.hits, cache.writes) == (0, n_tracks) and sum(frame_reads) > 0
+        else:
+            assert (cache.hits, cache.writes) == (n_tracks, 0) and sum(frame_reads) == 0
+    # another recipe is another entry, never the cached crops
+    smooth = loaders.make_loader(builds["plain"], crop_cache_dir=tmp_path / "crops", smooth_boxes=True, **kw)
+    list(smooth)
+    assert smooth.stream.crop_cache.hits == 0 and smooth.stream.crop_cache.writes == n_tracks
+
+
+def test_crop_cache_stays_within_its_bound_and_drops_damaged_entries(builds, tmp_path):
+    from loaders.crop_cache import CropCache
+
+    kw = dict(mode="asd-tracks", batch_frames=BUDGET, seed=2)
+    bound = 600_000  # a few tracks' crops (12.5 KB a frame)
+    ld = loaders.make_loader(builds["plain"], crop_cache_dir=tmp_path / "small", crop_cache_bytes=bound, **kw)
+    list(ld)
+    sizes = [p.stat().st_size for p in (tmp_path / "small").iterdir() if not p.name.startswith(".")]
+    assert ld.stream.crop_cache.writes > len(sizes) > 0 and sum(sizes) <= bound
+    # a damaged entry (cut short) is a miss, removed and rewritten
+    cache = CropCache(tmp_path / "unit", 10 << 20)
+    faces = np.arange(3 * 112 * 112, dtype=np.uint64).astype(np.uint8).reshape(3, 112, 112)
+    key = cache.key("ab" * 32, 1024, (1, 5, 9), 3, False)
+    cache.save(key, faces)
+    np.testing.assert_array_equal(cache.load(key, 3), faces)
+    path = cache.files.path_for(key)
+    path.write_bytes(path.read_bytes()[:-1])
+    assert cache.load(key, 3) is None and not path.exists()
+    assert cache.key(None, 1024, (1, 5, 9), 3, False) is None  # a shard without a recorded sha256 is not cached
+    assert len({cache.key("ab" * 32, 1024, (1, 5, 9), 3, s) for s in (False, True)} |
+               {cache.key("cd" * 32, 1024, (1, 5, 9), 3, False), cache.key("ab" * 32, 1024, (1, 5, 9), 2, False)}) == 4
+
+
+def test_crop_cache_options_are_checked(builds, tmp_path):
+    with pytest.raises(ValueError, match="asd-tracks"):
+        loaders.make_loader(builds["plain"], mode="talknet", crop_cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="batch_frames"):
+        loaders.make_loader(builds["plain"], mode="asd-tracks", batch_size=2, crop_cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="cannot hold one crop"):
+        loaders.make_loader(builds["plain"], mode="asd-tracks", batch_frames=BUDGET, crop_cache_dir=tmp_path,
+                            crop_cache_bytes=100)
+
+
+def test_crop_cache_shared_by_two_workers(builds, tmp_path):
+    kw = dict(mode="asd-tracks", batch_frames=BUDGET, seed=4, num_workers=2, crop_cache_dir=tmp_path / "crops")
+    uncached = list(loaders.make_loader(builds["plain"], **{k: v for k, v in kw.items() if k != "crop_cache_dir"}))
+    cold = list(loaders.make_loader(builds["plain"], **kw))
+    entries = sorted(p.name for p in (tmp_path / "crops").iterdir() if not p.name.startswith("."))
+    warm = list(loaders.make_loader(builds["plain"], **kw))
+    assert len(uncached) == len(cold) == len(warm) > 2
+    assert len(entries) == sum(b[1].shape[0] for b in cold)  # one entry per track, whichever worker cut it
+    for a, b, c in zip(uncached, cold, warm):
+        assert all(torch.equal(x, y) and torch.equal(x, z) for x, y, z in zip(a, b, c))
+    assert sorted(p.name for p in (tmp_path / "crops").iterdir() if not p.name.startswith(".")) == entries
