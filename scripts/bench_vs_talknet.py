@@ -17,13 +17,18 @@ per track, and a trial list. This script builds that layout from the very shards
 * **avshards plain** — ``make_loader(mode="asd-tracks", batch_frames=2500, augment=True)`` on the
   plain shards (crops cut from the full frames);
 * **avshards crops** — the same on shards built with ``--derive crops`` (stored 112x112 crops);
+* **avshards plain + crop cache** — plain shards with ``crop_cache_dir``: its first epoch cuts the crops
+  and writes the cache (shown on its own), the later ones read it;
+* **decode ceiling** — plain shards' bound: the whole-frame decodes an epoch needs (each frame of a
+  batch once per DCT scale, as the loader decodes), timed alone on bytes held in memory; delivered
+  frames over that time is what plain shards could reach if nothing else cost anything;
 
 with 1 and 2 DataLoader workers, on the demo corpus at 640x360 and at 1920x1080 (4 videos of
 45 s, 5 s clips). Every variant is a fresh loader running one epoch; the variants take turns
 within a round so a busy moment of this shared machine does not land on one of them only, and
 the ratios are of the best epoch of each. Prints a Markdown table.
 
-``--quick``: one corpus (640x360), one round, one worker (a smoke run).
+``--quick``: one corpus (640x360), two rounds, one worker (a smoke run).
 """
 
 from __future__ import annotations
@@ -223,13 +228,14 @@ def epoch_talknet(root: Path, workers: int, epoch: int) -> tuple[int, float]:
     return frames, time.perf_counter() - t
 
 
-def epoch_avshards(split: Path, workers: int, epoch: int) -> tuple[int, float]:
+def epoch_avshards(split: Path, workers: int, epoch: int, **kw) -> tuple[int, float]:
     import torch
 
     import loaders
 
     t = time.perf_counter()
-    ld = loaders.make_loader(split, mode="asd-tracks", batch_frames=BUDGET, augment=True, num_workers=workers, seed=0)
+    ld = loaders.make_loader(split, mode="asd-tracks", batch_frames=BUDGET, augment=True, num_workers=workers, seed=0,
+                             **kw)
     ld.set_epoch(epoch)
     frames = 0
     for audio, faces, labels in ld:
@@ -238,39 +244,84 @@ def epoch_avshards(split: Path, workers: int, epoch: int) -> tuple[int, float]:
     return frames, time.perf_counter() - t
 
 
+def decode_ceiling(split: Path, repeat: int = 3) -> tuple[int, float]:
+    """Delivered frames of an epoch, and the best time to do only its whole-frame decodes (see the module doc)."""
+    import loaders
+    from loaders.faces import track_boxes
+    from shardgen.core.decode import decode_gray
+
+    ld = loaders.make_loader(split, mode="asd-tracks", batch_frames=BUDGET)
+    jobs, frames = [], 0
+    for units in ld.stream.epoch_batches(0, 0):
+        T = min(u.track[2] for u in units)
+        frames += T * len(units)
+        decodes = {}
+        for u in units:
+            sample = ld.stream.reader.read_tracks([u], use_crops=False, frames=T)
+            scale = track_boxes(sample, u.track, T, smooth=False).scale
+            for f in range(u.track[1], u.track[1] + T):
+                decodes[(u.clip.key, f, scale)] = sample.frame(f)
+        jobs += [(data, scale) for (_, _, scale), data in decodes.items()]
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        for data, scale in jobs:
+            decode_gray(data, scale.min_height, scale.min_width)
+        best = min(best, time.perf_counter() - t)
+    return frames, best
+
+
 def measure(corpora_: dict, workers: list[int], rounds: int) -> list[dict]:
+    import shutil
+
     variants = []
     for label, c in corpora_.items():
         layout = talknet_layout(c["plain"], c["plain"].parent.parent / "talknet")
         for w in workers:
+            cache = c["plain"].parent.parent / f"crop_cache_{w}w"
+            shutil.rmtree(cache, ignore_errors=True)  # its first epoch is a cold one
             variants += [
                 {"corpus": label, "workers": w, "name": "talknet", "run": lambda e, w=w, r=layout: epoch_talknet(r, w, e)},
                 {"corpus": label, "workers": w, "name": "plain", "run": lambda e, w=w, s=c["plain"]: epoch_avshards(s, w, e)},
                 {"corpus": label, "workers": w, "name": "crops", "run": lambda e, w=w, s=c["derived"]: epoch_avshards(s, w, e)},
+                {"corpus": label, "workers": w, "name": "cache", "run": lambda e, w=w, s=c["plain"], d=cache:
+                 epoch_avshards(s, w, e, crop_cache_dir=d)},
             ]
     for v in variants:
-        v["best"], v["frames"] = 0.0, None
+        v["best"], v["frames"], v["first"] = 0.0, None, None
     for r in range(rounds):
         for v in variants:
             frames, secs = v["run"](r)
             assert v["frames"] in (None, frames), f"{v['name']}: {frames} frames, an earlier epoch had {v['frames']}"
             v["frames"] = frames
-            v["best"] = max(v["best"], frames / secs)
+            if v["name"] == "cache" and v["first"] is None:
+                v["first"] = frames / secs  # the cold epoch: it cuts and writes the crops
+            else:
+                v["best"] = max(v["best"], frames / secs)
             print(f"  round {r + 1}: {v['corpus']} {v['name']} {v['workers']}w {frames / secs:,.0f} frames/s",
                   file=sys.stderr, flush=True)
+    for label, c in corpora_.items():
+        frames, secs = decode_ceiling(c["plain"])
+        variants.append({"corpus": label, "workers": 1, "name": "ceiling", "frames": frames, "best": frames / secs,
+                         "first": None})
     return variants
 
 
 def table(variants: list[dict]) -> str:
     names = {"talknet": "TalkNet's loader over its pre-extracted crops",
              "plain": "avshards `batch_frames`, plain shards",
-             "crops": "avshards `batch_frames`, `--derive crops` shards"}
+             "crops": "avshards `batch_frames`, `--derive crops` shards",
+             "cache": "avshards `batch_frames`, plain shards + crop cache, later epochs",
+             "ceiling": "plain shards' decode ceiling (whole-frame decodes only, 1 core)"}
     base = {(v["corpus"], v["workers"]): v["best"] for v in variants if v["name"] == "talknet"}
     out = ["| frames | workers | loader | frames/epoch | frames/s | vs TalkNet |", "|---|---:|---|---:|---:|---:|"]
     for v in variants:
-        ratio = v["best"] / base[v["corpus"], v["workers"]]
-        out.append(f"| {v['corpus']} | {v['workers']} | {names[v['name']]} | {v['frames']:,} | {v['best']:,.0f} | "
-                   f"{ratio:.2f}x |")
+        rows = [(names[v["name"]], v["best"])]
+        if v["first"] is not None:
+            rows.insert(0, ("avshards `batch_frames`, plain shards + crop cache, first epoch (writes it)", v["first"]))
+        for name, rate in rows:
+            out.append(f"| {v['corpus']} | {v['workers']} | {name} | {v['frames']:,} | {rate:,.0f} | "
+                       f"{rate / base[v['corpus'], v['workers']]:.2f}x |")
     return "\n".join(out)
 
 
@@ -278,9 +329,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=3, help="epochs of each variant, taking turns; the best counts")
     ap.add_argument("--workers", default="1,2", help="DataLoader worker counts, comma-separated")
-    ap.add_argument("--quick", action="store_true", help="640x360 only, one round, one worker (smoke run)")
+    ap.add_argument("--quick", action="store_true", help="640x360 only, two rounds, one worker (smoke run)")
     args = ap.parse_args()
-    rounds, workers = (1, [1]) if args.quick else (args.rounds, [int(w) for w in args.workers.split(",")])
+    rounds, workers = (2, [1]) if args.quick else (args.rounds, [int(w) for w in args.workers.split(",")])
+    if rounds < 2:
+        raise SystemExit("--rounds must be at least 2 (the crop cache's first epoch is shown on its own)")
     variants = measure(corpora(args.quick), workers, rounds)
     print(f"\nbatch_frames={BUDGET}, augmentation on, best of {rounds} interleaved epochs\n")
     print(table(variants))
