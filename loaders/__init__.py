@@ -107,7 +107,7 @@ def make_loader(
             default from the AWS environment variables). An unknown key is a TypeError naming it.
         cache_dir, cache_bytes: keep remote shards in a local LRU cache of at most ``cache_bytes``
             (verified by the manifest's sha256), so later epochs read from disk.
-        crop_cache_dir, crop_cache_bytes: ``asd-tracks``: keep the face crops cut from plain shards on local
+        crop_cache_dir, crop_cache_bytes: ``asd-tracks`` with ``batch_frames``: keep the face crops cut from plain shards on local
             disk (at most ``crop_cache_bytes``, least recently used evicted), so later epochs read 112x112
             crops instead of decoding frames (``loaders.crop_cache``: what it costs, when it wins).
     """
