@@ -31,8 +31,8 @@ shards: venv
 	$(PYTHON) -m shardgen build --data $(if $(DATA),$(DATA),$(DEMO)) --out $(OUT) --split $(SPLITS) --workers $(WORKERS) $(ARGS)
 	@echo
 	@echo "look inside:  tar tvf $(OUT)/train/train-000000.tar | head"
-	@echo "              $(PYTHON) -m shardgen inspect $(OUT)/train"
-	@echo "              $(PYTHON) -m shardgen verify $(OUT)/train/manifest.json"
+	@echo "              $(VENV)/bin/shardgen inspect $(OUT)/train     (or: source $(VENV)/bin/activate; shardgen ...)"
+	@echo "              $(VENV)/bin/shardgen verify $(OUT)/train/manifest.json"
 
 test-services:
 	bash scripts/install_test_services.sh
@@ -46,6 +46,7 @@ bench: venv $(VENV)/.bench-installed test-services
 	$(PYTHON) scripts/bench_build.py
 	$(PYTHON) scripts/bench_batching.py
 	$(PYTHON) scripts/bench_video.py
+	$(PYTHON) scripts/bench_omni.py
 	$(PYTHON) scripts/bench_vs_talknet.py
 
 clean:

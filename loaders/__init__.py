@@ -16,11 +16,15 @@ from shardgen.core.storage import TransportOptions
 from .dataset import ShardReadError, ShardStream, StreamConfig
 from .loader import ASDLoader
 from .modes import ModeOptions
+from .omni import MODEL_INPUTS as OMNI_MODEL_INPUTS
+from .omni import OmniConfig
+from .omni_video import normalise_patches
 from .predictions import PredictionWriter
 from .timing import audio_feature_times, frame_times, mrope_ids, tmrope_ids
 
 __all__ = ["make_loader", "ASDLoader", "ShardReadError", "PredictionWriter", "mean_ap", "resolve", "frame_times",
-           "audio_feature_times", "mrope_ids", "tmrope_ids"]
+           "audio_feature_times", "mrope_ids", "tmrope_ids", "OmniConfig", "OMNI_MODEL_INPUTS",
+           "normalise_patches"]
 
 
 def _dist_defaults(rank, world_size):
@@ -66,6 +70,7 @@ def make_loader(
     timeout: float = 0,
     batch_frames: int | None = None,
     faces_dtype=None,
+    omni: "OmniConfig | dict | None" = None,
     crop_cache_dir: str | None = None,
     crop_cache_bytes: int = 20 << 30,
 ) -> ASDLoader:
@@ -75,8 +80,10 @@ def make_loader(
         source: a manifest, split directory/prefix, shard, brace pattern or a list of them;
             local paths or ``http(s)://`` / ``s3://`` URLs.
         mode: ``"talknet"`` (audio [B,4T,13], faces [B,T,112,112], labels [B,T]),
-            ``"asd-tracks"`` (same contract, one item per face track, TalkNet crops) or
-            ``"raw"`` (a list of dicts with RGB frames, waveform, all labels, timing).
+            ``"asd-tracks"`` (same contract, one item per face track, TalkNet crops),
+            ``"raw"`` (a list of dicts with RGB frames, waveform, all labels, timing) or
+            ``"qwen-omni"`` (a dict a Qwen2.5-Omni thinker takes: the keys in ``loaders.OMNI_MODEL_INPUTS``,
+            plus ``frame_labels`` at the sampled frames and ``meta``; see :mod:`loaders.omni`).
         batch_size: items per batch (default 1); a batch is cut to its shortest item, first frames
             kept (TalkNet's rule).
         batch_frames: ``asd-tracks`` only, exclusive with ``batch_size``: TalkNet-ASD's training
@@ -97,14 +104,18 @@ def make_loader(
             sit out the epoch — a different few each epoch — so no item is seen twice) or ``"pad"``
             (every item is read, a few twice; for evaluation).
         with_meta: append a 4th element with keys, timestamps (``frame_t``, ``audio_feat_t``)
-            and metadata per item (talknet / asd-tracks).
-        augment: TalkNet's flip/crop/rotate and noise-mix augmentation.
+            and metadata per item (talknet / asd-tracks), per-frame fields cut with the batch (``T`` rows).
+        augment: TalkNet's flip/crop/rotate and noise-mix augmentation, seeded by (``seed``, epoch, item) so
+            an item is augmented alike by any ranks × workers; the noise is another item of its batch.
         on_error: ``"raise"`` (default) or ``"skip"`` damaged clips, counted in ``loader.stats``.
         use_derived: use stored 112x112 ``g``/``c`` members when the shards have them.
         remote_options: how HTTP/S3 shards are read: a ``shardgen.core.storage.TransportOptions``
             or a dict of its fields — ``timeout``, ``retries``, ``backoff``, ``s3_options`` (a
             ``shardgen.core.storage.S3Options``: endpoint, region, addressing style, credentials;
             default from the AWS environment variables). An unknown key is a TypeError naming it.
+        omni: ``"qwen-omni"`` only: a :class:`loaders.OmniConfig` or a dict of its fields (frame
+            sampling ``fps``, pixel bounds, token ids...; ``OmniConfig.from_model_config(config)``
+            reads a model config). Default: Qwen2.5-Omni-7B's processor at 2 fps.
         cache_dir, cache_bytes: keep remote shards in a local LRU cache of at most ``cache_bytes``
             (verified by the manifest's sha256), so later epochs read from disk.
         crop_cache_dir, crop_cache_bytes: ``asd-tracks`` with ``batch_frames``: keep the face crops cut from plain shards on local
@@ -120,6 +131,7 @@ def make_loader(
     opts = ModeOptions(mode=mode, labels=labels, person=person, with_meta=with_meta, use_derived=use_derived,
                        smooth_boxes=smooth_boxes, raw_size=raw_size, augment=augment, allow_unlabelled=allow_unlabelled,
                        faces_dtype=torch.float32 if faces_dtype is None else faces_dtype,
+                       omni=OmniConfig.coerce(omni) if mode == "qwen-omni" else omni,
                        crop_cache_dir=None if crop_cache_dir is None else str(crop_cache_dir),
                        crop_cache_bytes=int(crop_cache_bytes))
     cfg = StreamConfig(batch_size=1 if batch_size is None else batch_size, batch_frames=batch_frames, shuffle=shuffle, seed=seed, shuffle_buffer=shuffle_buffer, rank=rank,

@@ -3,7 +3,7 @@
 Visual (TalkNet ``load_visual``): one of original / horizontal flip / random crop of 70-100 %
 resized back / rotation by -15..15 degrees, the same for every frame of the item. Audio
 (TalkNet ``load_audio`` with ``audioAug``): mix in another clip's audio at a random SNR of
--5..5 dB. The other clip is the one this reader emitted before (TalkNet draws from its set).
+-5..5 dB. The other clip is another item of the same batch (TalkNet draws from its mini-batch).
 
 The pixels are Pillow's, as when this module ran ``Image.rotate(angle, BILINEAR)`` and
 ``Image.resize(BILINEAR)`` of the crop box frame by frame — but that cost ~100-400 us a frame on a

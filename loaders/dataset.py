@@ -1,18 +1,31 @@
-"""The streaming dataset: what each DataLoader worker reads and yields.
+"""The streaming dataset: a source read as batches, following the epoch schedule.
 
-:class:`ShardStream` is a ``torch.utils.data.IterableDataset`` whose every DataLoader worker
-reads its own contiguous run of clips (see :mod:`loaders.sharding`), checks each clip against
-the sample format, turns it into the chosen mode's item and yields whole batches. The loader
-object training scripts hold, :class:`loaders.loader.ASDLoader`, wraps a DataLoader around it.
+:class:`ShardStream` holds what does not change between epochs — the clip index as items, the
+units an epoch deals (:class:`~loaders.schedule.UnitSpace`), the reader and the mode — and no
+per-epoch state. Each pass of a DataLoader gets its own :class:`EpochReader`, made by
+:meth:`ShardStream.epoch_reader` from everything that pass needs (the epoch's schedule, the rank,
+the steps already taken, the counters to add to), so a forked worker finds its instructions in the
+object it was given, never in an attribute set before the fork.
+
+There is one iteration path, :meth:`ShardStream.iterate`: for each of a slot's batches, *which*
+items (the schedule), their samples (:class:`_ReadAhead`: the run read front to back in few range
+reads; or :class:`_TrackReads`: a frame-budget batch's tracks read sparsely), then
+:meth:`ShardStream.make_batch` — decoding, cropping, augmentation and MFCC of one batch's items —
+and collation. For face tracks, :meth:`ShardStream.make_batch` cuts the whole batch's crops at once
+(:func:`loaders.faces.batch_faces`: each frame decoded once for every track using it), and the crop
+cache (:mod:`loaders.crop_cache`), when asked for, is looked up before the samples are read, so a
+frame-budget batch's cached tracks are read without their frames. The loader object training scripts hold, :class:`loaders.loader.ASDLoader`, wraps a
+DataLoader around an :class:`EpochReader` per epoch.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import multiprocessing as mp
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
@@ -23,15 +36,19 @@ from shardgen.core.sources import ResolvedSource
 from shardgen.core.storage import TransportOptions
 from shardgen.core.tario import DEFAULT_MAX_MEMBER, TarError
 
+from .items import Item, ItemTable, RunItems
 from .crop_cache import CropCache
-from .faces import batch_faces, cuts_from_frames
+from .faces import batch_faces, cuts_from_frames, kept_frames
 from .modes import ModeOptions, TrackCollate, collate_raw, raw_item, talknet_item, track_audio, track_item
+from .omni import collate_omni, omni_item
 from .reader import ClipReader, ShardReadError
-from .sharding import (BudgetBatches, EpochPlan, Layout, RunUnits, Segment, Stream, Unit, UnitTable, arrange_epoch,
-                       batch_sequence, batches_to_skip, delivered_positions, epoch_sequence, frame_budget_batches,
-                       plan_epoch, random_stream, slot_index, slot_order, slot_run)
+from .schedule import (EpochPart, EpochSchedule, Layout, ScheduleConfig, ScheduledBatch, SlotSchedule, UnitSpace,
+                       epoch_schedule)
+from .sharding import Stream, frame_budget_batches, random_stream
 
 ON_ERROR = ("raise", "skip")
+#: the modes whose items are (audio, faces, labels) tensors: TalkNet augmentation and the frame counters apply
+TENSOR_MODES = ("talknet", "asd-tracks")
 
 
 class Counter(IntEnum):
@@ -42,6 +59,26 @@ class Counter(IntEnum):
     FILLER = 2  # batches repeated to keep every rank's step count equal after skips
     FRAMES_DELIVERED = 3  # frames in the yielded batches (B x T, after cutting to the shortest)
     ITEM_FRAMES = 4  # frames of those items before cutting (face-track frames in asd-tracks)
+
+
+class Tally:
+    """Counters every DataLoader worker of an epoch adds to, in shared memory (``loader.stats``).
+
+    Made once by the loader, before any worker exists, and handed to each epoch's reader."""
+
+    def __init__(self):
+        self._counts = mp.get_context("fork").Array("q", len(Counter), lock=True)
+
+    def reset(self) -> None:
+        with self._counts.get_lock():
+            self._counts[:] = [0] * len(Counter)
+
+    def add(self, which: Counter, n: int = 1) -> None:
+        with self._counts.get_lock():
+            self._counts[which] += n
+
+    def __getitem__(self, which: Counter) -> int:
+        return self._counts[which]
 
 
 @dataclass
@@ -73,302 +110,270 @@ class StreamConfig:
                 raise ValueError("samples_per_epoch counts items; with batch_frames an epoch is every frame-budget batch")
         if not 0 <= self.rank < self.world_size:
             raise ValueError(f"rank {self.rank} outside world_size {self.world_size}")
+        _ = self.schedule  # ScheduleConfig refuses an unknown remainder now, not at the first epoch
+
+    @property
+    def schedule(self) -> ScheduleConfig:
+        """The part of this configuration that fixes an epoch's order (with the layout)."""
+        return ScheduleConfig(seed=self.seed, shuffle=self.shuffle, shuffle_buffer=self.shuffle_buffer,
+                              drop_last=self.drop_last, samples_per_epoch=self.samples_per_epoch,
+                              remainder=self.remainder)
 
 
-class ShardStream(IterableDataset):
-    def __init__(self, index: ResolvedSource, opts: ModeOptions, cfg: StreamConfig, remote_options: TransportOptions | None = None):
-        super().__init__()
+class ShardStream:
+    """A source read as batches: the units an epoch deals, the reader, the mode's transforms. No per-epoch state."""
+
+    def __init__(self, index: ResolvedSource, opts: ModeOptions, cfg: StreamConfig, transport: TransportOptions | None = None):
         self.index = index
         self.opts = opts
         self.cfg = cfg
-        self.remote_options = remote_options
-        self.epoch = 0
-        self.resume_batches = 0
-        self.history: list[Segment] = []  # this epoch's segments read in other layouts (elastic resume)
-        self._sequence_cache: tuple = (None, [])
-        self.counters = mp.get_context("fork").Array("q", len(Counter), lock=True)
-        self.units = UnitTable(index, per_track=opts.mode == "asd-tracks")
-        self.reader = ClipReader(index, remote_options, cfg.max_member_bytes)
+        self.items = ItemTable(index, per_track=opts.mode == "asd-tracks")
+        self.reader = ClipReader(index, transport, cfg.max_member_bytes)
         self.source_digest = _source_digest(index)
-        self._collate = collate_raw if opts.mode == "raw" else TrackCollate(opts.faces_dtype)
-        self._budget_batches = BudgetBatches(np.zeros(0, np.int64), np.zeros(1, np.int64))
+        self._collate = {"raw": collate_raw, "qwen-omni": functools.partial(collate_omni, cfg=opts.omni)}.get(
+            opts.mode, TrackCollate(opts.faces_dtype))
         self.crop_cache = CropCache(opts.crop_cache_dir, opts.crop_cache_bytes) if opts.crop_cache_dir else None
-        if self.crop_cache is not None and cfg.batch_frames is None:
-            raise ValueError("crop_cache_dir works with batch_frames batches")
-        if cfg.batch_frames is not None:
+        if cfg.batch_frames is None:
+            self.space = UnitSpace.of_items(self.items.bounds, "face tracks" if self.items.per_track else "clips")
+        else:
             if opts.mode != "asd-tracks":
                 raise ValueError(f"batch_frames packs face tracks: it needs mode='asd-tracks', not {opts.mode!r}")
             c = index.clips.columns  # ties: the clip key, then the track's person row and first frame
-            self._budget_batches = frame_budget_batches(
-                self.units.track_lengths(), (index.clips.key_order()[self.units.track_clips()], c["track_person"],
-                                             c["track_first"]), cfg.batch_frames)
+            lengths = self.items.track_lengths()
+            batches = frame_budget_batches(lengths, (index.clips.key_order()[self.items.track_clips()],
+                                                     c["track_person"], c["track_first"]), cfg.batch_frames)
+            self.space = UnitSpace.of_budget_batches(batches, lengths)
+        # a memo of the pure schedule (len(), the workers and epoch_batches ask for the same one): never changes it
+        self._schedule = functools.lru_cache(maxsize=2)(self._plan)
 
-    # ------------------------------------------------------------------ planning
+    # ------------------------------------------------------------------ the schedule
     @property
-    def n_units(self) -> int:
-        return len(self.units)
-
-    @property
-    def budget_batches(self) -> list[list[Unit]]:
-        """The fixed frame-budget batches (``batch_frames``), as face tracks; empty otherwise (small sources:
-        a Python object per track)."""
-        return [[self.units.unit(i) for i in b] for b in self._budget_batches]
-
-    # An epoch is planned over a layout-free sequence: the clips (or tracks) in shard order, or the
-    # frame-budget batches, shuffled per epoch. A resume under another layout (ranks, workers,
-    # batch size) ends a *segment*: the next one plans over what the earlier ones did not deliver.
-
-    @property
-    def _budget(self) -> bool:
-        return self.cfg.batch_frames is not None
-
-    def _base_sequence(self, epoch: int) -> list:
-        c = self.cfg
-        if self._budget:
-            return batch_sequence(len(self._budget_batches), seed=c.seed, epoch=epoch, shuffle=c.shuffle)
-        return epoch_sequence(self.units.bounds, seed=c.seed, epoch=epoch, shuffle=c.shuffle)
+    def n_items(self) -> int:
+        return len(self.items)
 
     def layout(self, num_workers: int) -> Layout:
-        """The layout this stream reads in (0 workers plan like 1: the main process is the one reader)."""
-        return Layout(self.cfg.world_size, max(1, int(num_workers)), 1 if self._budget else self.cfg.batch_size)
+        """The layout this stream reads in with ``num_workers`` DataLoader workers per rank."""
+        return Layout(self.cfg.world_size, max(1, int(num_workers)), 1 if self.space.are_batches else self.cfg.batch_size)
 
-    def _plan_n(self, n: int, layout: Layout, epoch: int, segment: int) -> EpochPlan:
-        c = self.cfg
-        try:
-            if self._budget:  # the unit dealt to readers is a whole batch
-                return plan_epoch(n, slots=layout.slots, batch_size=1, drop_last=False, samples_per_epoch=None,
-                                  epoch=epoch, remainder=c.remainder)
-            return plan_epoch(n, slots=layout.slots, batch_size=layout.batch_size, drop_last=c.drop_last,
-                              samples_per_epoch=c.samples_per_epoch if segment == 0 else None, epoch=epoch,
-                              remainder=c.remainder)
-        except ValueError:
-            if segment == 0:
-                raise
-            return EpochPlan(epoch, layout.slots, 0, 0, n)  # the rest of a resumed epoch is too little for every reader
+    def schedule(self, epoch: int, num_workers: int, history: Sequence[EpochPart] = ()) -> EpochSchedule:
+        """The epoch (after the ``history`` parts read in other layouts) as this stream reads it: see :mod:`loaders.schedule`."""
+        return self._schedule(int(epoch), self.layout(num_workers), tuple(history))
 
-    def _segments(self, epoch: int) -> list[Segment]:
-        return self.history if epoch == self.epoch else []  # the history belongs to the current epoch only
+    def _plan(self, epoch: int, layout: Layout, history: tuple) -> EpochSchedule:
+        return epoch_schedule(self.space, self.cfg.schedule, epoch, layout, history)
 
-    def _sequence(self, epoch: int) -> list:
-        """What this epoch's current segment plans over: the units earlier segments did not deliver."""
-        key = (epoch, tuple(self._segments(epoch)))
-        if self._sequence_cache[0] == key:
-            return self._sequence_cache[1]
-        c = self.cfg
-        seq = self._base_sequence(epoch)
-        for i, seg in enumerate(self._segments(epoch)):
-            plan = self._plan_n(len(seq), seg.layout, epoch, i)
-            gone = delivered_positions(len(seq), plan, seg.layout, seg.batches, seed=c.seed, shuffle=c.shuffle,
-                                       buffer=1 if self._budget else c.shuffle_buffer,
-                                       drop_last=c.drop_last and not self._budget, segment=i,
-                                       batch_of=seg.layout.batch_size)
-            seq = seq[~gone]
-        self._sequence_cache = (key, seq)
-        return seq
-
-    def plan(self, num_workers: int, epoch: int | None = None) -> EpochPlan:
-        epoch = self.epoch if epoch is None else epoch
-        return self._plan_n(len(self._sequence(epoch)), self.layout(num_workers), epoch, len(self._segments(epoch)))
-
-    def _arranged(self, plan: EpochPlan) -> list:
-        c = self.cfg
-        return arrange_epoch(self._sequence(plan.epoch), plan, seed=c.seed, shuffle=c.shuffle,
-                             segment=len(self._segments(plan.epoch)))
-
-    def slot_budget_batches(self, slot: int, num_workers: int, epoch: int | None = None) -> list[int]:
-        """Which frame-budget batches (indices into :attr:`budget_batches`) a slot yields this epoch, in order."""
-        plan = self.plan(num_workers, epoch)
-        return slot_run(self._arranged(plan), plan, slot, 1, False).tolist()
-
-    # ------------------------------------------------------------------ iteration
-    def __iter__(self) -> Iterator:
-        info = get_worker_info()
-        W = info.num_workers if info else 1
-        # A DataLoader always asks worker 0 first; after a resume at batch k the next batch is
-        # logical worker k % W's, so DataLoader worker w plays logical worker (w + k) % W.
-        worker = ((info.id if info else 0) + self.resume_batches) % W
-        c = self.cfg
-        skip = batches_to_skip(self.resume_batches, worker, W)
-        slot = slot_index(c.rank, worker, W)
-        if self._budget:
-            yield from self._frame_budget_batches(self.slot_budget_batches(slot, W)[skip:])
-            return
-        plan = self.plan(W)
-        run, order = self._slot_run(slot, plan)
-        emit = order[skip * c.batch_size:]
-        n_batches = plan.batches_per_slot - skip
-        yield from self._batches(run, emit, n_batches, slot)
-
-    def _slot_run(self, slot: int, plan: EpochPlan) -> tuple[RunUnits, np.ndarray]:
-        """A slot's run of items (read in this order) and the order the shuffle buffer emits them in."""
-        c = self.cfg
-        run = RunUnits(self.units, slot_run(self._arranged(plan), plan, slot, c.batch_size, c.drop_last))
-        return run, slot_order(len(run), seed=c.seed, epoch=plan.epoch, slot=slot, buffer=c.shuffle_buffer,
-                               shuffle=c.shuffle, segment=len(self._segments(plan.epoch)))
-
-    def epoch_batches(self, slot: int, num_workers: int, epoch: int | None = None) -> list[list[Unit]]:
+    def epoch_batches(self, slot: int, num_workers: int, epoch: int = 0,
+                      history: Sequence[EpochPart] = ()) -> list[list[Item]]:
         """The items of each batch a slot (``rank * num_workers + worker``) yields in an epoch, without reading
         any data — what a planner or a frames-kept estimate needs (damage skipped at run time aside)."""
-        if self._budget:
-            return [[self.units.unit(i) for i in self._budget_batches[b]] for b in self.slot_budget_batches(slot, num_workers, epoch)]
-        plan = self.plan(num_workers, epoch)
-        run, order = self._slot_run(slot, plan)
-        B = self.cfg.batch_size
-        return [[run[int(t)] for t in order[i:i + B]] for i in range(0, len(order), B)]
+        batches = self.schedule(epoch, num_workers, history).slot(slot).batches()
+        return [[self.items.item(i) for i in b.items] for b in batches]
 
-    def _batches(self, run: RunUnits, emit: np.ndarray, n_batches: int, slot: int) -> Iterator:
-        """One batch per ``batch_size`` planned positions of ``emit``, so the k-th batch always covers the
-        k-th positions — which is what a resume skips by. An item lost to damage (``on_error="skip"``)
-        leaves its batch shorter; a batch that lost every item is replaced in place by a filler."""
-        B = self.cfg.batch_size
-        reader = self.reader.read(run, np.sort(emit))
-        held: dict[int, object] = {}
-        noise = None
-        fill = _Fill(self)
-        for start in range(0, len(emit), B):
-            batch = []
-            for t in emit[start:start + B].tolist():
-                while t not in held:
-                    idxs, sample = next(reader)
-                    for i in idxs:
-                        held[i] = sample
-                sample = held.pop(t)
-                unit = run[t]  # made once here (an index lookup): the transform and the error name share it
-                try:
-                    if isinstance(sample, Exception):
-                        raise sample
-                    rng = random_stream(Stream.AUGMENT, self.cfg.seed, self.epoch, slot, t) if self.opts.augment else None
-                    item, noise = self._transform(sample, unit, rng, noise)
-                except Exception as exc:  # a hostile clip can fail anywhere in decoding: always named, or counted
-                    fill.failed(self._failed(exc, unit))  # raises, or counts the skip
-                    continue
-                batch.append(item)
-            yield from fill.batch(batch)
-        yield from fill.finish(n_batches)
+    def epoch_reader(self, schedule: EpochSchedule, batches_done: int, tally: Tally) -> "EpochReader":
+        """What one DataLoader pass iterates: this rank's part of ``schedule`` from step ``batches_done`` on."""
+        return EpochReader(self, schedule, self.cfg.rank, batches_done, tally)
 
-    def _frame_budget_batches(self, batch_ids: list[int]) -> Iterator:
-        """Yield the given frame-budget batches: each track read sparsely, cut to the batch's shortest.
+    # ------------------------------------------------------------------ the one iteration path
+    def iterate(self, slot: SlotSchedule, first: int, epoch: int, tally: Tally) -> Iterator:
+        """Every batch of ``slot`` from batch ``first`` on, each yielded once, in its place.
 
-        Only the first ``T`` frames of each track (``T``: the batch's shortest, from the manifest) are
-        read and decoded; the MFCC is of the whole track's audio, then cut to ``4T`` rows (TalkNet's
-        ``load_audio``). Should a track of the batch fail (``on_error="skip"``), the others stay cut
-        to the planned ``T``; a batch that lost every track is replaced in place by a filler.
+        An item lost to damage (``on_error="skip"``) leaves its batch shorter; a batch that lost
+        every item is replaced in place by a filler, so batch ``k`` always covers the ``k``-th
+        planned units — what a resume skips by."""
+        if self.space.are_batches:
+            samples = _TrackReads(self.reader, use_crops=self.opts.use_derived and not self.opts.smooth_boxes)
+        else:
+            samples = _ReadAhead(self.reader, RunItems(self.items, slot.run), slot, first)
+        out = _Outcome(self, tally)
+        for k in range(first, slot.n_batches):
+            batch = slot.batch(k)
+            items = [self.items.item(i) for i in batch.items.tolist()]
+            keys, cached = self._cached_crops(items, batch.cut)
+            hits = frozenset(it for it, c in zip(items, cached) if c is not None) if cached else frozenset()
+            read = samples.take(k, batch, items, cached=hits)
+            made, item_frames = self.make_batch(batch, items, read, epoch, out.failed, cached=cached, cache_keys=keys)
+            yield from out.batch(made, item_frames)
+        yield from out.finish(slot.n_batches - first)
 
-        With ``augment=True`` a track's noise is another track of the same batch (TalkNet's
-        ``overlap`` draws from its mini-batch's audio set).
+    def make_batch(self, batch: ScheduledBatch, items: list[Item], samples: list, epoch: int,
+                   failed: Callable[[Exception, Item], None], *, cached: list | None = None,
+                   cache_keys: list | None = None) -> tuple[list, int]:
+        """One batch's samples → its items (tensors, and metadata with ``with_meta``), and the items' frames before cutting.
+
+        ``batch.cut``: decode only each item's first this many frames (known before reading for a
+        frame-budget batch). Augmentation is seeded by ``(seed, epoch, item id)``, so an item gets the
+        same flip/crop/rotation and noise level whichever rank and worker read it; its noise is another
+        item of its batch (TalkNet's ``overlap``), so a batch of one item gets none. A sample that is an
+        error, or an item whose transform fails, goes to ``failed`` (which raises, or counts the skip).
+
+        Face tracks (``asd-tracks``): the batch's crops are cut first, all at once — each frame decoded once
+        for every track using it (:func:`loaders.faces.batch_faces`) — or taken from ``cached[j]`` (the crop
+        cache's, found under ``cache_keys[j]`` by :meth:`_cached_crops`); crops cut from frames are kept there.
         """
-        use_crops = self.opts.use_derived and not self.opts.smooth_boxes
-        fill = _Fill(self)
-        for b in batch_ids:
-            units = [self.units.unit(i) for i in self._budget_batches[b]]
-            T = min(u.track[2] for u in units)  # the batch is cut to its shortest track: read and decode no more
-            keys, known = self._cached_crops(units, T)
-            samples: list = [None] * len(units)
-            by_clip: dict = {}  # a batch's tracks of one clip (similar lengths sort together): one read
-            for j, u in enumerate(units):
-                by_clip.setdefault(u.clip, []).append(j)
-            for group in by_clip.values():
-                cached = frozenset(units[j] for j in group if known[j] is not None)
-                sample = self.reader.read_tracks([units[j] for j in group], use_crops=use_crops, frames=T, cached=cached)
-                for j in group:
-                    samples[j] = sample
-            clean = [None] * len(units)
-            if self.opts.augment:
-                for j, (u, s) in enumerate(zip(units, samples)):
-                    if isinstance(s, ClipSample):
-                        try:
-                            clean[j] = track_audio(s, u.track)[0]
-                        except Exception:
-                            pass  # this track fails (named) below
-            faces = batch_faces(samples, [u.track for u in units], keep=T, use_derived=self.opts.use_derived,
-                                smooth=self.opts.smooth_boxes, known=known)  # each frame decoded once for all tracks
-            self._keep_crops(keys, known, samples, faces)
-            items, lengths = [], 0
-            for j, (u, sample) in enumerate(zip(units, samples)):
-                try:
-                    for failed in (sample, faces[j]):
-                        if isinstance(failed, Exception):
-                            raise failed
-                    rng = noise = None
-                    if self.opts.augment:
-                        rng = random_stream(Stream.AUGMENT_BUDGET, self.cfg.seed, self.epoch, b, j)
-                        others = [k for k in range(len(units)) if k != j and clean[k] is not None]
-                        noise = clean[others[int(rng.integers(len(others)))]] if others else None
-                    items.append(track_item(sample, u.track, self.opts, rng, noise, keep=T, faces=faces[j])[0])
-                    lengths += u.track[2]
-                except Exception as exc:
-                    fill.failed(self._failed(exc, u))  # raises, or counts the skip
-            yield from fill.batch(items, lengths)
-        yield from fill.finish(len(batch_ids))
+        augment = self.opts.augment and self.opts.mode in TENSOR_MODES
+        clean = [_clean_audio(s, it) for s, it in zip(samples, items)] if augment else []
+        faces = [None] * len(items)
+        if self.opts.mode == "asd-tracks":
+            faces = batch_faces(samples, [it.track for it in items], keep=batch.cut, use_derived=self.opts.use_derived,
+                                smooth=self.opts.smooth_boxes, known=cached)
+            self._keep_crops(cache_keys, cached, samples, faces)
+        made, item_frames = [], 0
+        for j, (item_id, item, sample) in enumerate(zip(batch.items.tolist(), items, samples)):
+            try:
+                for bad in (sample, faces[j]):
+                    if isinstance(bad, Exception):
+                        raise bad
+                rng = noise = None
+                if augment:
+                    rng = random_stream(Stream.AUGMENT, self.cfg.seed, epoch, item_id)
+                    others = [k for k in range(len(items)) if k != j and clean[k] is not None]
+                    if others:
+                        pick = random_stream(Stream.NOISE_PARTNER, self.cfg.seed, epoch, item_id).integers(len(others))
+                        noise = clean[others[int(pick)]]
+                made.append(self._transform(sample, item, rng, noise, batch.cut, faces[j]))
+            except Exception as exc:  # a hostile clip can fail anywhere in decoding: always named, or counted
+                failed(exc, item)
+                continue
+            if self.opts.mode in TENSOR_MODES:
+                item_frames += item.track[2] if item.track is not None else made[-1][1].shape[0]
+        return made, item_frames
 
-    def _cached_crops(self, units: list[Unit], keep: int) -> tuple[list, list]:
-        """The crop cache's names for these tracks' crops and the crops it holds (None where it has none)."""
-        if self.crop_cache is None:
-            return [None] * len(units), [None] * len(units)
-        keys = [self.crop_cache.key(self.index.shards[u.clip.shard].sha256, u.clip.offset, u.track,
-                                    min(keep, u.track[2]), self.opts.smooth_boxes) for u in units]
-        return keys, [self.crop_cache.load(k, min(keep, u.track[2])) for k, u in zip(keys, units)]
-
-    def _keep_crops(self, keys: list, known: list, samples: list, faces: list) -> None:
-        """Put the crops just cut from frames into the crop cache (not stored crops: those decode cheaply)."""
-        if self.crop_cache is None:
-            return
-        for key, had, sample, crops in zip(keys, known, samples, faces):
-            if had is None and isinstance(crops, np.ndarray) and isinstance(sample, ClipSample) and \
-                    cuts_from_frames(sample, self.opts.use_derived, self.opts.smooth_boxes):
-                self.crop_cache.save(key, crops)
-
-    def _deliver(self, items: list, item_frames: int | None = None):
-        """Collate and count; ``item_frames``: the items' frames before cutting, when they were read already cut."""
-        with self.counters.get_lock():
-            self.counters[Counter.ITEMS] += len(items)
-            if self.opts.mode != "raw":
-                T = min(it[1].shape[0] for it in items)
-                self.counters[Counter.FRAMES_DELIVERED] += T * len(items)
-                self.counters[Counter.ITEM_FRAMES] += (sum(it[1].shape[0] for it in items) if item_frames is None
-                                                       else item_frames)
-        return self._collate(items)
-
-    def _failed(self, exc: Exception, unit: Unit) -> Exception:
-        """Raise the named error (``on_error="raise"``), or count the item as skipped and return it."""
-        named = _named(exc, unit, self.index.shards[unit.clip.shard].url)
-        if self.cfg.on_error == "raise":
-            ours = isinstance(exc, (FormatError, TarError, ShardReadError, ValueError))
-            raise named from (None if ours else exc)
-        self._count(Counter.SKIPPED, 1)
-        return named
-
-    def _count(self, which: Counter, n: int = 1) -> None:
-        with self.counters.get_lock():
-            self.counters[which] += n
-
-    def _transform(self, sample: ClipSample, unit: Unit, rng, noise):
+    def _transform(self, sample: ClipSample, item: Item, rng, noise, cut: int | None, faces=None):
         if self.opts.mode == "talknet":
             return talknet_item(sample, self.opts, rng, noise)
         if self.opts.mode == "asd-tracks":
-            return track_item(sample, unit.track, self.opts, rng, noise)
+            return track_item(sample, item.track, self.opts, rng, noise, keep=cut, faces=faces)
+        if self.opts.mode == "qwen-omni":
+            return omni_item(sample, self.opts)
         return raw_item(sample, self.opts, rng, noise)
 
+    def _cached_crops(self, items: list[Item], cut: int | None) -> tuple[list | None, list | None]:
+        """The crop cache's names for these face tracks' crops, and the crops it holds (None where it has none)."""
+        if self.crop_cache is None:
+            return None, None
+        keys, found = [], []
+        for it in items:
+            kept = kept_frames(it.track, cut)
+            keys.append(self.crop_cache.key(self.index.shards[it.clip.shard].sha256, it.clip.offset, it.track, kept,
+                                            self.opts.smooth_boxes))
+            found.append(self.crop_cache.load(keys[-1], kept))
+        return keys, found
 
-class _Fill:
-    """Keeps a reader's step count what ``len()`` promised when items are lost to damage (``on_error="skip"``).
+    def _keep_crops(self, keys: list | None, had: list | None, samples: list, faces: list) -> None:
+        """Put the crops just cut from frames into the crop cache (not stored crops: those decode cheaply)."""
+        if self.crop_cache is None:
+            return
+        for key, known, sample, crops in zip(keys, had, samples, faces):
+            if known is None and isinstance(crops, np.ndarray) and isinstance(sample, ClipSample) and \
+                    cuts_from_frames(sample, self.opts.use_derived, self.opts.smooth_boxes):
+                self.crop_cache.save(key, crops)
+
+    def named_error(self, exc: Exception, item: Item) -> ShardReadError:
+        return _named(exc, item, self.index.shards[item.clip.shard].url)
+
+
+class EpochReader(IterableDataset):
+    """One DataLoader pass: rank ``rank``'s part of ``schedule``, from step ``batches_done`` on.
+
+    Everything a worker needs is in this object, made fresh for each pass; each DataLoader worker
+    reads the slot :meth:`~loaders.schedule.EpochSchedule.reader_start` gives it."""
+
+    def __init__(self, stream: ShardStream, schedule: EpochSchedule, rank: int, batches_done: int, tally: Tally):
+        super().__init__()
+        self.stream, self.schedule, self.rank, self.batches_done, self.tally = stream, schedule, rank, batches_done, tally
+
+    def __iter__(self) -> Iterator:
+        info = get_worker_info()
+        if info is not None and info.num_workers != self.schedule.layout.readers:
+            raise RuntimeError(f"planned for {self.schedule.layout.readers} workers, run by {info.num_workers}")
+        return self.worker_batches(info.id if info else 0)
+
+    def worker_batches(self, dataloader_worker: int) -> Iterator:
+        """What DataLoader worker ``dataloader_worker`` of this rank yields."""
+        slot, first = self.schedule.reader_start(self.rank, dataloader_worker, self.batches_done)
+        return self.stream.iterate(self.schedule.slot(slot), first, self.schedule.epoch, self.tally)
+
+
+class _ReadAhead:
+    """A slot's run read front to back (consecutive clips of a shard in one range read) from batch ``first`` on;
+    each sample is held until its batch takes it — at most ``shuffle_buffer`` of them, by the buffer's order."""
+
+    def __init__(self, reader: ClipReader, run: RunItems, slot: SlotSchedule, first: int):
+        self.slot = slot
+        self._read = reader.read(run, np.sort(slot.order[first * slot.units_per_batch:]))
+        self._held: dict[int, object] = {}
+
+    def take(self, k: int, batch: ScheduledBatch, items: list[Item], cached: frozenset = frozenset()) -> list:
+        """Batch ``k``'s samples (whole clips: ``cached`` tracks' frames are read with the rest of the run)."""
+        out = []
+        for t in self.slot.batch_positions(k).tolist():
+            while t not in self._held:
+                positions, sample = next(self._read)
+                for i in positions:
+                    self._held[i] = sample
+            out.append(self._held.pop(t))
+        return out
+
+
+class _TrackReads:
+    """A frame-budget batch's face tracks read sparsely: one read per clip for all its tracks in the batch
+    (similar lengths sort together), only their first ``cut`` frames (or stored crops)."""
+
+    def __init__(self, reader: ClipReader, use_crops: bool):
+        self.reader, self.use_crops = reader, use_crops
+
+    def take(self, k: int, batch: ScheduledBatch, items: list[Item], cached: frozenset = frozenset()) -> list:
+        """Batch ``k``'s samples; ``cached``: tracks whose crops the crop cache holds, read without their frames."""
+        out: list = [None] * len(items)
+        by_clip: dict = {}
+        for j, item in enumerate(items):
+            by_clip.setdefault(item.clip, []).append(j)
+        for group in by_clip.values():
+            sample = self.reader.read_tracks([items[j] for j in group], use_crops=self.use_crops, frames=batch.cut,
+                                             cached=cached)
+            for j in group:
+                out[j] = sample
+        return out
+
+
+def _clean_audio(sample, item: Item):
+    """The item's own audio before augmentation (what it lends a batch-mate as noise), or None if unreadable
+    (the item's own transform then fails, named)."""
+    if not isinstance(sample, ClipSample):
+        return None
+    try:
+        return track_audio(sample, item.track)[0] if item.track is not None else sample.audio()[0]
+    except Exception:
+        return None
+
+
+class _Outcome:
+    """Keeps a reader's step count what ``len()`` promised when items are lost to damage (``on_error="skip"``),
+    and counts what it yields.
 
     Every planned batch yields exactly once, in its place: its good items, or — when it lost them
     all — a filler batch repeating a good item. A loss before any good item is owed and paid, in
     place, just before the first good batch; a run that never had a good item raises.
     """
 
-    def __init__(self, stream: "ShardStream"):
-        self.stream = stream
+    def __init__(self, stream: ShardStream, tally: Tally):
+        self.stream, self.tally = stream, tally
+        self.count_frames = stream.opts.mode in TENSOR_MODES
         self.last_good = None
         self.first_error: Exception | None = None
         self.owed = 0
         self.made = 0
 
-    def failed(self, error: Exception) -> None:
-        self.first_error = self.first_error or error
+    def failed(self, exc: Exception, item: Item) -> None:
+        """Raise the named error (``on_error="raise"``), or count the item as skipped."""
+        named = self.stream.named_error(exc, item)
+        if self.stream.cfg.on_error == "raise":
+            ours = isinstance(exc, (FormatError, TarError, ShardReadError, ValueError))
+            raise named from (None if ours else exc)
+        self.tally.add(Counter.SKIPPED)
+        self.first_error = self.first_error or named
 
-    def batch(self, items: list, item_frames: int | None = None) -> Iterator:
+    def batch(self, items: list, item_frames: int) -> Iterator:
         if not items:
             if self.last_good is None:
                 self.owed += 1
@@ -380,7 +385,11 @@ class _Fill:
             self.owed -= 1
             yield from self._filler()
         self.made += 1
-        yield self.stream._deliver(items, item_frames)
+        self.tally.add(Counter.ITEMS, len(items))
+        if self.count_frames:
+            self.tally.add(Counter.FRAMES_DELIVERED, min(it[1].shape[0] for it in items) * len(items))
+            self.tally.add(Counter.ITEM_FRAMES, item_frames)
+        yield self.stream._collate(items)
 
     def finish(self, n_batches: int) -> Iterator:
         if self.last_good is None and (self.owed or self.made < n_batches):
@@ -390,7 +399,7 @@ class _Fill:
             yield from self._filler()
 
     def _filler(self) -> Iterator:
-        self.stream._count(Counter.FILLER, 1)
+        self.tally.add(Counter.FILLER)
         self.made += 1
         yield self.stream._collate([self.last_good])
 
@@ -405,10 +414,10 @@ def _source_digest(index: ResolvedSource) -> str:
     return h.hexdigest()[:16]
 
 
-def _named(exc: Exception, unit: Unit, url: str = "") -> Exception:
+def _named(exc: Exception, item: Item, url: str = "") -> ShardReadError:
     msg = str(exc) if isinstance(exc, (FormatError, TarError, ShardReadError, ValueError)) else f"{type(exc).__name__}: {exc}"
-    if unit.clip.key not in msg:
-        msg = f"{msg} (clip {unit.clip.key})"
+    if item.clip.key not in msg:
+        msg = f"{msg} (clip {item.clip.key})"
     if url and url not in msg:
         msg = f"{url}: {msg}"
     return ShardReadError(msg)

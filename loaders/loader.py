@@ -1,19 +1,34 @@
 """The object a training script holds: epochs, ``len()``, mid-epoch (and elastic) resume, stats.
 
-:class:`ASDLoader` wraps a ``torch.utils.data.DataLoader`` around a :class:`~loaders.dataset.ShardStream`
-and adds what a training loop needs on top of iteration: the epoch counter, the batch count
-every rank shares, ``state_dict()`` / ``load_state_dict()`` and the per-epoch counters.
+:class:`ASDLoader` wraps a ``torch.utils.data.DataLoader`` around one
+:class:`~loaders.dataset.EpochReader` per pass and adds what a training loop needs on top of
+iteration: the epoch counter, the batch count every rank shares, ``state_dict()`` /
+``load_state_dict()`` and the per-epoch counters. Where the loader stands is an
+:class:`EpochPosition` held here; each pass hands the DataLoader a reader made from it, so nothing
+is set on the shared :class:`~loaders.dataset.ShardStream` before the workers fork.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
+from dataclasses import dataclass
 
 from torch.utils.data import DataLoader
 
-from .dataset import Counter, ShardStream
+from .dataset import TENSOR_MODES, Counter, ShardStream, Tally
 from .modes import faces_as
-from .sharding import PLANNER_VERSION, Layout, Segment
+from .schedule import PLANNER_VERSION, EpochPart, Layout
+
+
+@dataclass(frozen=True)
+class EpochPosition:
+    """Where reading an epoch stands: the parts read before in other layouts (elastic resume), and the
+    steps this rank took in the current layout."""
+
+    epoch: int
+    history: tuple[EpochPart, ...] = ()
+    batches_done: int = 0
 
 
 class ASDLoader:
@@ -21,8 +36,10 @@ class ASDLoader:
 
     ``len(loader)`` is the number of batches this rank gets per epoch, the same on every rank.
     ``state_dict()`` taken after k batches and given to ``load_state_dict()`` of a fresh loader
-    (same source and arguments) makes it yield exactly the batches an uninterrupted run would
-    have yielded after those k.
+    (same source and arguments) makes its next pass yield exactly the batches an uninterrupted run
+    would have yielded after those k. A pass left early (a ``break``, an error) is not continued by
+    the next ``iter()``, which starts that epoch again from its first batch; only
+    ``load_state_dict`` resumes mid-epoch.
     """
 
     def __init__(self, stream: ShardStream, *, num_workers: int = 0, pin_memory: bool = False,
@@ -32,71 +49,85 @@ class ASDLoader:
         self.pin_memory = pin_memory
         self.prefetch_factor = prefetch_factor
         self.timeout = timeout
-        self.epoch = 0
-        self._done = 0  # batches consumed this epoch (including those skipped by a resume)
+        self.tally = Tally()
+        self._position = EpochPosition(0)  # where the current, last or next pass stands
+        self._resume = False  # load_state_dict asked the next pass to continue from _position
+        self._running = False
+
+    @property
+    def epoch(self) -> int:
+        """The epoch the current pass reads, or the next pass will."""
+        return self._position.epoch
+
+    def _next_start(self) -> EpochPosition:
+        return self._position if self._resume else EpochPosition(self._position.epoch)
 
     def __len__(self) -> int:
-        self.stream.epoch = self.epoch
-        return self.stream.plan(self.num_workers, self.epoch).batches_per_slot * max(1, self.num_workers)
+        """Batches this rank yields in the current pass (or the next): the whole epoch, or after an elastic
+        resume what is left of it."""
+        p = self._position if self._running else self._next_start()
+        return self.stream.schedule(p.epoch, self.num_workers, p.history).batches_per_rank
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch, self._done = int(epoch), 0
-        self.stream.history = []
+        self._position, self._resume = EpochPosition(int(epoch)), False
 
     def __iter__(self):
-        self.stream.epoch = self.epoch
-        self.stream.resume_batches = self._done
-        with self.stream.counters.get_lock():  # stats are per epoch
-            self.stream.counters[:] = [0] * len(Counter)
+        start = self._next_start()
+        schedule = self.stream.schedule(start.epoch, self.num_workers, start.history)
+        self.tally.reset()  # stats are per pass
         kwargs = {}
         if self.num_workers:
             kwargs = {"multiprocessing_context": "fork", "prefetch_factor": self.prefetch_factor or 2}
-        dl = DataLoader(self.stream, batch_size=None, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                        timeout=self.timeout, **kwargs)
-        it = iter(dl)
+        dl = DataLoader(self.stream.epoch_reader(schedule, start.batches_done, self.tally), batch_size=None,
+                        num_workers=self.num_workers, pin_memory=self.pin_memory, timeout=self.timeout, **kwargs)
+        self._position, self._resume, self._running = start, False, True
+        it = None
+        tensors = self.stream.opts.mode in TENSOR_MODES
         try:
+            it = iter(dl)
             for batch in it:
-                self._done += 1
-                yield faces_as(batch, self.stream.opts.faces_dtype)  # workers send uint8 faces
+                self._position = dataclasses.replace(self._position, batches_done=self._position.batches_done + 1)
+                yield faces_as(batch, self.stream.opts.faces_dtype) if tensors else batch  # workers send uint8 faces
         finally:  # on an error or a break too: otherwise a traceback cycle keeps the workers until a GC (10+ s)
+            self._running = False
             getattr(it, "_shutdown_workers", lambda: None)()
         skipped = self.stats["skipped"]
         if skipped:
-            warnings.warn(f"epoch {self.epoch}: {skipped} clip(s) skipped on error (on_error='skip')", RuntimeWarning, stacklevel=2)
-        self.epoch += 1
-        self._done = 0
-        self.stream.history = []
+            warnings.warn(f"epoch {start.epoch}: {skipped} clip(s) skipped on error (on_error='skip')", RuntimeWarning,
+                          stacklevel=2)
+        self._position = EpochPosition(start.epoch + 1)
 
     @property
     def stats(self) -> dict:
-        """This epoch's counts so far: items, skipped, filler batches, and the frames delivered in
+        """This pass's counts so far: items, skipped, filler batches, and the frames delivered in
         batches (``B × T`` after cutting to the shortest) against the frames of those items before
         cutting (``item_frames``: the face tracks' frames in asd-tracks)."""
-        c = self.stream.counters
+        c = self.tally
         return {"items": c[Counter.ITEMS], "skipped": c[Counter.SKIPPED], "filler_batches": c[Counter.FILLER],
                 "frames_delivered": c[Counter.FRAMES_DELIVERED], "item_frames": c[Counter.ITEM_FRAMES]}
 
     # What fixes the epoch's sequence and its batches: a resume needs these unchanged. The layout
     # (world_size, num_workers, batch_size) may change: see load_state_dict.
-    _MUST_MATCH = ("planner", "source", "units", "mode", "seed", "shuffle", "shuffle_buffer", "batch_frames", "drop_last",
+    _MUST_MATCH = ("planner", "source", "items", "mode", "seed", "shuffle", "shuffle_buffer", "batch_frames", "drop_last",
                    "samples_per_epoch", "remainder")
 
     def state_dict(self) -> dict:
-        """Where this rank is in the epoch, plus everything that fixes the order of the batches.
+        """Where this rank stands in the epoch, plus everything that fixes the order of the batches.
 
         Ranks step in lockstep, so the state of rank 0 serves every rank (``rank`` is informational).
         """
-        s, c = self.stream, self.stream.cfg
-        return {"planner": PLANNER_VERSION, "epoch": self.epoch, "batches_done": self._done, "source": s.source_digest, "units": s.n_units,
-                "mode": s.opts.mode, "seed": c.seed, "shuffle": c.shuffle, "shuffle_buffer": c.shuffle_buffer,
-                "batch_size": c.batch_size, "batch_frames": c.batch_frames, "drop_last": c.drop_last,
-                "samples_per_epoch": c.samples_per_epoch, "remainder": c.remainder, "world_size": c.world_size,
-                "rank": c.rank, "num_workers": self.num_workers,
+        s, c, p = self.stream, self.stream.cfg, self._position
+        return {"planner": PLANNER_VERSION, "epoch": p.epoch, "batches_done": p.batches_done, "source": s.source_digest,
+                "items": s.n_items, "mode": s.opts.mode, "seed": c.seed, "shuffle": c.shuffle,
+                "shuffle_buffer": c.shuffle_buffer, "batch_size": c.batch_size, "batch_frames": c.batch_frames,
+                "drop_last": c.drop_last, "samples_per_epoch": c.samples_per_epoch, "remainder": c.remainder,
+                "world_size": c.world_size, "rank": c.rank, "num_workers": self.num_workers,
                 "history": [[g.layout.world_size, g.layout.num_workers, g.layout.batch_size, g.batches]
-                            for g in s.history]}
+                            for g in p.history]}
 
     def load_state_dict(self, state: dict) -> None:
-        """Resume where ``state`` was taken; refuses (naming the difference) anything that would change the order.
+        """Make the next pass resume where ``state`` was taken; refuses (naming the difference) anything that
+        would change the order.
 
         Saved under another ``world_size``, ``num_workers`` or ``batch_size`` (elastic resume), the
         epoch continues with exactly the items not yet delivered — none twice — dealt evenly to the new
@@ -107,7 +138,7 @@ class ASDLoader:
             if state.get(k) != mine[k]:
                 raise ValueError(f"cannot resume: {k} was {state.get(k)!r}, this loader has {mine[k]!r}")
         try:
-            history = [Segment(Layout(int(w), int(nw), int(b)), int(k)) for w, nw, b, k in state.get("history", [])]
+            history = [EpochPart(Layout(int(w), int(nw), int(b)), int(k)) for w, nw, b, k in state.get("history", [])]
             saved = Layout(int(state["world_size"]), max(1, int(state["num_workers"])),
                            1 if state.get("batch_frames") is not None else int(state["batch_size"]))
             epoch, done = int(state["epoch"]), int(state["batches_done"])
@@ -118,7 +149,6 @@ class ASDLoader:
                 raise ValueError("cannot resume under another world_size / num_workers / batch_size with "
                                  "samples_per_epoch set: the epoch's length would be ambiguous")
             if done:
-                history.append(Segment(saved, done))
+                history.append(EpochPart(saved, done))
             done = 0
-        self.epoch, self._done = epoch, done
-        self.stream.epoch, self.stream.history = epoch, history
+        self._position, self._resume = EpochPosition(epoch, tuple(history), done), True

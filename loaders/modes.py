@@ -5,6 +5,7 @@
 * ``asd-tracks``: the same contract for one face track: TalkNet crops along that person's
   boxes, the MFCC of exactly the track's audio span, that person's ``speaking`` labels.
 * ``raw``: a dict with RGB frames, the waveform, every label array and the metadata.
+* ``qwen-omni``: what a Qwen2.5-Omni thinker takes (see :mod:`loaders.omni`).
 
 Each mode can attach timing for M-RoPE (``frame_t``, ``audio_feat_t``; see :mod:`loaders.timing`).
 Collation follows TalkNet: items in a batch are cut to the shortest one, keeping their first
@@ -33,7 +34,7 @@ from .faces import batch_faces as _batch_faces
 from .faces import kept_frames, track_boxes
 from .timing import audio_feature_times, frame_times
 
-MODES = ("talknet", "asd-tracks", "raw")
+MODES = ("talknet", "asd-tracks", "raw", "qwen-omni")
 LABELS = ("visible", "voice", "speaking")
 FACES_DTYPES = (torch.float32, torch.uint8)
 
@@ -50,6 +51,7 @@ class ModeOptions:
     augment: bool = False
     allow_unlabelled: bool = False
     faces_dtype: torch.dtype = torch.float32
+    omni: object = None  # qwen-omni: a loaders.omni.OmniConfig
     crop_cache_dir: str | None = None  # asd-tracks: keep crops cut from plain shards (loaders.crop_cache)
     crop_cache_bytes: int = 20 << 30
 
@@ -60,10 +62,14 @@ class ModeOptions:
             raise ValueError(f"labels {self.labels!r}: choose one of {LABELS}")
         if self.faces_dtype not in FACES_DTYPES:
             raise ValueError(f"faces_dtype {self.faces_dtype!r}: choose torch.float32 or torch.uint8")
+        if self.mode in ("raw", "qwen-omni") and self.faces_dtype != torch.float32:
+            raise ValueError("faces_dtype applies to the talknet and asd-tracks modes")
+        if (self.mode == "qwen-omni") != (self.omni is not None):
+            raise ValueError("omni options go with mode='qwen-omni' (and that mode needs them)")
+        if self.mode == "qwen-omni" and self.augment:
+            raise ValueError("augment is TalkNet's augmentation: the qwen-omni mode does not apply it")
         if self.crop_cache_dir is not None and self.mode != "asd-tracks":
             raise ValueError(f"crop_cache_dir keeps face-track crops: it needs mode='asd-tracks', not {self.mode!r}")
-        if self.mode == "raw" and self.faces_dtype != torch.float32:
-            raise ValueError("faces_dtype applies to the talknet and asd-tracks modes (raw mode gives uint8 RGB frames)")
 
 
 def _timing(sample: ClipSample, first: int, n: int, n_rows: int, track_id) -> dict:
@@ -104,6 +110,15 @@ def _person_row(sample: ClipSample, person) -> int:
     raise FormatError(f"{sample.key}: no person {person!r}")
 
 
+def clip_labels(sample: ClipSample, opts: ModeOptions) -> np.ndarray:
+    """The clip's per-frame labels of the kind ``opts.labels`` asks for (``person``'s, for ``speaking``)."""
+    if opts.labels == "visible":
+        return sample.visible
+    if opts.labels == "voice":
+        return sample.voice
+    return sample.speaking[_person_row(sample, opts.person)]
+
+
 def talknet_item(sample: ClipSample, opts: ModeOptions, rng: np.random.Generator | None = None, noise=None):
     _check_labelled(sample, opts)
     T = sample.n_frames
@@ -118,18 +133,13 @@ def talknet_item(sample: ClipSample, opts: ModeOptions, rng: np.random.Generator
         faces = augment.visual(faces, rng)
         samples = augment.mix_noise(samples, noise, rng)
     audio = fit_to_frames(talknet_mfcc(samples, fps=fps, sample_rate=sr), T)
-    if opts.labels == "visible":
-        labels = sample.visible
-    elif opts.labels == "voice":
-        labels = sample.voice
-    else:
-        labels = sample.speaking[_person_row(sample, opts.person)]
+    labels = clip_labels(sample, opts)
     # faces stay uint8 until collate writes them, as float, straight into the batch tensor (one pass)
     item = (torch.from_numpy(np.ascontiguousarray(audio, np.float32)), torch.from_numpy(faces),
             torch.from_numpy(labels.astype(np.int64)))
     if opts.with_meta:
         item += (_timing(sample, 0, T, audio.shape[0], None),)
-    return item, samples
+    return item
 
 
 def track_item(sample: ClipSample, track: tuple, opts: ModeOptions, rng=None, noise=None, keep: int | None = None,
@@ -161,9 +171,10 @@ def track_item(sample: ClipSample, track: tuple, opts: ModeOptions, rng=None, no
     if opts.with_meta:
         pid = m["persons"][p]["person_id"]
         track_id = f"{m['video_id']}:{pid}@{m['start_frame'] + first}"
-        item += (_timing(sample, first, n, audio.shape[0], track_id)
-                 | {"person_id": pid, "person_row": p, "source_frame": m["start_frame"] + first, "boxes": annotated},)
-    return item, samples
+        item += (_timing(sample, first, kept, audio.shape[0], track_id)
+                 | {"person_id": pid, "person_row": p, "source_frame": m["start_frame"] + first,
+                    "track_frames": n, "boxes": annotated[:kept]},)
+    return item
 
 
 def track_audio(sample: ClipSample, track: tuple) -> tuple[np.ndarray, int]:
@@ -190,11 +201,29 @@ def raw_item(sample: ClipSample, opts: ModeOptions, rng=None, noise=None):
         "visible": sample.visible, "voice": sample.voice, "boxes": sample.boxes, "speaking": sample.speaking,
         "person_ids": [p["person_id"] for p in sample.meta["persons"]], **t,
         "audio_t": (sample.meta["audio_start_sample"] + np.arange(len(samples))) / sr,
-    }, samples
+    }
+
+
+#: an item's metadata fields with a row per frame, and with a row per MFCC row (4 a frame): cut with the batch
+PER_FRAME_META = ("frame_t", "boxes")
+PER_AUDIO_ROW_META = ("audio_feat_t",)
+
+
+def cut_meta(meta: dict, T: int) -> dict:
+    """An item's metadata as its batch keeps it: every per-frame field's first ``T`` rows, per-MFCC-row fields' ``4T``."""
+    out = dict(meta)
+    for k in PER_FRAME_META:
+        if k in out:
+            out[k] = out[k][:T]
+    for k in PER_AUDIO_ROW_META:
+        if k in out:
+            out[k] = out[k][: 4 * T]
+    return out
 
 
 def collate_talknet(items: list, faces_dtype: torch.dtype = torch.float32) -> tuple:
-    """Stack to ``[B, ...]``, cutting every item to the batch's shortest, first frames kept (TalkNet's rule).
+    """Stack to ``[B, ...]``, cutting every item to the batch's shortest, first frames kept (TalkNet's rule);
+    with metadata, its per-frame fields are cut alike, so each describes exactly the frames delivered.
 
     The faces are written once, uint8 → ``faces_dtype``, into a buffer numpy allocates: numpy asks the kernel
     for huge pages on large arrays, torch's allocator does not, and page faults on a fresh 125 MB float32
@@ -206,7 +235,7 @@ def collate_talknet(items: list, faces_dtype: torch.dtype = torch.float32) -> tu
         np.copyto(faces[i], it[1][:T].numpy())  # uint8 → float32 0-255 (or uint8 as is), no intermediate copy
     labels = torch.stack([it[2][:T] for it in items])
     if len(items[0]) == 4:
-        return audio, torch.from_numpy(faces), labels, [it[3] for it in items]
+        return audio, torch.from_numpy(faces), labels, [cut_meta(it[3], T) for it in items]
     return audio, torch.from_numpy(faces), labels
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shardgen.core.ava_eval import PRED_COLUMNS, SPEAKING, FrameRow, frame_uid, read_ground_truth, track_rows, write_csv
+from shardgen.core.ava_eval import (DIALECTS, PRED_COLUMNS, SPEAKING, FrameRow, frame_uid, read_ground_truth, track_rows,
+                                    write_csv)
 
 
 class PredictionWriter:
@@ -28,13 +29,19 @@ class PredictionWriter:
             ``shardgen eval-map GT PRED...`` merges them.
         ground_truth: optional ``eval-gt`` CSV: on close, count its frames that got no score.
         quiet: do not print the closing summary line (it is in :attr:`summary` either way).
+        dialect: ``"talknet"`` (default: a header row, as TalkNet-ASD writes and its copy of the evaluation
+            reads) or ``"activitynet"`` (no header: what ActivityNet's official script, which reads with
+            ``header=None``, and the AVA challenge take). ``shardgen eval-map`` reads either.
 
     A frame scored more than once (overlapping clips, a track read twice by ``remainder="pad"``)
     gets the mean of its scores. Frames of a track past the batch's ``T`` (cut to the shortest
     track) get none; the summary counts them.
     """
 
-    def __init__(self, path, *, ground_truth=None, quiet: bool = False):
+    def __init__(self, path, *, ground_truth=None, quiet: bool = False, dialect: str = "talknet"):
+        if dialect not in DIALECTS:
+            raise ValueError(f"dialect {dialect!r}: choose {' or '.join(DIALECTS)}")
+        self.dialect = dialect
         self.path = Path(path)
         self.ground_truth = ground_truth
         self.quiet = quiet
@@ -65,7 +72,7 @@ class PredictionWriter:
             boxes = m["boxes"]
             if len(s) > len(boxes):
                 raise ValueError(f"{len(s)} scores for a track of {len(boxes)} frames ({m['track_id']})")
-            self._cut += len(boxes) - len(s)
+            self._cut += m["track_frames"] - len(s)  # the track's frames past the batch's T
             clip = m["meta"]
             for row, score in zip(track_rows(clip["video_id"], m["person_id"], m["source_frame"], boxes[: len(s)],
                                              clip["fps"], clip["frame_size"]), s):
@@ -85,7 +92,7 @@ class PredictionWriter:
                 total, n = self._sums[k]
                 yield [*self._rows[k].cells(), SPEAKING, self._rows[k].entity, repr(total / n)]
 
-        n = write_csv(self.path, PRED_COLUMNS, cells())
+        n = write_csv(self.path, PRED_COLUMNS, cells(), dialect=self.dialect)
         summary = {"path": str(self.path), "frames": n, "scored_twice_or_more": sum(c > 1 for _, c in self._sums.values()),
                    "track_frames_without_score": self._cut}
         line = f"{self.path}: {n} frames scored"

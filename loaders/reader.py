@@ -1,51 +1,78 @@
-"""Reading a worker's clips: as few sequential range reads as possible, and damage contained.
+"""Reading a worker's clips: as few sequential range reads as possible, bounded, and damage contained.
 
 A worker's run is a list of clips in shard order. Consecutive clips of one shard whose byte
-ranges touch are read through one range request; each clip is parsed by the safe tar reader and
-checked against the sample format. When a window breaks (a truncated shard, a corrupt header),
-only the damaged clip is lost: the reader resumes at the next clip's offset in the clip index, and a clip
-whose first part held the damage is re-read alone to tell whose it was. Errors are *yielded* in
-place of the lost clips, never raised here, so the caller decides: raise, or skip and count.
+ranges touch are read through one range request — a *window* of at most ``window_clips`` clips
+and ``window_bytes`` bytes (one clip at least), so the reader never gathers a whole shard of
+many small clips before it starts. Each window goes through the core's one clip reader
+(:func:`shardgen.core.clip_reader.iter_clips`: the safe tar parser, member names and grouping,
+the clip index's placement) and each clip is checked against the sample format. When a window
+breaks (a truncated shard, a corrupt header), only the damaged clip is lost: the reader resumes
+at the next clip's offset in the clip index, and a clip whose first part held the damage is
+re-read alone to tell whose it was. Errors are *yielded* in place of the lost clips, never
+raised here, so the caller decides: raise, or skip and count.
 
 Frame-budget batches span many clips and use one face track of each, so they read *sparsely*
-(:meth:`ClipReader.read_tracks`): the clip's metadata, audio and label members, then only that
-track's frames (or stored crops); every other member's header is read and checked, its data
-seeked past on a local file.
+(:meth:`ClipReader.read_tracks`, through :func:`shardgen.core.sources.read_clip`): the clip's
+metadata, audio and label members, then only that track's frames (or stored crops); every other
+member's header is read and checked, its data seeked past on a local file.
 """
 
 from __future__ import annotations
 
 from typing import Iterable, Iterator, Sequence
 
-from shardgen.core.format import AUDIO_EXTS, LABEL_EXTS, META_EXT, FormatError, crop_ext, decode_metadata, frame_ext
-from shardgen.core.sample import ClipSample
-from shardgen.core.sources import ResolvedSource, open_clips, read_clip_members
+from shardgen.core.clip_reader import iter_clips
+from shardgen.core.format import FormatError, crop_ext, frame_ext
+from shardgen.core.sample import Members
+from shardgen.core.sources import ResolvedSource, open_clips, read_clip
 from shardgen.core.storage import TransportOptions
-from shardgen.core.tario import DEFAULT_MAX_MEMBER, TarError, iter_samples, iter_tar
+from shardgen.core.tario import DEFAULT_MAX_MEMBER, TarError
 
-from .sharding import Unit
+from .items import Item
+
+WINDOW_CLIPS = 256  # clips of one range read at most: the reader holds a reference to each until it is read
+WINDOW_BYTES = 256 << 20  # bytes of one range read at most (a single larger clip is read alone)
 
 
 class ShardReadError(RuntimeError):
     """A shard or clip could not be read; names the shard (and clip, when known)."""
 
 
+def track_members(tracks: Iterable[tuple[int, int, int]], *, use_crops: bool) -> Members:
+    """What face tracks ``(person, first frame, frames)`` of one clip need: the metadata, audio and labels, and
+    each track's frames — its stored TalkNet crops when ``use_crops`` and the clip has them, else the frames."""
+    spans = tuple(tracks)
+
+    def pictures(meta: dict) -> set[str]:
+        crops = use_crops and "c" in meta.get("derived", ())
+        return {crop_ext(p, first + i + 1) if crops else frame_ext(first + i + 1) for p, first, n in spans for i in range(n)}
+
+    return Members(frames=pictures)
+
+
 class ClipReader:
     """Reads the clips of a run: ``read(run, needed)`` yields ``(run indices, ClipSample | error)``."""
 
-    def __init__(self, index: ResolvedSource, remote_options: TransportOptions | None = None, max_member_bytes: int = DEFAULT_MAX_MEMBER):
+    def __init__(self, index: ResolvedSource, remote_options: TransportOptions | None = None,
+                 max_member_bytes: int = DEFAULT_MAX_MEMBER, *, window_clips: int = WINDOW_CLIPS,
+                 window_bytes: int = WINDOW_BYTES):
+        if window_clips < 1 or window_bytes < 1:
+            raise ValueError("window_clips and window_bytes must be positive")
         self.index = index
         self.remote_options = remote_options
         self.max_member_bytes = max_member_bytes
+        self.window_clips = int(window_clips)
+        self.window_bytes = int(window_bytes)
 
-    def read_tracks(self, units: list[Unit], *, use_crops: bool, frames: int | None = None,
+    def read_tracks(self, units: list[Item], *, use_crops: bool, frames: int | None = None,
                     cached: frozenset = frozenset()) -> object:
         """Face tracks' part of their clip (all ``units`` of one clip), in one read: a partial
         :class:`ClipSample` holding what every one of them needs, or the error in its place.
 
         ``use_crops``: take the stored TalkNet crops when the clip has them (else the frames).
         ``frames``: only each track's first this many frames are needed. ``cached``: units whose crops are
-        at hand (the crop cache): their frames are not read.
+        at hand (the crop cache, :mod:`loaders.crop_cache`): their metadata, audio and labels are read, not
+        their frames.
         """
         clip = units[0].clip
         if any(u.clip != clip for u in units):
@@ -56,65 +83,41 @@ class ClipReader:
             p, first, n = (int(v) for v in u.track)
             if u not in cached:
                 spans.append((p, first, n if frames is None else max(1, min(n, int(frames)))))
-        always = {META_EXT, *AUDIO_EXTS, *LABEL_EXTS}
-        plan: dict = {}  # "needed": the frame members, known once the metadata (the first member) is read
-
-        def needed(fields: dict) -> set[str] | None:
-            if "needed" not in plan and META_EXT in fields:
-                meta = decode_metadata(fields[META_EXT], name=f"{clip.key}.json")
-                crops = use_crops and "c" in meta.get("derived", ())
-                plan["needed"] = {crop_ext(p, first + i + 1) if crops else frame_ext(first + i + 1)
-                                  for p, first, n in spans for i in range(n)}
-            return plan.get("needed")
-
-        def wanted(ext: str, fields: dict) -> bool:
-            frames = needed(fields)
-            return frames is None or ext in always or ext in frames
-
-        def complete(fields: dict) -> bool:  # frames come after metadata, audio and labels (which cached tracks need too)
-            frames = needed(fields)
-            return (frames is not None and frames.issubset(fields) and all(e in fields for e in LABEL_EXTS)
-                    and any(e in fields for e in AUDIO_EXTS))
-
         try:
-            fields = read_clip_members(shard, clip, self.remote_options, wanted=wanted, complete=complete,
-                                       max_member_bytes=self.max_member_bytes)
-            frames = needed(fields)
-            if frames is None:
-                raise FormatError(f"{clip.key}: no .json metadata member")
-            sample = ClipSample(clip.key, fields, partial=True)
-            missing = sorted(frames.difference(fields))
-            if missing:
-                raise FormatError(f"{clip.key}: member .{missing[0]} missing (tracks {[u.track for u in units]})")
-            return sample
+            return read_clip(self.index, clip, members=track_members(spans, use_crops=use_crops),
+                             options=self.remote_options, max_member_bytes=self.max_member_bytes)
         except (TarError, OSError) as exc:
             return ShardReadError(f"{shard.url}: {exc}")
-        except FormatError as exc:
-            return FormatError(f"{shard.url}: {exc}")
+        except FormatError as exc:  # names the shard and the clip already
+            return exc
         except Exception as exc:  # a hostile clip must never escape un-named
             return ShardReadError(f"{shard.url}: clip {clip.key}: {type(exc).__name__}: {exc}")
 
-    def read(self, run: Sequence[Unit], needed: Iterable[int]) -> Iterator[tuple[list[int], object]]:
+    def read(self, run: Sequence[Item], needed: Iterable[int]) -> Iterator[tuple[list[int], object]]:
         """Read the needed clips in run order, each once (units of one clip share it).
 
-        Lazy: clips are gathered only up to the end of the current contiguous byte range (at most a
-        shard), read, and let go, so a run of a million clips never holds a million references.
+        Lazy: clips are gathered only up to the end of the current window (clips of one shard whose byte
+        ranges touch, at most ``window_clips`` of them and ``window_bytes`` bytes), read, and let go, so a
+        run of a million clips never holds a million references, nor a shard of small clips at once.
         """
-        segment: list[tuple] = []  # (clip, [run indices]) whose byte ranges touch, in one shard
+        window: list[tuple] = []  # (clip, [run indices]) whose byte ranges touch, in one shard
+        size = 0
         for i in needed:
             i = int(i)
             clip = run[i].clip
-            if segment and segment[-1][0] == clip:
-                segment[-1][1].append(i)
+            if window and window[-1][0] == clip:
+                window[-1][1].append(i)
                 continue
-            if segment:
-                last = segment[-1][0]
-                if clip.shard != last.shard or clip.offset != last.offset + last.bytes:
-                    yield from self._segment(segment)
-                    segment = []
-            segment.append((clip, [i]))
-        if segment:
-            yield from self._segment(segment)
+            if window:
+                last = window[-1][0]
+                if (clip.shard != last.shard or clip.offset != last.offset + last.bytes
+                        or len(window) >= self.window_clips or size + clip.bytes > self.window_bytes):
+                    yield from self._segment(window)
+                    window, size = [], 0
+            window.append((clip, [i]))
+            size += clip.bytes
+        if window:
+            yield from self._segment(window)
 
     def _segment(self, groups: list[tuple]) -> Iterator[tuple[list[int], object]]:
         while groups:
@@ -142,19 +145,14 @@ class ClipReader:
                 yield idxs, err
             return None, None
         try:
-            members = iter_tar(stream, source=shard.url, length=length, base_offset=first.offset,
-                               max_member_bytes=self.max_member_bytes)
-            for key, fields, offset in iter_samples(members, source=shard.url):
-                clip, idxs = groups[done]
-                if key != clip.key or offset != clip.offset:
-                    raise TarError(f"{shard.url} at byte {offset}: found clip {key}, the clip index expects {clip.key} "
-                                   f"at byte {clip.offset} (shard and clip index disagree)")
+            for found in iter_clips(stream, source=shard.url, length=length, base_offset=first.offset,
+                                    expect=[(c.key, c.offset) for c, _ in groups], max_member_bytes=self.max_member_bytes):
                 try:
-                    sample: object = ClipSample(key, fields)
+                    sample: object = found.sample()
                 except FormatError as exc:
                     sample = FormatError(f"{shard.url}: {exc}")
                 done += 1
-                yield idxs, sample
+                yield groups[done - 1][1], sample
         except (TarError, OSError, ValueError) as exc:  # ValueError: a FormatError from a member name
             failed = ShardReadError(f"{shard.url}: {exc}")
         else:
@@ -166,4 +164,3 @@ class ClipReader:
         for clip, idxs in groups[done:]:  # the window ended early without a tar error
             yield idxs, ShardReadError(f"{shard.url}: clip {clip.key} missing from the shard")
         return None, None
-

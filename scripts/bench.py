@@ -22,7 +22,6 @@ import os
 import resource
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
@@ -81,19 +80,30 @@ def run_loader(split: Path, mode: str = "talknet") -> int:
 
 
 def _frames_in_memory(split: Path) -> tuple[list[bytes], int]:
-    frames, clips = [], set()
+    """Every original frame's JPEG bytes of a split (read untimed, through the core's clip reader)."""
+    from shardgen.core.clip_reader import iter_clips
+
+    frames, clips = [], 0
     for shard in sorted(split.glob("*.tar")):
-        with tarfile.open(shard) as tar:
-            for m in tar:
-                base = m.name.rsplit("/", 1)[1]
-                if base.split(".", 1)[1].startswith("f") and m.name.endswith(".jpg"):
-                    frames.append(tar.extractfile(m).read())
-                    clips.add(m.name.split(".", 1)[0])
-    return frames, len(clips)
+        with open(shard, "rb") as fh:
+            for clip in iter_clips(fh, source=shard.name):
+                frames += [data for ext, data in clip.fields.items() if ext.startswith("f") and ext.endswith(".jpg")]
+                clips += 1
+    return frames, clips
+
+
+def pil_draft_gray(data: bytes, size: int = 112):
+    """Pillow's DCT-scaled path (``draft``): the floor simplejpeg is compared with."""
+    import numpy as np
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(data))
+    im.draft("L", (size, size))
+    return np.asarray(im.convert("L").resize((size, size), Image.Resampling.BILINEAR))
 
 
 def run_floor(split: Path, decoder: str = "simplejpeg") -> tuple[int, float]:
-    from shardgen.core.decode import gray_frame, pil_draft_gray
+    from shardgen.core.decode import gray_frame
 
     frames, clips = _frames_in_memory(split)
     fn = gray_frame if decoder == "simplejpeg" else pil_draft_gray
@@ -120,9 +130,9 @@ def run_stream(source: str) -> tuple[int, int]:
 
     opts = _remote_options()
     stream = ShardStream(resolve(source, remote_options=opts), ModeOptions(), StreamConfig(shuffle=False), opts)
-    from loaders.sharding import RunUnits
+    from loaders.items import RunItems
 
-    run = RunUnits(stream.units, range(len(stream.units)))
+    run = RunItems(stream.items, range(len(stream.items)))
     n = nbytes = 0
     for _, sample in stream.reader.read(run, range(len(run))):
         if isinstance(sample, Exception):

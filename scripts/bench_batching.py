@@ -91,7 +91,7 @@ def main() -> None:
     print("|---|---:|---|---|---:|---:|")
     for name, split in splits.items():
         ld = loaders.make_loader(split, mode="asd-tracks")
-        lengths = ld.stream.units.track_lengths().tolist()
+        lengths = ld.stream.items.track_lengths().tolist()
         for kw in VARIANTS:
             kept, nb = frames_kept(split, kw)
             label = ", ".join(f"{k}={v}" for k, v in kw.items())

@@ -1,18 +1,20 @@
 #!/usr/bin/env python3
-"""The builder's driver at scale: plan and index time, and peak memory, for 100k and 1M clips.
+"""The builder's driver at scale: its peak memory per clip, measured on the real build path.
 
-    python scripts/bench_driver.py [--clips 100000,1000000] [--workers 2]
+    python scripts/bench_driver.py [--clips 6000,60000] [--workers 2] [--executor local,ray] [--code DIR]
 
-A source of ``N`` one-frame clips (tiny frames: every frame a symlink to one 64x36 JPEG, every
-wav a symlink to one wav; ``N / 10,000`` videos, no annotations) is built by the real
-:func:`shardgen.build.build` — probing every frame, planning, sharding (1,000 clips a shard),
-resuming, writing the clip index and manifest and the report — with one phase replaced: the
-shard *writing* is simulated (each shard's result made from its plan, nothing written), since
-writing a million clips is the workers' job and their cost is what ``make bench`` measures. Each
-``N`` runs in a fresh process; it reports the seconds of the plan (probe + shards) and of the
-index + manifest, and the driver's peak RSS (VmHWM; probing runs in worker processes) minus
-that of a 1,000-clip run, per clip. Prints a Markdown table. ``--code DIR`` measures another
-checkout's driver (e.g. ``git worktree add /tmp/before 96ad169``) on the same sources.
+A source of ``N`` one-frame clips (tiny frames: every frame a symlink to one 64x36 JPEG, every wav a
+symlink to one wav; ``N / 10,000`` videos, no annotations) is built by the real
+:func:`shardgen.build.build` — probing, planning, cutting 1,000-clip shards, *writing every shard*
+through the chosen executor's workers, reducing their results, writing the clip index, the manifest
+and the report. Nothing is replaced or simulated: this is ``shardgen build`` with ``--executor``.
+
+Each ``(executor, N)`` runs in a fresh process on an empty output directory. The figure that matters
+is the driver's peak RSS (VmHWM of the process that called ``build()``; probing and writing happen in
+worker processes) and how it grows with ``N``: the "per clip" column is the growth from the smallest
+``N`` measured, divided by the clips added. Also reported: seconds of the plan (probe + shards), of
+the writing, and of the clip index + manifest. Prints a Markdown table. ``--code DIR`` measures
+another checkout's driver (e.g. ``git worktree add /tmp/before <commit>``) on the same sources.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / ".bench" / "driver"
 FRAMES_PER_VIDEO = 10_000
+SHARD_CLIPS = 1000
 
 
 def make_source(n: int) -> Path:
@@ -67,9 +71,8 @@ CHILD = r"""
 import json, sys, time
 import shardgen.build.pipeline as b
 from shardgen.build.plan import BuildParams
-from shardgen.build.writer import ClipRecord, ShardResult
 
-src, out, workers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+src, out, workers, executor = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 phase = {}
 
 def timed(name, fn):
@@ -81,27 +84,13 @@ def timed(name, fn):
             phase[name] = phase.get(name, 0.0) + time.perf_counter() - t
     return run
 
-def simulated_write(ex, contexts, todo, done, progress):
-    # each shard's result as the writer would report it, from the plan (sizes as planned, fixed digests)
-    for sp, _ in todo:
-        offset, clips = 0, []
-        for i, c in enumerate(sp.clips):  # a distinct digest per clip, as a real write gives
-            clips.append(ClipRecord(c.key, offset, c.planned_bytes, 7, f"{sp.index:032x}{i:032x}",
-                                    {"tracks": [[0, 0, c.n_frames]]}))
-            offset += c.planned_bytes
-        res = ShardResult(sp.name, offset + 1024, "cd" * 32, clips)
-        if hasattr(done[sp.split], "add"):
-            done[sp.split].add(sp, res)
-        else:  # a checkout before WrittenShards keeps the results in a list
-            done[sp.split].append(res)
-    return b._Written(clips=sum(len(sp.clips) for sp, _ in todo))
-
 b._plan = timed("plan", b._plan)
+b._write = timed("write", b._write)
 b._publish_manifests = timed("index", b._publish_manifests)
-b._write = simulated_write
 t = time.perf_counter()
 res = b.build(src, out, ["train"], BuildParams(clip_seconds=1 / 30, min_clip_seconds=1 / 30, allow_unannotated=True,
-              shard_clips=1000), workers=workers, progress=False, check_space=False, overwrite=True)
+              shard_clips=int(sys.argv[5])), workers=workers, progress=False, check_space=False, executor=executor,
+              executor_options={"init_options": {"include_dashboard": False, "log_to_driver": False}} if executor == "ray" else None)
 total = time.perf_counter() - t
 with open("/proc/self/status") as fh:
     hwm = next(int(l.split()[1]) * 1024 for l in fh if l.startswith("VmHWM:"))
@@ -109,29 +98,43 @@ print(json.dumps({"clips": res.report["splits"][0]["clips_written"], "total": to
 """
 
 
-def measure(n: int, workers: int, code: Path = ROOT) -> dict:
+def measure(n: int, workers: int, executor: str, code: Path = ROOT) -> dict:
     src = make_source(n)
-    out = subprocess.run([sys.executable, "-c", CHILD, str(src), str(BENCH / f"out{n}"), str(workers)], check=True,
-                         capture_output=True, text=True, cwd=code, env={**os.environ, "PYTHONPATH": str(code)},
-                         timeout=3600)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    out = BENCH / f"out-{executor}-{n}"
+    shutil.rmtree(out, ignore_errors=True)  # a fresh build every time: a resumed one would write nothing
+    env = {**os.environ, "PYTHONPATH": str(code), "RAY_AUTH_MODE": "disabled"}
+    try:
+        run = subprocess.run([sys.executable, "-c", CHILD, str(src), str(out), str(workers), executor, str(SHARD_CLIPS)],
+                             check=True, capture_output=True, text=True, cwd=code, env=env, timeout=7200)
+    except subprocess.CalledProcessError as exc:
+        raise SystemExit(f"{executor} build of {n:,} clips failed:\n{exc.stderr[-3000:]}") from None
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--clips", default="100000,1000000")
+    ap.add_argument("--clips", default="6000,60000", help="clip counts, the smallest first (growth is measured from it)")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--executor", default="local", help="local, ray, or both as local,ray")
     ap.add_argument("--code", type=Path, default=ROOT, help="the checkout whose driver is measured (default: this one)")
     args = ap.parse_args()
-    base = measure(1000, args.workers, args.code)
-    print(f"1,000-clip run: driver peak RSS {base['hwm'] / 2**20:.0f} MiB, {args.workers} workers\n")
-    print("| clips | plan (probe + shards) | index + manifest | whole build (writing simulated) | driver peak RSS | per clip |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for n in (int(x) for x in args.clips.split(",")):
-        r = measure(n, args.workers, args.code)
-        assert r["clips"] == n, r
-        print(f"| {n:,} | {r['plan']:.1f} s | {r['index']:.2f} s | {r['total']:.1f} s | {r['hwm'] / 2**20:.0f} MiB "
-              f"| {(r['hwm'] - base['hwm']) / n:.0f} B |", flush=True)
+    counts = [int(x) for x in args.clips.split(",")]
+    print(f"{SHARD_CLIPS:,}-clip shards, {args.workers} workers, one-frame 64x36 clips; driver = the process that "
+          f"calls build()\n")
+    print("| executor | clips | plan (probe + shards) | write | index + manifest | whole build | driver peak RSS "
+          "| growth per clip |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for executor in args.executor.split(","):
+        base = None
+        for n in counts:
+            r = measure(n, args.workers, executor, args.code)
+            assert r["clips"] == n, r
+            per = "(base)" if base is None else f"{(r['hwm'] - base['hwm']) / (n - base['clips']):.0f} B"
+            base = base or r
+            print(f"| {executor} | {n:,} | {r['plan']:.1f} s | {r['write']:.1f} s | {r['index']:.2f} s | "
+                  f"{r['total']:.1f} s | {r['hwm'] / 2**20:.0f} MiB | {per} |", flush=True)
 
 
 if __name__ == "__main__":

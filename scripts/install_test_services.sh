@@ -5,6 +5,9 @@
 #   - nginx -> a real HTTP server with Range support on 127.0.0.1
 #   - ffmpeg -> the reference the video-source tests compare against
 #     (frames of `ffmpeg -vf fps=N`, 16 kHz mono wavs, ffprobe stream starts)
+#   - chromium -> the headless browser the viewer tests (`shardgen view`) drive
+#     through Playwright's pip driver (never `playwright install`: no browser
+#     download, Debian's /usr/bin/chromium is launched by path)
 #
 # Idempotent: packages already installed are skipped (dpkg -s check), and
 # `apt-get update` only runs when something has to be installed and the
@@ -16,7 +19,7 @@ set -euo pipefail
 
 PACKAGES=(
   swift swift-proxy swift-account swift-container swift-object
-  python3-swift memcached nginx ffmpeg
+  python3-swift memcached nginx ffmpeg chromium
 )
 
 export DEBIAN_FRONTEND=noninteractive

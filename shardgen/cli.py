@@ -1,24 +1,27 @@
-"""Command line: ``shardgen build | inspect | verify | preview | report | eval-gt | eval-map | demo`` (also ``python -m shardgen``)."""
+"""Command line: ``shardgen build | inspect | verify | preview | view | report | eval-gt | eval-map | demo`` (also ``python -m shardgen``)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from .build.pipeline import StrictError, build
-from .core.ava_eval import mean_ap
+from .core.ava_eval import DIALECTS, DegenerateMetric, mean_ap
 from .core.clip_index import INDEX_NAME
 from .core.storage import S3Options
 from .demo import make_demo_corpus, make_demo_videos
 from .tools.eval_gt import write_ground_truth
 from .tools.inspection import inspect_path
 from .build.manifest_writer import upgrade_manifest
-from .build.plan import TAILS, BuildParams
+from .build.build_report import EXIT_CODES, EXIT_STRICT
+from .build.plan import NATIVE, TAILS, BuildParams, check_fps
 from .tools.preview import preview
 from .tools.html_report import write_report
 from .tools.verify import verify_manifest
+from .tools.view import serve as serve_viewer
 
 
 def _size(text: str) -> int:
@@ -30,6 +33,21 @@ def _size(text: str) -> int:
     return int(float(t))
 
 
+def _fps(text: str):
+    """``--fps``: a positive finite rate (30, 29.97, 30000/1001) or 'native'; argparse names the flag on error."""
+    value = text.strip()
+    if value.lower() == NATIVE:
+        return NATIVE
+    try:
+        check_fps(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--fps ")) from None
+    return float(value) if "/" not in value else value
+
+
+_EXIT_HELP = "exit status: " + "; ".join(f"{code} {what}" for code, what in EXIT_CODES.items())
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="shardgen", description="Ego4D-style AV corpus → WebDataset tar shards.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -38,14 +56,15 @@ def _parser() -> argparse.ArgumentParser:
                        description="Cut every listed video into clips, pack each clip (original JPEG frames, "
                                    "16 kHz audio, label arrays, metadata) into tar shards per split, write a manifest "
                                    "per split and a build report. Re-running the same command resumes an interrupted "
-                                   "build and ends byte-identical.")
+                                   "build and ends byte-identical.", epilog=_EXIT_HELP)
     b.add_argument("--data", required=True, type=Path, help="source directory (split/, video_imgs/, wav/, json/ or csv/)")
     b.add_argument("--out", required=True, help="output directory (or s3://bucket/prefix)")
     b.add_argument("--split", default="train,val", help="comma-separated splits to build (default: train,val; 'test' only when named)")
     b.add_argument("--annotations", action="append", type=Path, default=None,
                    help="annotation file (Ego4D AV .json or AVA .csv); repeatable. Default: DIR/json/av_<split>.json, else DIR/csv/*.csv")
-    b.add_argument("--fps", type=float, default=30.0, help="frame rate of the source images, or the rate video files are "
-                   "sampled at as ffmpeg's -vf fps=N does (default 30)")
+    b.add_argument("--fps", type=_fps, default=30.0, help="frame rate of the source images, or the rate video files are "
+                   "sampled at as ffmpeg's -vf fps=N does (default 30); 'native': each video file at its own rate "
+                   "(recorded per clip; frame directories then need a number)")
     b.add_argument("--videos", type=Path, default=None,
                    help="directory of <id>.{mp4,mkv,mov,webm,avi} files for listed videos without video_imgs/<id>/ "
                         "(default: DIR/videos)")
@@ -69,7 +88,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="worker processes (default: all cores)")
     b.add_argument("--executor", choices=("local", "ray"), default="local", help="where the work runs (default local)")
     b.add_argument("--address", default=None, help="Ray cluster address (auto | HOST:PORT); default: a local Ray runtime")
-    b.add_argument("--strict", action="store_true", help="fail (exit 1) instead of skipping any clip")
+    b.add_argument("--strict", action="store_true", help="refuse (exit 1, nothing written) instead of skipping any clip "
+                   "or building with findings (unknown annotation keys, empty persons, unlisted annotations, a --fps the "
+                   "source contradicts); without it such a build is written and exits 3")
+    b.add_argument("--dry-run", action="store_true", help="read the source and annotations, plan and run every check, "
+                   "print per split what would be built and skipped and why; write nothing")
     b.add_argument("--overwrite", action="store_true", help="replace shards built earlier with other parameters")
     b.add_argument("--no-space-check", action="store_true", help="skip the free-disk-space pre-flight")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -118,6 +141,17 @@ def _parser() -> argparse.ArgumentParser:
     pv.add_argument("--frames", type=int, default=10, help="frames shown, spread evenly over the clip (default 10)")
     pv.add_argument("--width", type=int, default=1400, help="image width in pixels (default 1400)")
 
+    w = sub.add_parser("view", help="browse a build and watch its clips in a browser: frames, audio, boxes, labels",
+                       description="Serve a local web app over a build: splits, videos and clips (with filters for "
+                                   "suspicious ones), and a player that shows a clip's frames at its fps in sync with its "
+                                   "audio, each person's box coloured by their speaking label, and the label timelines. "
+                                   "Reads through the clip index and byte ranges; writes nothing. s3:// credentials and "
+                                   "endpoint come from the AWS variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...).")
+    w.add_argument("source", help="a build directory, split directory, manifest.json or shards; local or an http(s)/s3 URL")
+    w.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    w.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
+    w.add_argument("--verbose", action="store_true", help="log every request")
+
     r = sub.add_parser("report", help="per-split statistics, label balance, skips and face sizes as HTML or PNG",
                        description="Summarise built splits: clips, hours, shards and sizes, label balance, clips skipped "
                                    "by reason (from <out>/build-report.json) and the distribution of face box sizes. "
@@ -133,13 +167,18 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("source", help="a manifest.json, a split directory, or a build directory (with --split); or a URL")
     g.add_argument("-o", "--out", type=Path, required=True, help="ground-truth CSV to write")
     g.add_argument("--split", default="val", help="split of a build directory (default val)")
+    g.add_argument("--dialect", choices=DIALECTS, default="talknet",
+                   help="talknet (default): a header row, as TalkNet-ASD writes and its copy of the evaluation reads; "
+                        "activitynet: no header, as ActivityNet's official get_ava_active_speaker_performance.py "
+                        "(header=None) and the AVA challenge take. eval-map reads either")
     e = sub.add_parser("eval-map", help="AVA-ActiveSpeaker frame mAP of predictions against eval-gt ground truth",
                        description="The official AVA-ActiveSpeaker evaluation (get_ava_active_speaker_performance.py): "
                                    "rows matched on frame_timestamp:entity_id, boxes equal within 1e-9, VOC-style "
                                    "average precision. Several prediction files (one per rank) are merged. Prints "
                                    "'mAP NN.NNNN' (percent).")
     e.add_argument("ground_truth", type=Path, help="CSV written by shardgen eval-gt")
-    e.add_argument("predictions", type=Path, nargs="+", help="CSV(s) written by loaders.PredictionWriter")
+    e.add_argument("predictions", type=Path, nargs="+", help="CSV(s) written by loaders.PredictionWriter "
+                   "(with a header row or without: either dialect)")
     u = sub.add_parser("upgrade-manifest", help="convert an older build's manifest (clips inline) to manifest + clips.idx",
                        description="A manifest of schema_version 1 listed every clip inline; this avshards reads the "
                                    "clip rows from a clips.idx sidecar. Writes clips.idx, then the new manifest.json "
@@ -175,12 +214,14 @@ def _build(args) -> int:
             strict=args.strict, overwrite=args.overwrite, progress=not args.no_progress,
             check_space=not args.no_space_check, executor=args.executor,
             executor_options={"address": args.address} if args.executor == "ray" else None,
-            staging=args.staging, s3_options=_s3_options(args), videos_dir=args.videos,
+            staging=args.staging, s3_options=_s3_options(args), videos_dir=args.videos, dry_run=args.dry_run,
         )
     except StrictError as exc:
         print(f"shardgen build: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_STRICT
     print(result.summary)
+    if args.dry_run:
+        return result.exit_code
     print("\nmanifests:")
     for split, path in result.manifests.items():
         print(f"  {split}: {path}")
@@ -228,6 +269,17 @@ def _preview(args) -> int:
     return 0
 
 
+def _view(args) -> int:
+    def ready(url: str) -> None:
+        print(f"shardgen view: {args.source} at {url}  (Ctrl-C to stop)", flush=True)
+
+    try:
+        serve_viewer(args.source, args.host, args.port, verbose=args.verbose, ready=ready)
+    except KeyboardInterrupt:
+        pass  # Ctrl-C is how a viewer stops: nothing was being written
+    return 0
+
+
 def _report(args) -> int:
     stats = write_report(args.manifests, args.out)
     print(f"{len(stats)} split(s): {', '.join(s.name for s in stats)} → {args.out}")
@@ -235,13 +287,18 @@ def _report(args) -> int:
 
 
 def _eval_gt(args) -> int:
-    rows, positives = write_ground_truth(args.source, args.out, split=args.split)
+    rows, positives = write_ground_truth(args.source, args.out, split=args.split, dialect=args.dialect)
     print(f"{args.out}: {rows} face-track frames, {positives} speaking ({100.0 * positives / max(rows, 1):.1f} %)")
     return 0
 
 
 def _eval_map(args) -> int:
-    print(f"mAP {mean_ap(args.ground_truth, args.predictions):.4f}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DegenerateMetric)
+        value = mean_ap(args.ground_truth, args.predictions)
+    for w in caught:
+        print(f"shardgen eval-map: warning: {w.message}", file=sys.stderr)
+    print(f"mAP {value:.4f}")
     return 0
 
 
@@ -251,7 +308,7 @@ def _upgrade_manifest(args) -> int:
     return 0
 
 
-_COMMANDS = {"upgrade-manifest": _upgrade_manifest, "build": _build, "inspect": _inspect, "verify": _verify, "demo": _demo, "preview": _preview,
+_COMMANDS = {"upgrade-manifest": _upgrade_manifest, "build": _build, "inspect": _inspect, "verify": _verify, "demo": _demo, "preview": _preview, "view": _view,
              "report": _report, "eval-gt": _eval_gt, "eval-map": _eval_map}
 
 if __name__ == "__main__":

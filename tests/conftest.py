@@ -1,13 +1,19 @@
+import os
 import sys
 from pathlib import Path
 
 import pytest
+
+# transformers is a test dependency (the Qwen reference): it must never reach a model hub
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from tests.sources import REALDATA  # noqa: E402
+import tests.torchvision_cpu  # noqa: E402,F401  (transformers imports torchvision: see the module)
 
 
 @pytest.fixture(scope="session")

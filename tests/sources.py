@@ -107,7 +107,22 @@ def index_clips(split: Path | str) -> list[dict]:
     from shardgen.core.manifest import read_index, read_manifest
 
     url = str(Path(split) / "manifest.json") if Path(split).is_dir() else str(split)
-    return list(read_index(read_manifest(url), url).records())
+    index = read_index(read_manifest(url), url)
+    c = index.columns
+    names = c["video_names"].tobytes().decode("ascii")
+    videos = [names[int(a):int(b)] for a, b in zip(c["video_offsets"][:-1], c["video_offsets"][1:])]
+    ts = c["track_start"]
+    rows = []
+    for i in range(len(index)):
+        video, start = videos[int(c["video"][i])], int(c["start_frame"][i])
+        tracks = range(int(ts[i]), int(ts[i + 1]))
+        rows.append({"key": f"{video}/clip_f{start:06d}", "shard": int(c["shard"][i]), "offset": int(c["offset"][i]),
+                     "bytes": int(c["bytes"][i]), "sha256": c["sha256"][i].tobytes().hex(),
+                     "members": int(c["members"][i]), "video_id": video, "start_frame": start,
+                     "n_frames": int(c["n_frames"][i]), "pad_frames": int(c["pad_frames"][i]),
+                     "tracks": [[int(c["track_person"][t]), int(c["track_first"][t]), int(c["track_frames"][t])]
+                                for t in tracks]})
+    return rows
 
 
 def v1_manifest(split: Path | str) -> bytes:

@@ -215,6 +215,7 @@ def test_augmented_batches_mix_noise_from_their_own_batch_deterministically(vari
     kw = dict(mode="asd-tracks", batch_frames=BUDGET, shuffle=False)
     plain = list(loaders.make_loader(split, **kw))
     aug = [list(loaders.make_loader(split, augment=True, seed=2, **kw)) for _ in range(2)]
+    assert len(aug[0]) == len(aug[1]) == len(plain) > 0
     for a, b, p in zip(aug[0], aug[1], plain):
         for x, y in zip(a, b):
             torch.testing.assert_close(x, y, rtol=0, atol=0)
@@ -283,11 +284,39 @@ def test_a_truncated_shard_is_named_or_its_lost_tracks_counted(varied_build, tmp
 
 @pytest.mark.parametrize("kw", [{"batch_frames": BUDGET}, {"batch_size": 3}, {"batch_size": 2, "drop_last": True}])
 def test_epoch_batches_plans_what_the_loader_yields(varied_build, kw):
+    """``epoch_batches`` (no data read) against the batches the loader reads, for one reader and for 2 ranks × 2
+    workers; and on its own against the clip index: TalkNet's batches, or every track once in batches of B."""
     split = varied_build / "out" / "train"
+    tracks = [t for t, _ in manifest_tracks(split)]
+
+    def planned(stream, slot, workers):
+        return [tuple((u.clip.key, u.track[0], u.track[1]) for u in b) for b in stream.epoch_batches(slot, workers, epoch=1)]
+
     ld = loaders.make_loader(split, mode="asd-tracks", seed=4, with_meta=True, **kw)
     ld.set_epoch(1)
-    planned = [tuple((u.clip.key, u.track[0], u.track[1]) for u in b) for b in ld.stream.epoch_batches(0, 0, epoch=1)]
-    assert planned == [batch_tracks(b[3]) for b in ld]
+    plan = planned(ld.stream, 0, 0)
+    yielded = [batch_tracks(b[3]) for b in ld]
+    assert plan == yielded and len(plan) == len(ld) > 1
+    flat = [t for b in plan for t in b]
+    if "batch_frames" in kw:
+        assert sorted(plan) == sorted(reference_batches(split))
+    else:
+        B = kw["batch_size"]
+        full = len(tracks) // B * B if kw.get("drop_last") else len(tracks)
+        assert len(flat) == len(set(flat)) == full and set(flat) <= set(tracks)
+        assert [len(b) for b in plan] == [B] * (full // B) + ([full % B] if full % B else [])
+    n = 0
+    for rank in range(2):  # a DataLoader takes its workers' batches in turn: slot rank*2 + 0, then rank*2 + 1
+        ranked = loaders.make_loader(split, mode="asd-tracks", seed=4, with_meta=True, rank=rank, world_size=2,
+                                     num_workers=2, **kw)
+        ranked.set_epoch(1)
+        per_worker = [planned(ranked.stream, rank * 2 + w, 2) for w in range(2)]
+        assert len(per_worker[0]) == len(per_worker[1]) > 0
+        interleaved = [b for pair in zip(*per_worker) for b in pair]
+        got = [batch_tracks(b[3]) for b in ranked]
+        assert got == interleaved and len(got) == len(ranked)
+        n += len(got)
+    assert n == len(ranked) * 2
 
 
 @pytest.mark.parametrize("kw", [{"mode": "asd-tracks", "batch_frames": 1}, {"mode": "asd-tracks", "batch_frames": BUDGET},

@@ -328,9 +328,17 @@ def test_long_video_ids_and_offsets_agree_with_index(tmp_path):
     m = json.loads((tmp_path / "o" / "train" / "manifest.json").read_text())
     shard = tmp_path / "o" / "train" / m["shards"][0]["name"]
     data = shard.read_bytes()
-    _, idx = scan_local_shard(str(shard))  # offsets re-derived from the tar headers by tarfile
-    assert [(c.key, c.offset, c.bytes, hashlib.sha256(data[c.offset:c.offset + c.bytes]).hexdigest())
-            for c in idx.refs(range(len(idx)))] \
+    _, idx = scan_local_shard(str(shard))  # offsets re-derived from the shard by the loader's reader
+    import tarfile
+
+    with tarfile.open(shard) as tar:  # and independently by Python's tarfile: each clip's first header, in order
+        firsts: dict[str, int] = {}
+        for info in tar:  # <video id, dots allowed>/clip_fNNNNNN.<ext>
+            firsts.setdefault(info.name.split("/")[1].split(".")[0], info.offset)
+    starts = list(firsts.values())
+    scanned = [(idx.key(r), int(idx.columns["offset"][r]), int(idx.columns["bytes"][r])) for r in range(len(idx))]
+    assert [o for _, o, _ in scanned] == starts and len(starts) == 2
+    assert [(k, o, b, hashlib.sha256(data[o:o + b]).hexdigest()) for k, o, b in scanned] \
         == [(c["key"], c["offset"], c["bytes"], c["sha256"]) for c in index_clips(tmp_path / "o" / "train")]
     import webdataset as wds
 
@@ -415,6 +423,39 @@ def test_ego4d_v1_keys_clip_frame_and_clip_level_voice(tmp_path):
     assert npy(c["speaking.npy"])[0].nonzero()[0].tolist() == [3, 4, 5, 6]  # 0.1 s → frame 3, 0.2 s → frame 6
 
 
+def test_ego4d_v2_camera_wearer_voice_is_read_and_a_wearer_in_both_places_is_one_person(tmp_path):
+    """v2 files keep the wearer beside persons[]: clips[].camera_wearer {person_id, voice_segments}. The
+    wearer's speech is someone speaking (voice); a wearer also in persons[] is one row, its shared segment once."""
+    def seg(s, e):
+        return {"start_frame": s, "end_frame": e, "start_time": s / 30, "end_time": e / 30, "person": "cw"}
+
+    other = {"person_id": "1", "camera_wearer": False, "tracking_paths": [{"track_id": "t", "track": [
+        {"frame": f, "x": 2, "y": 2, "width": 10, "height": 10, "video_frame": 100 + f, "clip_frame": None}
+        for f in range(30)]}], "voice_segments": [{**seg(0, 4), "person": "1"}]}
+    ann = {"videos": [{"video_uid": "V", "clips": [
+        {"clip_uid": "a", "valid": True, "persons": [other],
+         "camera_wearer": {"person_id": "cw", "camera_wearer": True, "voice_segments": [seg(10, 14)]}},
+        {"clip_uid": "b", "valid": True,
+         "persons": [other, {"person_id": "cw", "camera_wearer": True, "tracking_paths": [],
+                             "voice_segments": [seg(10, 14)]}],
+         "camera_wearer": {"person_id": "cw", "camera_wearer": True, "voice_segments": [seg(10, 14), seg(20, 22)]}},
+    ]}]}
+    src = write_source(tmp_path / "s", {"a": 30, "b": 30}, annotations=ann)
+    build(src, tmp_path / "o", ["train"], BuildParams(clip_seconds=1.0), progress=False)
+    clips = read_clips(*all_shards(tmp_path / "o", "train"))
+    a, b = clips["a/clip_f000000"], clips["b/clip_f000000"]
+    assert npy(a["voice.npy"]).nonzero()[0].tolist() == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]
+    assert [(p["person_id"], p["camera_wearer"]) for p in json.loads(a["json"])["persons"]] == [("1", False), ("cw", True)]
+    assert npy(a["speaking.npy"])[1].nonzero()[0].tolist() == [10, 11, 12, 13, 14]
+    assert npy(a["visible.npy"]).tolist() == [1] * 30  # the wearer has no face: visible is person 1's boxes
+    assert [(p["person_id"], p["camera_wearer"]) for p in json.loads(b["json"])["persons"]] == [("1", False), ("cw", True)]
+    assert npy(b["speaking.npy"])[1].nonzero()[0].tolist() == [10, 11, 12, 13, 14, 20, 21, 22]
+    assert npy(b["voice.npy"]).nonzero()[0].tolist() == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14, 20, 21, 22]
+    from shardgen.build.annotations import load_annotations
+    [cw] = [p for p in load_annotations([src / "json" / "av_train.json"], 30.0)["b"].persons if p.person_id == "cw"]
+    assert sorted(cw.voice) == [(10, 14), (20, 22)]  # the segment in both places, once
+
+
 def test_pad_tail_gets_zero_audio_even_when_the_wav_goes_on(tmp_path):
     """--tail pad: padded frames get silence, not the wav's later audio (which belongs to no frame)."""
     src = write_source(tmp_path / "s", {"v": 45}, wav_seconds={"v": 3.0})  # frames end at 1.5 s, audio at 3 s
@@ -488,3 +529,22 @@ def test_demo_corpus_defaults_give_450_frame_clips_that_plain_webdataset_reads(t
             assert s["__key__"].endswith("/clip_f000000")
             assert sum(k.startswith("f") and k.endswith(".jpg") for k in s) == 450
             assert json.loads(s["json"])["n_frames"] == 450 and len(s["wav"]) == 44 + 2 * 240000
+
+
+def test_crops_of_more_persons_than_crop_names_can_number_are_refused_naming_the_clip(tmp_path):
+    """Crop members name the person row with two digits (c00..c99): a clip of 101 persons builds without
+    crops (101 rows of boxes), and with ``--derive crops`` fails naming the clip and the limit."""
+    from shardgen.core.format import MAX_PERSONS, FormatError, crop_ext, parse_crop_ext
+
+    assert MAX_PERSONS == 100 and parse_crop_ext(crop_ext(99, 1)) == (99, 1)
+    with pytest.raises(FormatError, match=r"person row 100: crop members name at most 100 persons"):
+        crop_ext(100, 1)
+    persons = {f"p{i:03d}": [(f, 1 + i % 40, 1 + i % 30, 8, 8) for f in range(15)] for i in range(101)}
+    src = write_source(tmp_path / "s", {"v": 15}, annotations=ego4d_json({"v": persons}, {}))
+    plain = BuildParams(clip_seconds=0.5)
+    build(src, tmp_path / "plain", ["train"], plain, progress=False)
+    [clip] = read_clips(*sorted((tmp_path / "plain" / "train").glob("*.tar"))).values()
+    assert npy(clip["boxes.npy"]).shape == (101, 15, 4)
+    with pytest.raises(FormatError, match=r"v/clip_f000000: person row 100: crop members name at most 100 persons a "
+                                          r"clip \(c00\.\.c99\); build without --derive crops"):
+        build(src, tmp_path / "crops", ["train"], BuildParams(clip_seconds=0.5, derive=("crops",)), progress=False)

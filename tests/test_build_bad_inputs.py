@@ -31,7 +31,8 @@ import soundfile as sf
 from scipy.io import wavfile
 
 from shardgen.build.annotations import ava
-from shardgen.build.pipeline import BuildError, _check_space, build
+from shardgen.build.pipeline import BuildError, build
+from shardgen.build.prechecks import check_space
 from shardgen.build.plan import BuildParams
 from shardgen.build.source import SourceError
 from tests.sources import ego4d_json, index_clips, write_source
@@ -73,17 +74,18 @@ def test_frame_gap_at_the_start_and_frame_numbering(tmp_path):
 
 
 def test_frames_beyond_the_annotation_range(tmp_path):
-    """Annotations that run past the last image are unused and reported as a warning; frames the
-    annotation does not reach are built with empty labels (no box = NaN, no voice = 0)."""
+    """Annotations that run past the last image are unused and reported as a finding (exit status 3); frames
+    the annotation does not reach are built with empty labels (no box = NaN, no voice = 0)."""
     ann = ego4d_json({"v": {"1": [(f, 5, 5, 20, 20) for f in list(range(0, 20)) + list(range(50, 75))]}},
                      {"v": {"1": [(55, 70)], "2": [(200, 210)]}})
     src = write_source(tmp_path / "s", {"v": 60}, annotations=ann)
     out = tmp_path / "o"
-    build(src, out, ["train"], P1, progress=False)
+    res = build(src, out, ["train"], P1, progress=False)
     assert [c["key"] for c in index_clips(out / "train")] == ["v/clip_f000000", "v/clip_f000030"]
-    warnings = report(out)["warnings"]
-    assert any("annotations reach frame 210" in w and "ends at frame 59" in w and "17 box(es)/voice segment end(s)" in w
-               for w in warnings), warnings
+    [finding] = [f for f in report(out)["findings"] if f["code"] == "annotations past the last frame"]
+    assert ("av_train.json: annotations of v reach frame 210" in finding["message"] and "ends at frame 59" in finding["message"]
+            and "17 box(es)/voice segment end(s)" in finding["message"]), finding
+    assert res.exit_code == 3 and finding["message"] in res.summary.replace("\n      ", " ")
     clips = read_clips(all_shards(out, "train")[0])
     c1 = clips["v/clip_f000030"]
     vis, voice, boxes = npy(c1["visible.npy"]), npy(c1["voice.npy"]), npy(c1["boxes.npy"])
@@ -335,8 +337,8 @@ def test_disk_full_during_a_write_fails_cleanly_and_resumes(disk_source, tmp_pat
 def test_space_preflight_refuses_before_writing(disk_source, tmp_path, monkeypatch):
     src, _, _ = disk_source
     with pytest.raises(BuildError, match=r"not enough disk space in .*the plan needs about .* GB, .* GB are free"):
-        _check_space(tmp_path / "x", 10**16)  # 10 PB: no test machine has that
-    import shardgen.build.pipeline as b
+        check_space(tmp_path / "x", 10**16)  # 10 PB: no test machine has that
+    import shardgen.build.prechecks as b
 
     real = b.shutil.disk_usage
     monkeypatch.setattr(b.shutil, "disk_usage", lambda p: real(p)._replace(free=10 << 20))  # 10 MB left
@@ -367,14 +369,14 @@ def test_a_frame_that_changes_size_between_plan_and_write_is_named(tmp_path):
     rewritten with another size after planning fails the clip, naming its frames, instead of
     packing bytes the plan did not size."""
     from shardgen.build.clip import BuildContext, clip_entry
-    from shardgen.build.probe import probe_video
+    from shardgen.build.probe import probe_source
 
     src = write_source(tmp_path / "src", {"v": 30}, annotations=ego4d_json({"v": {"1": [(f, 5, 5, 20, 20) for f in range(30)]}}, {"v": {"1": [(3, 20)]}}))
     from shardgen.build.annotations import load_annotations
 
     params = BuildParams(clip_seconds=1.0)
     anns = load_annotations([src / "json" / "av_train.json"], params.fps)
-    [clip] = probe_video(src, "train", "v", params, anns).clips
+    [clip] = probe_source(src, "train", "v", params, anns).clips
     ctx = BuildContext(src, params, anns)
     assert clip_entry(clip, ctx)[0] == "v/clip_f000000"  # unchanged: builds
     frame = src / "video_imgs" / "v" / "img_00007.jpg"

@@ -18,6 +18,7 @@ import loaders
 from shardgen.build.pipeline import build
 from shardgen.demo.corpus import make_demo_corpus
 from shardgen.build.plan import BuildParams
+from tests.test_batching import reference_batches
 from tests.test_planning_properties import key_index, key_stream, round_robin, worker_batches
 
 
@@ -53,8 +54,7 @@ def read_layout(split, mode, world, workers, size, *, state=None, batches=None, 
         already = ld.state_dict()["batches_done"]  # a same-layout resume continues the count
         it = iter(ld)
         mine = list(islice(it, batches)) if batches is not None else list(it)
-        if batches is None:
-            assert len(mine) == lens[-1] - already
+        assert len(mine) == (lens[-1] - already if batches is None else batches)
         got.append([k for b in mine for k in item_keys(b)])
         if rank == 0:
             state0 = ld.state_dict()
@@ -87,7 +87,7 @@ def test_resume_under_another_layout_delivers_exactly_the_rest(elastic_build, mo
     world, workers, size = new
     slots = world * max(1, workers)
     if "batch_frames" in size:  # the unit dealt is a whole frame-budget batch: k per old rank were delivered
-        n_batches = len(loaders.make_loader(elastic_build, mode=mode, **size).stream.budget_batches)
+        n_batches = len(reference_batches(elastic_build, size["batch_frames"]))
         remaining = n_batches - 2 * old[0]
         assert lens[0] * world == remaining // slots * slots, "only the new layout's sit-out remainder is lost"
     else:
@@ -139,7 +139,7 @@ def test_elastic_planning_for_any_layouts(sizes, old, new, seed, buffer, data):
     the old layout, every rank of the new one yields equal counts, and old + new hold no item twice and
     miss only the new layout's remainder."""
     import loaders.dataset as ds
-    from loaders.sharding import Layout, Segment
+    from loaders.schedule import EpochPart, Layout
 
     N = sum(sizes)
     assume(N >= old[0] * old[1] and N >= new[0] * new[1])  # either layout's readers each need an item
@@ -148,15 +148,15 @@ def test_elastic_planning_for_any_layouts(sizes, old, new, seed, buffer, data):
     def layout_batches(world, workers, B, history, rank):
         stream = key_stream(index, ds.StreamConfig(batch_size=B, seed=seed, shuffle_buffer=buffer, rank=rank,
                                                    world_size=world))
-        stream.epoch, stream.history = 2, history
-        return round_robin(worker_batches(stream, workers)), stream.plan(workers).batches_per_slot * workers
+        return (round_robin(worker_batches(stream, workers, 2, history=history)),
+                stream.schedule(2, workers, history).batches_per_rank)
 
     w0, nw0, b0 = old
     first = [layout_batches(w0, nw0, b0, [], r)[0] for r in range(w0)]
     k = data.draw(st.integers(0, min(len(b) for b in first)))
     delivered = [key for b in first for batch in b[:k] for key in batch]
     w1, nw1, b1 = new
-    history = [Segment(Layout(w0, nw0, b0), k)] if k else []
+    history = [EpochPart(Layout(w0, nw0, b0), k)] if k else []
     assume(k or N >= w1 * nw1)  # a fresh epoch needs an item for every reader (a continuation may have none)
     rest = [layout_batches(w1, nw1, b1, history, r) for r in range(w1)]
     assert len({n for _, n in rest}) == 1 and all(len(b) == n for b, n in rest)

@@ -282,6 +282,101 @@ def test_bad_prediction_files_are_named(eval_corpus, tmp_path):
     assert shardgen_main(["eval-map", str(gt), str(tmp_path / "bad.csv")]) == 2
 
 
+GT_NAMES = ["video_id", "frame_timestamp", "entity_box_x1", "entity_box_y1", "entity_box_x2", "entity_box_y2", "label",
+            "entity_id"]
+
+
+def activitynet_script_map(gt: Path, pred: Path) -> float:
+    """ActivityNet's get_ava_active_speaker_performance.py, step for step as it is written (run_evaluation):
+    both files read with ``pd.read_csv(..., header=None, names=...)``; only ``np.float`` (gone from numpy)
+    becomes ``float``. It raises where the script raises."""
+    pd = pytest.importorskip("pandas")
+
+    def load_csv(filename, column_names):
+        df = pd.read_csv(filename, header=None, names=column_names)
+        df["uid"] = (df["frame_timestamp"].map(str) + ":" + df["entity_id"])
+        return df
+
+    def eq(a, b, tolerance=1e-09):
+        return abs(a - b) <= tolerance
+
+    g, p = load_csv(gt, GT_NAMES), load_csv(pred, GT_NAMES + ["score"])
+    if g["uid"].count() != p["uid"].count():
+        raise ValueError("Groundtruth and predictions CSV must have the same number of unique rows.")
+    if p["label"].unique() != ["SPEAKING_AUDIBLE"]:
+        raise ValueError("Predictions CSV must contain only SPEAKING_AUDIBLE label.")
+    if p["score"].count() < p["uid"].count():
+        raise ValueError("Predictions CSV must contain score value for every row.")
+    m = g.merge(p, on="uid", suffixes=("_groundtruth", "_prediction"), validate="1:1").sort_values(
+        by=["score"], ascending=False).reset_index()
+    m["bounding_box_correct"] = np.where(
+        eq(m["entity_box_x1_groundtruth"], m["entity_box_x1_prediction"])
+        & eq(m["entity_box_x2_groundtruth"], m["entity_box_x2_prediction"])
+        & eq(m["entity_box_y1_groundtruth"], m["entity_box_y1_prediction"])
+        & eq(m["entity_box_y2_groundtruth"], m["entity_box_y2_prediction"]), True, False)
+    if (~m["bounding_box_correct"]).sum() > 0:
+        raise ValueError("Mismatch between groundtruth and predictions bounding boxes")
+    all_positives = m[m["label_groundtruth"] == "SPEAKING_AUDIBLE"]["uid"].count()
+    m["is_tp"] = np.where((m["label_groundtruth"] == "SPEAKING_AUDIBLE") & (m["label_prediction"] == "SPEAKING_AUDIBLE"),
+                          1, 0)
+    m["tp"] = m["is_tp"].cumsum()
+    m["precision"] = m["tp"] / (m.index + 1)
+    m["recall"] = m["tp"] / all_positives
+    precision, recall = np.array(m["precision"]), np.array(m["recall"])
+    assert precision.dtype == float and recall.dtype == float  # compute_average_precision's check
+    recall = np.concatenate([[0], recall, [1]])
+    precision = np.concatenate([[0], precision, [0]])
+    for i in range(len(precision) - 2, -1, -1):
+        precision[i] = np.maximum(precision[i], precision[i + 1])
+    indices = np.where(recall[1:] != recall[:-1])[0] + 1
+    return 100 * float(np.sum((recall[indices] - recall[indices - 1]) * precision[indices]))
+
+
+def test_activitynet_dialect_runs_through_the_official_script_and_eval_map_reads_both(eval_corpus, tmp_path, capsys):
+    """The issue's case: with a header row the official script fails (the header becomes a row labelled
+    'label'); without one it gives eval-map's number. eval-map takes either dialect, mixed too."""
+    split = eval_corpus["plain"] / "val"
+    gen = torch.Generator().manual_seed(5)
+    scores: dict = {}
+    files = {}
+    for dialect in ("talknet", "activitynet"):
+        gt, pred = tmp_path / f"gt-{dialect}.csv", tmp_path / f"pred-{dialect}.csv"
+        assert shardgen_main(["eval-gt", str(split), "-o", str(gt), "--dialect", dialect]) == 0
+        ld = loaders.make_loader(split, mode="asd-tracks", with_meta=True, shuffle=False, remainder="pad")
+        with loaders.PredictionWriter(pred, quiet=True, dialect=dialect) as w:
+            for i, (_, _, labels, meta) in enumerate(ld):  # the same scores for both files
+                scores.setdefault(i, 0.4 * labels.float() + 0.6 * torch.rand(labels.shape, generator=gen))
+                w.add(meta, scores[i])
+        files[dialect] = gt, pred
+    (gt_t, pred_t), (gt_a, pred_a) = files["talknet"], files["activitynet"]
+    assert gt_t.read_text().splitlines()[0] == ",".join(GT_NAMES)
+    assert gt_a.read_text().splitlines() == gt_t.read_text().splitlines()[1:]  # the same rows, no header
+    assert pred_a.read_text().splitlines() == pred_t.read_text().splitlines()[1:]
+    with pytest.raises(ValueError):
+        activitynet_script_map(gt_t, pred_t)  # what users of the official script met
+    official = activitynet_script_map(gt_a, pred_a)
+    ours = {(g, p): mean_ap(gt, pred) for g, gt in (("t", gt_t), ("a", gt_a)) for p, pred in (("t", pred_t), ("a", pred_a))}
+    assert 40 < official < 99 and len(set(ours.values())) == 1 and abs(ours[("a", "a")] - official) < 1e-4
+    assert shardgen_main(["eval-map", str(gt_a), str(pred_t)]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"mAP {ours[('a', 'a')]:.4f}")
+
+
+def test_eval_map_warns_when_the_ground_truth_has_no_negative(eval_corpus, tmp_path, capsys):
+    from shardgen.core.ava_eval import DegenerateMetric
+
+    split = eval_corpus["plain"] / "val"
+    gt = tmp_path / "gt.csv"
+    write_ground_truth(split, gt, dialect="activitynet")
+    gt.write_text(gt.read_text().replace("NOT_SPEAKING", "SPEAKING_AUDIBLE"))
+    gen = torch.Generator().manual_seed(1)
+    predictions(split, tmp_path / "random.csv", lambda lab, m: torch.rand(lab.shape, generator=gen))
+    with pytest.warns(DegenerateMetric, match="no negative.*says nothing"):
+        assert mean_ap(gt, tmp_path / "random.csv") == 100.0  # random scores: 'perfect'
+    assert shardgen_main(["eval-map", str(gt), str(tmp_path / "random.csv")]) == 0
+    out = capsys.readouterr()
+    assert "mAP 100.0000" in out.out and "shardgen eval-map: warning:" in out.err and "no negative" in out.err
+
+
 def test_eval_gt_reads_a_build_over_http(eval_corpus, http_server, tmp_path):
     local = tmp_path / "local.csv"
     write_ground_truth(eval_corpus["plain"] / "val", local)

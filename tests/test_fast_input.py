@@ -181,8 +181,13 @@ def test_a_frame_that_does_not_decode_fails_only_the_tracks_that_use_it(members)
 # ---------------------------------------------------------------- the loader
 
 
-def loader_batches(split, monkeypatch, **kw) -> tuple[list, list, list]:
-    """One epoch of batch_frames batches (one reader), the tracks of each batch, and the augmentation draws
+#: the two kinds of asd-tracks batches: TalkNet's frame budget (read sparsely, cut before reading) and a
+#: number of tracks (whole clips read front to back, cut by collation)
+BATCHINGS = {"batch_frames": {"batch_frames": BUDGET}, "batch_size": {"batch_size": 3}}
+
+
+def loader_batches(split, monkeypatch, batching: str = "batch_frames", **kw) -> tuple[list, list, list]:
+    """One epoch of asd-tracks batches (one reader), the tracks of each batch, and the augmentation draws
     in the order the loader made them."""
     draws = []
     real = augment_module.draw_visual
@@ -193,16 +198,17 @@ def loader_batches(split, monkeypatch, **kw) -> tuple[list, list, list]:
         return d
 
     monkeypatch.setattr(augment_module, "draw_visual", recording)
-    ld = loaders.make_loader(split, mode="asd-tracks", batch_frames=BUDGET, seed=3, **kw)
+    ld = loaders.make_loader(split, mode="asd-tracks", seed=3, **BATCHINGS[batching], **kw)
     batches = list(ld)
     plan = ld.stream.epoch_batches(0, 0, epoch=0)
     assert len(plan) == len(batches) > 2
     return batches, [[(u.clip.key, u.track) for u in b] for b in plan], draws
 
 
+@pytest.mark.parametrize("batching", sorted(BATCHINGS))
 @pytest.mark.parametrize("kind", ["plain", "crops"])
-def test_loader_faces_equal_the_reference(builds, members, monkeypatch, kind):
-    batches, plan, draws = loader_batches(builds[kind], monkeypatch)
+def test_loader_faces_equal_the_reference(builds, members, monkeypatch, kind, batching):
+    batches, plan, draws = loader_batches(builds[kind], monkeypatch, batching)
     assert draws == []
     n = 0
     for (audio, faces, labels), tracks in zip(batches, plan):
@@ -215,8 +221,9 @@ def test_loader_faces_equal_the_reference(builds, members, monkeypatch, kind):
     assert n == sum(len(t) for t in plan)
 
 
-def test_augmented_faces_are_the_reference_augmentation_of_the_same_draw(builds, members, monkeypatch):
-    batches, plan, draws = loader_batches(builds["plain"], monkeypatch, augment=True)
+@pytest.mark.parametrize("batching", sorted(BATCHINGS))
+def test_augmented_faces_are_the_reference_augmentation_of_the_same_draw(builds, members, monkeypatch, batching):
+    batches, plan, draws = loader_batches(builds["plain"], monkeypatch, batching, augment=True)
     assert len(draws) == sum(len(t) for t in plan)
     draw = iter(draws)
     kinds = set()
@@ -237,6 +244,75 @@ def test_augmented_faces_are_the_reference_augmentation_of_the_same_draw(builds,
             diff = np.abs(faces[j].numpy() - ref.astype(np.float32))
             assert diff.max() <= (1 if d.kind == "rotate" else 0), (key, track, d)
     assert len(kinds) >= 3, kinds
+
+
+def counted_decodes(monkeypatch) -> list:
+    """The names of the frames loaders.faces decodes from now on, in order."""
+    import loaders.faces as faces_module
+
+    decoded = []
+    real = faces_module.decode_gray
+
+    def counting(data, min_height, min_width, name):
+        decoded.append(name)
+        return real(data, min_height, min_width, name=name)
+
+    monkeypatch.setattr(faces_module, "decode_gray", counting)
+    return decoded
+
+
+def distinct_decodes(fields: dict, batch: list[tuple[str, tuple]], cut: int | None) -> set:
+    """The (clip, frame, DCT scale) triples a batch of tracks needs decoded: each once."""
+    needed = set()
+    for key, (p, first, n) in batch:
+        boxes = filled_boxes(npy(fields[key]["boxes.npy"])[p, first:first + n].astype(np.float64))
+        needed |= {(key, f, reference_scale(boxes)) for f in range(first, first + (n if cut is None else min(n, cut)))}
+    return needed
+
+
+def test_batch_size_batches_decode_each_frame_once_per_batch_and_scale(builds, members, monkeypatch):
+    """Tracks of one clip in one batch_size batch share its frames' decodes: the decodes are exactly the
+    batches' distinct (clip, frame, DCT scale) triples — fewer than the tracks' frames."""
+    decoded = counted_decodes(monkeypatch)
+    ld = loaders.make_loader(builds["plain"], mode="asd-tracks", shuffle=False, batch_size=3)  # a clip's tracks together
+    batches = list(ld)
+    plan = [[(it.clip.key, it.track) for it in b] for b in ld.stream.epoch_batches(0, 0)]
+    assert len(plan) == len(batches) > 2
+    distinct = sum(len(distinct_decodes(members["plain"], b, None)) for b in plan)
+    assert len(decoded) == distinct < sum(t[2] for b in plan for _, t in b)
+
+
+def test_frame_budget_batches_decode_each_frame_once_per_batch_and_scale(builds, members, monkeypatch):
+    """A frame-budget batch's tracks of one clip are one sparse read, and share its frames' decodes. (Its
+    packing sorts tracks by length, and two persons of the demo's clips never have the same: the batch is
+    made here from overlapping tracks, then read and made as the loader's one path does.)"""
+    from loaders.dataset import _TrackReads
+    from loaders.schedule import ScheduledBatch
+
+    ld = loaders.make_loader(builds["plain"], mode="asd-tracks", batch_frames=BUDGET)
+    stream = ld.stream
+    ids = range(stream.n_items)
+    by_clip: dict = {}
+    for i in ids:
+        by_clip.setdefault(stream.items.item(i).clip.key, []).append(i)
+    overlapping = next(g for g in by_clip.values() if len(g) > 1 and len(distinct_decodes(
+        members["plain"], [(stream.items.item(i).clip.key, stream.items.item(i).track) for i in g], None))
+        < sum(stream.items.item(i).track[2] for i in g))
+    items = [stream.items.item(i) for i in overlapping]
+    cut = min(it.track[2] for it in items)
+    batch = ScheduledBatch(np.array(overlapping), cut)
+    decoded = counted_decodes(monkeypatch)
+    samples = _TrackReads(stream.reader, use_crops=True).take(0, batch, items)
+    assert all(s is samples[0] for s in samples)  # one read for the clip's tracks
+
+    def failed(exc, item):
+        raise exc
+
+    made, _ = stream.make_batch(batch, items, samples, 0, failed)
+    plan = [(it.clip.key, it.track) for it in items]
+    assert len(decoded) == len(distinct_decodes(members["plain"], plan, cut)) < cut * len(items)
+    for (key, track), item in zip(plan, made):
+        np.testing.assert_array_equal(item[1].numpy(), reference_track_faces(members["plain"][key], track, cut))
 
 
 def test_worker_batches_cross_as_uint8_and_arrive_as_asked(builds, monkeypatch):
@@ -321,11 +397,29 @@ def test_crop_cache_stays_within_its_bound_and_drops_damaged_entries(builds, tmp
                {cache.key("cd" * 32, 1024, (1, 5, 9), 3, False), cache.key("ab" * 32, 1024, (1, 5, 9), 2, False)}) == 4
 
 
+def test_crop_cache_with_batch_size_batches_decodes_no_frame_once_warm(builds, tmp_path, monkeypatch):
+    """batch_size batches read whole clips front to back (the frames are still read) but, warm, decode none."""
+    decoded = counted_decodes(monkeypatch)
+    kw = dict(mode="asd-tracks", batch_size=3, seed=6, augment=True)
+    uncached = list(loaders.make_loader(builds["plain"], **kw))
+    for epoch_kind in ("cold", "warm"):
+        decoded.clear()
+        ld = loaders.make_loader(builds["plain"], crop_cache_dir=tmp_path / "crops", **kw)
+        got = list(ld)
+        assert len(got) == len(uncached) > 2
+        for a, b in zip(uncached, got):
+            assert all(torch.equal(x, y) for x, y in zip(a, b))
+        n_tracks = sum(b[1].shape[0] for b in got)
+        cache = ld.stream.crop_cache
+        if epoch_kind == "cold":
+            assert (cache.hits, cache.writes) == (0, n_tracks) and decoded
+        else:
+            assert (cache.hits, cache.writes) == (n_tracks, 0) and decoded == []
+
+
 def test_crop_cache_options_are_checked(builds, tmp_path):
     with pytest.raises(ValueError, match="asd-tracks"):
         loaders.make_loader(builds["plain"], mode="talknet", crop_cache_dir=tmp_path)
-    with pytest.raises(ValueError, match="batch_frames"):
-        loaders.make_loader(builds["plain"], mode="asd-tracks", batch_size=2, crop_cache_dir=tmp_path)
     with pytest.raises(ValueError, match="cannot hold one crop"):
         loaders.make_loader(builds["plain"], mode="asd-tracks", batch_frames=BUDGET, crop_cache_dir=tmp_path,
                             crop_cache_bytes=100)

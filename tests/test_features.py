@@ -1,4 +1,4 @@
-"""shardgen.core.features (and loaders.mfcc_torch) against python_speech_features (TalkNet's own MFCC) and TalkNet's load_audio."""
+"""shardgen.core.features against python_speech_features (TalkNet's own MFCC) and TalkNet's load_audio."""
 
 import subprocess
 import sys
@@ -9,7 +9,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loaders.mfcc_torch import talknet_mfcc_torch
 from shardgen.core.features import fit_to_frames, mfcc_geometry, talknet_mfcc
 
 psf = pytest.importorskip("python_speech_features")
@@ -37,10 +36,9 @@ def speech():
 
 
 @pytest.mark.parametrize("fps", FPS)
-@pytest.mark.parametrize("impl", [talknet_mfcc, talknet_mfcc_torch])
-def test_matches_reference_on_real_speech(speech, fps, impl):
+def test_matches_reference_on_real_speech(speech, fps):
     ref = reference(speech, fps)
-    out = impl(speech, fps)
+    out = talknet_mfcc(speech, fps)
     assert out.dtype == np.float32 and out.shape == ref.shape
     assert np.abs(out - ref).max() < TOL
 
@@ -69,7 +67,6 @@ def test_matches_reference_on_synthetic(name, fps):
     out = talknet_mfcc(x, fps)
     assert out.shape == ref.shape
     assert np.abs(out - ref).max() < TOL
-    assert np.abs(talknet_mfcc_torch(x, fps) - ref).max() < TOL
 
 
 @settings(max_examples=30, deadline=None)

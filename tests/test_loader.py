@@ -73,8 +73,11 @@ def test_voice_and_speaking_labels(demo_build):
     clips = shard_clips(demo_build)
     for labels, pick in (("voice", lambda f: npy(f["voice.npy"])), ("speaking", lambda f: npy(f["speaking.npy"])[1])):
         ld = loaders.make_loader(demo_build / "train", labels=labels, person="2", shuffle=False, with_meta=True)
+        seen = []
         for _, _, lab, meta in ld:
             np.testing.assert_array_equal(lab[0].numpy(), pick(clips[meta[0]["key"]]))
+            seen.append(meta[0]["key"])
+        assert sorted(seen) == sorted(clips), labels  # every clip checked, once
 
 
 def test_two_ranks_two_workers_uneven_shards(demo_build):
@@ -161,16 +164,23 @@ def test_sources_brace_list_and_bare_shards(demo_build):
     by_list = loaders.resolve([str(demo_build / "train" / n) for n in names])
     by_manifest = loaders.resolve(demo_build / "train" / "manifest.json")
     assert [s.name for s in by_brace.shards] == names == [s.name for s in by_manifest.shards]
-    assert by_brace.shard_clips() == by_list.shard_clips() == by_manifest.shard_clips()
-    # a shard with no manifest beside it is indexed from its own tar headers, tracks included
+    def rows(source, shard=None):  # (shard, key, byte range, tracks, members, frames) of every clip, or of one shard's
+        c, out = source.clips.columns, []
+        for i in range(len(source.clips)) if shard is None else source.shard_rows(shard):
+            r = source.clips.ref(i)
+            out.append((r.shard, r.key, r.offset, r.bytes, r.tracks, int(c["members"][i]), int(c["n_frames"][i]),
+                        int(c["pad_frames"][i])))
+        return out
+
+    assert len(rows(by_manifest)) == 12 and rows(by_brace) == rows(by_list) == rows(by_manifest)
+    # a shard with no manifest beside it is indexed from the shard itself: byte ranges, members, frames, tracks
     import shutil
 
     lone = demo_build.parent / "lone"
     lone.mkdir(exist_ok=True)
     shutil.copy(demo_build / "train" / names[0], lone / names[0])
     scanned = loaders.resolve(str(lone / names[0]))
-    assert [(c.key, c.offset, c.bytes, c.tracks) for c in scanned.shard_refs(0)] == \
-           [(c.key, c.offset, c.bytes, c.tracks) for c in by_manifest.shard_refs(0)]
+    assert len(rows(scanned)) == 5 and rows(scanned) == rows(by_manifest, 0)
 
 
 def test_asd_tracks_on_the_real_clip(real_build, realdata):
@@ -307,10 +317,9 @@ def test_resume_refuses_a_changed_order(demo_build):
 
 
 def test_remainder_pad_with_fewer_clips_than_readers():
-    from loaders.sharding import arrange_epoch, plan_epoch, slot_run
+    from loaders.schedule import Layout, ScheduleConfig, UnitSpace, epoch_schedule
 
-    seq = np.arange(2)
-    plan = plan_epoch(2, slots=6, batch_size=1, drop_last=False, samples_per_epoch=None, epoch=0, remainder="pad")
-    arranged = arrange_epoch(seq, plan, seed=0, shuffle=False)
-    runs = [slot_run(arranged, plan, k, 1, False) for k in range(6)]
-    assert all(len(r) == 1 for r in runs) and {int(r[0]) for r in runs} == {0, 1}
+    plan = epoch_schedule(UnitSpace.of_items(np.array([0, 2])), ScheduleConfig(shuffle=False, remainder="pad"), 0,
+                          Layout(world_size=3, num_workers=2))
+    runs = [plan.slot(k).run for k in range(6)]
+    assert [len(r) for r in runs] == [1] * 6 and {int(r[0]) for r in runs} == {0, 1}

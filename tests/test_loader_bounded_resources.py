@@ -198,4 +198,4 @@ def test_memory_per_process_does_not_grow_with_the_clip_count(tmp_path_factory, 
     print(f"\n{mode}: bytes per clip beyond 2k clips: parent {grown['parent']:.0f}, worker {grown['worker']:.0f}; "
           f"first batch {small['first']:.2f} s → {big['first']:.2f} s")
     assert grown["worker"] < 400 and grown["parent"] < 400, (grown, figures)
-    assert big["first"] - small["first"] < 300_000 * 10e-6  # generous: the target is 3 µs a clip
+    # the first batch's time is printed, not bounded: timing belongs in scripts/bench_index.py (make bench)

@@ -6,17 +6,21 @@
   the wav exactly (for random fps, including 29.97).
 * ``shardgen.build.labels.clip_labels``: for random persons, boxes (pixel and normalised, in and out of
   the frame), voice segments and clip windows, every label array equals a per-frame brute force.
-* ``loaders.sharding`` and the stream built on it: for random shard sizes, ranks, workers, batch
-  sizes, ``drop_last`` and ``samples_per_epoch``, every reader slot gets the same number of
-  batches, no clip appears twice in an epoch, and a resume after k batches yields exactly the rest;
-  ``buffered_order`` is a permutation that never reaches further ahead than its buffer.
+* ``loaders.schedule.epoch_schedule`` on its own: for random shard sizes, ranks, workers, batch
+  sizes, ``drop_last``, ``samples_per_epoch`` and remainders, every reader slot gets the number of
+  units and batches a unit-by-unit dealing of the documented rule gives, no unit twice (``drop``)
+  or every unit (``pad``), each slot's run a window of a shard-contiguous, file-ordered sequence;
+  frame-budget units are whole fixed batches cut to their shortest track; the same arguments
+  always give the same batches. ``buffered_order`` is a permutation that never reaches further
+  ahead than its buffer.
+* The stream executing it (byte reading replaced by keys): every (rank, worker) yields its
+  batches, no clip twice, and a resume after k batches yields exactly the rest.
 """
 
 from __future__ import annotations
 
 import math
 from fractions import Fraction
-from types import SimpleNamespace
 
 import numpy as np
 from hypothesis import HealthCheck, assume, given, settings
@@ -27,7 +31,8 @@ from shardgen.build.annotations import Person, VideoAnnotations
 from shardgen.build.labels import clip_labels
 from shardgen.build.plan import TAILS, BuildParams, plan_spans
 from shardgen.build.skips import SkipCode
-from loaders.sharding import batches_to_skip, buffered_order, epoch_sequence, plan_epoch, slot_order, slot_run
+from loaders.schedule import REMAINDERS, Layout, ScheduleConfig, UnitSpace, epoch_schedule
+from loaders.sharding import buffered_order, frame_budget_batches
 
 FAST = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -167,48 +172,153 @@ def test_clip_labels_match_a_per_frame_brute_force(data, start, n_real, pad):
     assert [q["frames_with_box"] for q in got.persons] == [int((~np.isnan(boxes[p, :, 0])).sum()) for p in range(P)]
 
 
-# ----------------------------------------------------------------------------- epoch planning
+# ----------------------------------------------------------------------------- the epoch schedule
 
 
 def make_bounds(sizes: list[int]) -> np.ndarray:
-    """Shard ``s`` holds unit ids ``bounds[s]:bounds[s+1]`` (what the loader plans over)."""
+    """Shard ``s`` holds item ids ``bounds[s]:bounds[s+1]`` (what the loader plans over)."""
     return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]).astype(np.int64)
+
+
+def reference_counts(n: int, slots: int, B: int, drop_last: bool, spe: int | None, remainder: str) -> tuple[int, int]:
+    """The documented rule, dealt one unit at a time (not the planner's arithmetic): units per slot and batches
+    per slot. ``drop``: every slot takes one more while all of them can; ``pad``: while any unit is left.
+    Batches: ``B`` units at a time, a final short one unless ``drop_last``."""
+    usable = n if spe is None else min(n, spe)
+    per = 0
+    while (per + 1) * slots <= usable if remainder == "drop" else per * slots < usable:
+        per += 1
+    batches, left = 0, per
+    while left >= B or (left > 0 and not drop_last):
+        left -= min(B, left)
+        batches += 1
+    return per, batches
+
+
+schedule_args = dict(
+    sizes=st.lists(st.integers(0, 15), min_size=1, max_size=12), world=st.integers(1, 4), workers=st.integers(1, 4),
+    B=st.integers(1, 6), drop_last=st.booleans(), shuffle=st.booleans(), seed=st.integers(0, 2**32 - 1),
+    epoch=st.integers(0, 50), spe=st.none() | st.integers(1, 200), remainder=st.sampled_from(REMAINDERS),
+    buffer=st.integers(0, 10))
+
+
+@FAST
+@given(**schedule_args)
+def test_the_schedule_deals_equal_batches_no_unit_twice_in_sequential_runs(sizes, world, workers, B, drop_last, shuffle,
+                                                                           seed, epoch, spe, remainder, buffer):
+    """``epoch_schedule`` on its own: every slot gets the reference's number of units and batches, no unit twice
+    (``drop``) or every unit (``pad``), each slot's run a window of a shard-contiguous, file-ordered sequence."""
+    bounds = make_bounds(sizes)
+    n, slots = int(bounds[-1]), world * workers
+    config = ScheduleConfig(seed=seed, shuffle=shuffle, shuffle_buffer=buffer, drop_last=drop_last,
+                            samples_per_epoch=spe, remainder=remainder)
+    space = UnitSpace.of_items(bounds)
+    per, n_batches = reference_counts(n, slots, B, drop_last, spe, remainder)
+    try:
+        plan = epoch_schedule(space, config, epoch, Layout(world, workers, B))
+    except ValueError:
+        assert per == 0 or n_batches == 0  # refused only when a reader would starve
+        return
+    assert per > 0 and n_batches > 0, "refused nothing a reader could read"
+    assert plan.batches_per_slot == n_batches and plan.batches_per_rank == n_batches * workers
+    # step 1, checked against the shards: a permutation, each shard's items together and in file order
+    seq = space.sequence(seed=seed, epoch=epoch, shuffle=shuffle).tolist()
+    assert sorted(seq) == list(range(n))
+    shard_of = [int(np.searchsorted(bounds, u, side="right")) - 1 for u in seq]
+    blocks = [s for i, s in enumerate(shard_of) if i == 0 or shard_of[i - 1] != s]
+    assert len(blocks) == len(set(blocks))
+    for s in range(len(sizes)):
+        assert [u for u, t in zip(seq, shard_of) if t == s] == list(range(bounds[s], bounds[s + 1]))
+    dealt, slots_checked = [], 0
+    for k in range(slots):
+        slot = plan.slot(k)
+        run = slot.run.tolist()
+        # the run is read in sequence order: a window of the (cyclic) sequence, so a shard is one read
+        at = seq.index(run[0])
+        assert run == [seq[(at + i) % n] for i in range(len(run))]
+        assert sorted(slot.order.tolist()) == list(range(len(run)))
+        batches = [b.items.tolist() for b in slot.batches()]
+        assert len(batches) == n_batches
+        assert all(len(b) == B for b in batches[:-1]) and 0 < len(batches[-1]) <= B
+        assert drop_last is False or len(batches[-1]) == B
+        assert sum(len(b) for b in batches) == (min(per, n_batches * B))
+        assert sorted(u for b in batches for u in b) == sorted(run)  # what is emitted is what is read
+        dealt += [u for b in batches for u in b]
+        slots_checked += 1
+    assert slots_checked == slots
+    assert len(dealt) == slots * min(per, n_batches * B)
+    if remainder == "drop":
+        assert len(dealt) == len(set(dealt)), "no unit twice in an epoch"
+        assert plan.sat_out == n - per * slots
 
 
 @FAST
 @given(sizes=st.lists(st.integers(0, 15), min_size=1, max_size=12), world=st.integers(1, 4), workers=st.integers(1, 4),
-       B=st.integers(1, 6), drop_last=st.booleans(), shuffle=st.booleans(), seed=st.integers(0, 2**32 - 1),
-       epoch=st.integers(0, 50), spe=st.none() | st.integers(1, 200))
-def test_every_slot_gets_equal_batches_and_no_clip_twice(sizes, world, workers, B, drop_last, shuffle, seed, epoch, spe):
+       B=st.integers(1, 6), shuffle=st.booleans(), seed=st.integers(0, 2**32 - 1), epoch=st.integers(0, 50))
+def test_pad_reads_every_unit_fewer_than_slots_of_them_twice(sizes, world, workers, B, shuffle, seed, epoch):
     bounds = make_bounds(sizes)
-    N, slots = sum(sizes), world * workers
-    usable = N if spe is None else min(N, spe)
+    n, slots = int(bounds[-1]), world * workers
+    assume(n > 0)
+    plan = epoch_schedule(UnitSpace.of_items(bounds), ScheduleConfig(seed=seed, shuffle=shuffle, remainder="pad"),
+                          epoch, Layout(world, workers, B))
+    dealt = [u for k in range(slots) for b in plan.slot(k).batches() for u in b.items.tolist()]
+    per, _ = reference_counts(n, slots, B, False, None, "pad")
+    assert len(dealt) == per * slots and set(dealt) == set(range(n))
+    twice = len(dealt) - n
+    assert 0 <= twice < slots
+
+
+@FAST
+@given(**schedule_args)
+def test_the_schedule_is_a_pure_function_of_its_arguments(sizes, world, workers, B, drop_last, shuffle, seed, epoch,
+                                                          spe, remainder, buffer):
+    """Same arguments, same batches — whatever was planned in between, in whichever order the slots are asked."""
+    bounds = make_bounds(sizes)
+    assume(int(bounds[-1]) >= world * workers * B)
+    config = ScheduleConfig(seed=seed, shuffle=shuffle, shuffle_buffer=buffer, drop_last=drop_last,
+                            samples_per_epoch=None, remainder=remainder)
+    layout = Layout(world, workers, B)
+
+    def batches(space, slots) -> list:
+        plan = epoch_schedule(space, config, epoch, layout)
+        return [[b.items.tolist() for b in plan.slot(k).batches()] for k in slots]
+
+    slots = list(range(world * workers))
+    first = batches(UnitSpace.of_items(bounds), slots)
+    epoch_schedule(UnitSpace.of_items(bounds), config, epoch + 1, Layout(1, 1, 1))  # another plan in between
+    again = batches(UnitSpace.of_items(bounds), slots[::-1])[::-1]
+    assert first == again and sum(len(b) for b in first) == world * workers * epoch_schedule(
+        UnitSpace.of_items(bounds), config, epoch, layout).batches_per_slot
+
+
+@FAST
+@given(lengths=st.lists(st.integers(1, 200), min_size=1, max_size=60), budget=st.integers(1, 600),
+       world=st.integers(1, 3), workers=st.integers(1, 3), seed=st.integers(0, 1000), epoch=st.integers(0, 20),
+       remainder=st.sampled_from(REMAINDERS))
+def test_frame_budget_units_are_whole_batches_cut_to_their_shortest(lengths, budget, world, workers, seed, epoch,
+                                                                    remainder):
+    batches = frame_budget_batches(np.array(lengths), [np.arange(len(lengths))], budget)
+    space = UnitSpace.of_budget_batches(batches, np.array(lengths))
+    fixed = {tuple(b.tolist()) for b in batches}
+    per, n_batches = reference_counts(len(batches), world * workers, 1, False, None, remainder)
     try:
-        plan = plan_epoch(N, slots=slots, batch_size=B, drop_last=drop_last, samples_per_epoch=spe, epoch=epoch)
+        plan = epoch_schedule(space, ScheduleConfig(seed=seed, remainder=remainder), epoch, Layout(world, workers, 1))
     except ValueError:
-        assert usable // slots == 0 or (drop_last and usable // slots < B)  # refused only when a reader would starve
+        assert per == 0
         return
-    seq = epoch_sequence(bounds, seed=seed, epoch=epoch, shuffle=shuffle)
-    assert sorted(seq.tolist()) == list(range(N))  # a permutation of all clips
-    shard_of = (np.searchsorted(bounds, seq, side="right") - 1).tolist()
-    blocks = [s for i, s in enumerate(shard_of) if i == 0 or shard_of[i - 1] != s]
-    assert len(blocks) == len(set(blocks))  # each shard's clips stay together ...
-    for s in range(len(sizes)):
-        ids = [u for u, t in zip(seq.tolist(), shard_of) if t == s]
-        assert ids == list(range(bounds[s], bounds[s + 1]))  # ... in file order: sequential reads
-    runs = [slot_run(seq, plan, k, B, drop_last).tolist() for k in range(slots)]
-    per_slot = {len(r) for r in runs}
-    assert len(per_slot) == 1
-    n_batches = {(len(r) // B if drop_last else math.ceil(len(r) / B)) for r in runs}
-    assert n_batches == {plan.batches_per_slot}
-    keys = [c for r in runs for c in r]
-    assert len(keys) == len(set(keys))  # no clip twice in an epoch
-    assert plan.dropped == N - plan.clips_per_slot * slots and plan.clips_per_slot == usable // slots
-    for k in range(slots):
-        order = slot_order(len(runs[k]), seed=seed, epoch=epoch, slot=k, buffer=8, shuffle=shuffle)
-        assert sorted(order.tolist()) == list(range(len(runs[k])))
-    for done in range(plan.batches_per_slot * workers + 1):  # resume arithmetic: the workers' skips add up to k
-        assert sum(batches_to_skip(done, w, workers) for w in range(workers)) == done
+    seen = []
+    for k in range(world * workers):
+        slot = plan.slot(k)
+        assert slot.n_batches == n_batches == per
+        for b in slot.batches():
+            assert tuple(b.items.tolist()) in fixed  # one of the fixed batches, whole
+            assert b.cut == min(lengths[i] for i in b.items.tolist())
+            seen.append(tuple(b.items.tolist()))
+    assert len(seen) == per * world * workers
+    if remainder == "drop":
+        assert len(seen) == len(set(seen)) and len(fixed) - len(seen) < world * workers
+    else:
+        assert set(seen) == fixed
 
 
 @FAST
@@ -220,7 +330,7 @@ def test_buffered_order_is_a_permutation_within_the_buffer(n, buffer, seed):
         assert order == list(range(n))
     for t, i in enumerate(order):
         assert i < t + max(buffer, 1)  # emitted item t is among the first t + buffer read
-    # hence a reader that reads in order and emits this order never holds more than `buffer` clips
+    # hence a reader that reads in order and emits this order never holds more than `buffer` items
     read = held = peak = 0
     emitted = set()
     for i in order:
@@ -230,7 +340,7 @@ def test_buffered_order_is_a_permutation_within_the_buffer(n, buffer, seed):
         peak = max(peak, held)
         held -= 1
         emitted.add(i)
-    assert peak <= max(buffer, 1)
+    assert peak <= max(buffer, 1) and len(emitted) == n
 
 
 def key_index(sizes: list[int]):
@@ -245,7 +355,7 @@ def key_index(sizes: list[int]):
 
 
 def key_stream(index, cfg):
-    """The real ``ShardStream`` (planning, batching, resume) with the byte reading replaced by clip keys."""
+    """The real ``ShardStream`` (schedule, iteration, batching, resume) with the byte reading replaced by clip keys."""
     import loaders.dataset as ds
     from loaders.modes import ModeOptions
 
@@ -259,25 +369,18 @@ def key_stream(index, cfg):
             super().__init__(*a, **kw)
             self.reader = KeyReader()
 
-        def _transform(self, sample, unit, rng, noise):
-            return sample, None
+        def _transform(self, sample, item, rng, noise, cut, faces=None):
+            return sample
 
     return KeyStream(index, ModeOptions(mode="raw"), cfg)
 
 
-def worker_batches(stream, workers: int) -> list[list]:
-    """What each DataLoader worker of the stream yields (``get_worker_info`` faked in this process)."""
-    import loaders.dataset as ds
+def worker_batches(stream, workers: int, epoch: int, batches_done: int = 0, history=()) -> list[list]:
+    """What each DataLoader worker of the stream's rank yields (each worker's reader run in this process)."""
+    from loaders.dataset import Tally
 
-    per_worker = []
-    for w in range(workers):
-        original = ds.get_worker_info
-        ds.get_worker_info = lambda: SimpleNamespace(id=w, num_workers=workers)
-        try:
-            per_worker.append(list(stream))
-        finally:
-            ds.get_worker_info = original
-    return per_worker
+    reader = stream.epoch_reader(stream.schedule(epoch, workers, history), batches_done, Tally())
+    return [list(reader.worker_batches(w)) for w in range(workers)]
 
 
 def round_robin(per_worker: list[list]) -> list:
@@ -295,29 +398,27 @@ def round_robin(per_worker: list[list]) -> list:
        B=st.integers(1, 4), drop_last=st.booleans(), seed=st.integers(0, 1000), buffer=st.integers(0, 6),
        data=st.data())
 def test_stream_ranks_workers_resume(sizes, world, workers, B, drop_last, seed, buffer, data):
-    """The real ``ShardStream.__iter__`` / ``_batches`` with the byte reading replaced by keys: every
-    (rank, DataLoader worker) yields exactly ``batches_per_slot`` batches, no clip twice across all of
-    them, and a resume after k batches of a rank yields exactly that rank's batches k, k+1, ..."""
+    """The real ``ShardStream.iterate`` with the byte reading replaced by keys: every (rank, DataLoader worker)
+    yields exactly ``batches_per_slot`` batches, no clip twice across all of them, and a resume after k batches
+    of a rank yields exactly that rank's batches k, k+1, ..."""
     import loaders.dataset as ds
 
     N = sum(sizes)
-    assume(N // (world * workers) >= (B if drop_last else 1))
+    per, n_batches = reference_counts(N, world * workers, B, drop_last, None, "drop")
+    assume(n_batches > 0)
     index = key_index(sizes)
 
     def rank_batches(rank: int, resume: int) -> list[list[str]]:
         cfg = ds.StreamConfig(batch_size=B, seed=seed, shuffle_buffer=buffer, rank=rank, world_size=world,
                               drop_last=drop_last)
-        stream = key_stream(index, cfg)
-        stream.epoch, stream.resume_batches = 3, resume
-        per_worker = worker_batches(stream, workers)
-        assert {len(b) for b in per_worker} <= {stream.plan(workers).batches_per_slot - resume // workers,
-                                                stream.plan(workers).batches_per_slot - resume // workers - 1}
+        per_worker = worker_batches(key_stream(index, cfg), workers, 3, resume)
+        assert sum(len(b) for b in per_worker) == n_batches * workers - resume
         return round_robin(per_worker)
 
     full = {r: rank_batches(r, 0) for r in range(world)}
-    assert len({len(b) for b in full.values()}) == 1  # every rank the same step count
+    assert [len(b) for b in full.values()] == [n_batches * workers] * world  # every rank the same step count
     keys = [k for r in full for b in full[r] for k in b]
-    assert len(keys) == len(set(keys))
+    assert len(keys) == len(set(keys)) == min(per, n_batches * B) * world * workers
     r = data.draw(st.integers(0, world - 1))
     k = data.draw(st.integers(0, len(full[r])))
     assert rank_batches(r, k) == full[r][k:]

@@ -45,7 +45,8 @@ PARAMS = BuildParams(clip_seconds=2.0, shard_clips=2)  # 6 s videos → 3 clips 
 
 @pytest.fixture(scope="module")
 def ray_session(tmp_path_factory):
-    """The session's one local Ray runtime (2 CPUs); yields the crash-marker folder.
+    """The session's one local Ray runtime (2 CPUs); yields the crash-marker folder (see ``tests.ray_faults``,
+    installed in every worker of this runtime's job).
 
     Module scope: every Ray test lives in this file, so it starts once per session either way;
     move it to conftest.py with scope="session" if other files come to need Ray.
@@ -54,16 +55,18 @@ def ray_session(tmp_path_factory):
         pytest.skip("ray is not installed: pip install '.[ray]' to run the Ray executor tests")
     import ray
 
-    from shardgen.build.executors.ray import CRASH_ENV
+    from tests.ray_faults import CRASH_ENV
 
     crash_dir = tmp_path_factory.mktemp("ray-crash")
     with pytest.MonkeyPatch.context() as mp:
         # set before the runtime starts: its worker processes inherit the environment
         mp.setenv("RAY_AUTH_MODE", "disabled")
         mp.setenv(CRASH_ENV, str(crash_dir))
+        mp.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))  # tests.ray_faults
         started = not ray.is_initialized()
         if started:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"worker_process_setup_hook": "tests.ray_faults.install"})
         try:
             yield crash_dir
         finally:
@@ -152,7 +155,7 @@ def test_task_error_reaches_the_caller_unwrapped(ray_session, tmp_path):
     target = SplitOutput(tmp_path / "o", "train")
     with pytest.raises(SourceError, match=r"video_imgs/v: frames img_00031\.jpg\.\.img_00060\.jpg changed size since "
                                           r"they were planned"):
-        ex.write(ctx, [(sp, target) for sp in shards], lambda sp, res: None)
+        list(ex.write(ctx, [(sp, target) for sp in shards]))
     assert not temps(tmp_path / "o")
 
 
@@ -195,7 +198,7 @@ def test_worker_death_with_no_retries_left_names_the_shard(ray_session, tmp_path
     (ray_session / shard.name).write_text("kill the first attempt")
     target = SplitOutput(tmp_path / "o", "train")
     with pytest.raises(RayExecutorError, match=r"write train/train-000000\.tar: .*re-run the same command to resume"):
-        ex.write(ctx, [(shard, target)], lambda sp, res: None)
+        list(ex.write(ctx, [(shard, target)]))
     assert not (target.local_dir / shard.name).exists()  # never a partial shard under its final name
     assert not (ray_session / shard.name).exists() and (ray_session / f"{shard.name}.crashed").read_text().strip()
     assert not temps(tmp_path / "o")  # the dead attempt's temp file is removed on the way out too
@@ -214,3 +217,17 @@ def test_video_file_build_with_ray_is_byte_identical_to_local(ray_session, tmp_p
              for name, o in outs.items()}
     assert sum(k.endswith(".tar") for k in files["ray"]) == 4 and "train/clips.idx" in files["ray"]
     assert files["ray"] == files["local1"] == files["local2"]
+
+
+@needs_ray
+def test_ray_results_are_reduced_as_they_arrive(ray_session, tmp_path, monkeypatch):
+    """``write`` yields each task's result as it finishes; the driver reduces it at once and keeps none of them."""
+    from tests.test_build_driver import AddSpy, one_frame_source
+
+    src = one_frame_source(tmp_path / "src", 12)
+    out = tmp_path / "out"
+    spy = AddSpy(monkeypatch, out)
+    params = BuildParams(clip_seconds=1 / 30, min_clip_seconds=1 / 30, allow_unannotated=True, shard_clips=2)
+    build(src, out, ["train"], params, workers=2, executor="ray", progress=False)
+    assert sorted(c["shard"] for c in spy.calls) == list(range(6))
+    assert [c["earlier_alive"] for c in spy.calls] == [0] * 6

@@ -282,11 +282,19 @@ def test_a_missing_remote_shard_is_named_and_exits_1(builds, remote, s3_server):
 
 
 def test_report_reads_a_remote_build_and_its_build_report(builds, remote, tmp_path):
+    """The report of a build over HTTP is the report of the same build on disk: every number, chart and skipped
+    clip — its build-report.json read from beside the split prefix — with only the location differing."""
     pytest.importorskip("matplotlib")
-    res = _shardgen("report", f"{remote['http']}/clean/train/manifest.json", "-o", str(tmp_path / "r.html"), env=remote["env"])
-    assert res.returncode == 0, res.stderr
-    page = (tmp_path / "r.html").read_text()
-    assert "train" in page and "clips skipped" in page
+    url = f"{remote['http']}/clean/train/manifest.json"
+    local = builds["clean"] / "train" / "manifest.json"
+    res = _shardgen("report", url, "-o", str(tmp_path / "r.html"), env=remote["env"])
+    ref = _shardgen("report", str(local), "-o", str(tmp_path / "l.html"))
+    assert res.returncode == ref.returncode == 0, res.stderr + ref.stderr
+    page, want = (tmp_path / "r.html").read_text(), (tmp_path / "l.html").read_text()
+    skipped = json.loads((builds["clean"] / "build-report.json").read_text())["skipped"]
+    assert skipped and all(s["key"] in want for s in skipped if s.get("key"))  # the local page lists the skips
+    assert "no build-report.json" not in page and url in page
+    assert page.replace(url, "<manifest>") == want.replace(str(local), "<manifest>")
 
 
 @pytest.mark.parametrize("transport", ["s3", "http"])

@@ -281,6 +281,34 @@ def test_wav_beside_a_video_file_is_used_and_max_side_downscales(tmp_path):
     assert Image.open(io.BytesIO(fields["f000001.jpg"])).size == (80, 60)
 
 
+def test_odd_sized_frames_encode_to_the_same_bytes_every_time(tmp_path):
+    """--max-side 64 on a 96x64 file gives 64x43 frames: libjpeg-turbo reads a little past an odd-sized plane,
+    so the bytes used to depend on the memory after it (13 encodings of one frame in 40 tries). Now every
+    decode of the clip, and every build, gives the same bytes; the memory past each plane repeats its edge."""
+    from shardgen.build.video import _edge_padded, decode_clip, probe_file
+
+    src = video_source(tmp_path / "src", {"v": {"fps": 30, "seconds": 1.0}})
+    video = src / "videos" / "v.mp4"
+    probe = probe_file(video, "videos/v.mp4", Fraction(30), 80, 64)
+    decodes = []
+    for i in range(6):
+        clutter = [np.random.default_rng(i).integers(0, 255, 64 * 43 * k, np.uint8) for k in range(1, 4)]  # noqa: F841
+        decodes.append(decode_clip(probe.source, probe.slot_pts, 80, 64, threads=1 + i % 2))
+        del clutter
+    assert len(decodes[0]) == 30 and all(d == decodes[0] for d in decodes)
+    assert Image.open(io.BytesIO(decodes[0][0])).size == (64, 43)
+    outs = []
+    for k in range(2):
+        outs.append(tmp_path / f"out{k}")
+        build(src, outs[-1], ["train"], BuildParams(clip_seconds=1.0, max_side=64, jpeg_quality=80), workers=1,
+              progress=False)
+    assert [p.read_bytes() for p in shards(outs[0])] == [p.read_bytes() for p in shards(outs[1])]
+    plane = np.arange(43 * 64, dtype=np.uint8).reshape(43, 64)
+    padded = _edge_padded(plane)
+    assert padded.flags.c_contiguous and np.array_equal(padded, plane)
+    assert np.array_equal(padded.base[43:], np.stack([plane[-1], plane[-1]]))
+
+
 def test_demo_video_cli_writes_mp4s_that_build(tmp_path):
     """``shardgen demo --video``: the demo corpus as mp4 files only, and a build of them."""
     from shardgen.cli import main

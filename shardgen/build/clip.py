@@ -33,10 +33,11 @@ class BuildContext:
     annotations: dict[str, VideoAnnotations] | None
     videos_dir: Path | None = None  # --videos: where video files are looked up (default data_dir/videos)
     decode_threads: int = 1  # FFmpeg decoding threads per worker (cores / workers, so none are oversubscribed)
+    native_rates: dict | None = None  # --fps native: video id → its file's frame rate, as the driver found it
 
 
 def clip_entry(clip: ClipPlan, ctx: BuildContext) -> tuple[str, list[tuple[str, bytes]], dict]:
-    """``(key, members, info)``: what the writer stores, plus what the manifest records of the clip."""
+    """``(key, members, info)``: what the writer stores, plus what the clip index keeps of the clip (its face tracks)."""
     members, labels = _members_and_labels(clip, ctx)
     return clip.key, members, {"tracks": [list(t) for t in fmt.person_tracks(labels.boxes)]}
 
@@ -50,7 +51,7 @@ def _frames_and_audio(clip: ClipPlan, ctx: BuildContext):
         raise SourceError(f"{frames_dir}: frames {frame_filename(clip.start)}..{frame_filename(clip.start + clip.n_real - 1)} "
                           "changed size since they were planned: the source changed during the build")
     audio = load_video_audio(wav_path(ctx.data_dir, clip.video_id))
-    samples, audio_start, padded = cut_clip_audio(audio, clip.start, clip.n_real, ctx.params.fps, clip.pad)
+    samples, audio_start, padded = cut_clip_audio(audio, clip.start, clip.n_real, clip.fps, clip.pad)
     return jpegs, samples, audio_start, padded, audio.info, None
 
 
@@ -65,12 +66,12 @@ def _video_frames_and_audio(clip: ClipPlan, ctx: BuildContext):
               "audio_from": clip.audio_from}
     if clip.audio_from == "wav":
         audio = load_video_audio(wav_path(ctx.data_dir, clip.video_id))
-        samples, audio_start, padded = cut_clip_audio(audio, clip.start, clip.n_real, params.fps, clip.pad)
+        samples, audio_start, padded = cut_clip_audio(audio, clip.start, clip.n_real, clip.fps, clip.pad)
         return jpegs, samples, audio_start, padded, audio.info, {**source, "audio_padded_start_samples": 0}
     stream = None
     if clip.audio_from == "stream":
         stream = load_stream_audio(src.path, src.name, src.size, src.mtime_ns, src.audio_stream)
-    samples, audio_start, before, after = cut_stream_audio(stream, src.v0, clip.start, clip.n_real, params.fps, clip.pad)
+    samples, audio_start, before, after = cut_stream_audio(stream, src.v0, clip.start, clip.n_real, clip.fps, clip.pad)
     info = stream.info if stream is not None else {"kind": "none", "reason": f"{src.name} has no audio stream"}
     return jpegs, samples, audio_start, before + after, info, {**source, "audio_padded_start_samples": before}
 
@@ -86,11 +87,14 @@ def _members_and_labels(clip: ClipPlan, ctx: BuildContext):
 
     derived: list[tuple[str, bytes]] = []
     if params.derive:
-        derived = derived_members(jpegs, labels.boxes, clip.frame_size, params.derive)
+        try:
+            derived = derived_members(jpegs, labels.boxes, clip.frame_size, params.derive)
+        except fmt.FormatError as exc:  # more persons than crop member names can number
+            raise fmt.FormatError(f"{clip.key}: {exc}; build without --derive crops") from None
 
     meta = fmt.make_metadata(
         key=clip.key, video_id=clip.video_id, split=clip.split, start_frame=clip.start,
-        n_frames=clip.n_frames, fps=params.fps, frame_size=clip.frame_size,
+        n_frames=clip.n_frames, fps=clip.fps, frame_size=clip.frame_size,
         audio_ext=params.audio_format, audio_start_sample=audio_start, audio_samples=len(samples),
         audio_padded_samples=padded, audio_source=audio_info, source=source,
         labels={**labels.provenance, "dropped": dict(sorted(labels.dropped.items()))},

@@ -16,7 +16,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from ..core import format as fmt
-from ..core.clip_index import INDEX_NAME, ClipIndex, ClipIndexWriter, digest, encode_index
+from ..core.clip_index import INDEX_NAME, ClipIndex, ClipIndexWriter, digest, index_from_bytes
 from ..core.manifest import MANIFEST_NAME, MANIFEST_SCHEMA, MANIFEST_VERSION, encode_manifest
 from ..core.storage import atomic_file
 from .plan import BuildParams, ShardPlan
@@ -26,23 +26,25 @@ from .writer import ShardResult
 class WrittenShards:
     """A split's written shards, reduced as each arrives to what the manifest and the index need.
 
-    The driver adds every shard's result (written now, or kept from an earlier run) here instead of
-    holding its :class:`~shardgen.build.writer.ClipRecord` per clip until the end: the clip rows go
-    straight into index arrays (``ClipIndexWriter``), so a million clips cost the driver their
-    plans and ~100 bytes each, not another Python object per clip."""
+    The driver adds every shard's result (written now, or kept from an earlier run) here the moment the
+    executor hands it over, instead of holding its :class:`~shardgen.build.writer.ClipRecord` per clip
+    until the end: the clip rows go straight into index arrays (``ClipIndexWriter``, ~100 bytes a clip),
+    and the index file is encoded from those arrays at the end without a merged copy."""
 
     def __init__(self):
         self.writer = ClipIndexWriter()
         self.shards: dict[int, dict] = {}
 
     def add(self, shard: ShardPlan, res: ShardResult) -> None:
-        if res.name != shard.name or [c.key for c in shard.clips] != [r.key for r in res.clips]:
+        keys = shard.clips.keys()
+        if res.name != shard.name or keys != [r.key for r in res.clips]:
             raise RuntimeError(f"{shard.name}: written clips differ from the plan")
-        self.writer.add_shard(shard.index, [(plan.key, rec.offset, rec.bytes, rec.sha256, rec.members, plan.n_frames,
-                                             plan.pad, rec.info.get("tracks", ()))
-                                            for plan, rec in zip(shard.clips, res.clips)])
+        frames, pads = shard.clips.n_frames.tolist(), shard.clips.columns["pad"].tolist()
+        self.writer.add_shard(shard.index, [(key, rec.offset, rec.bytes, rec.sha256, rec.members, n, pad,
+                                             rec.info.get("tracks", ()))
+                                            for key, n, pad, rec in zip(keys, frames, pads, res.clips)])
         self.shards[shard.index] = {"name": shard.name, "bytes": res.bytes, "sha256": res.sha256,
-                                    "clips": len(shard.clips), "frames": sum(c.n_frames for c in shard.clips)}
+                                    "clips": len(keys), "frames": sum(frames)}
 
     def __len__(self) -> int:
         return len(self.shards)
@@ -55,9 +57,12 @@ def make_manifest(split: str, params: BuildParams, shards: list[ShardPlan], writ
         raise RuntimeError(f"{split}: results missing for {missing[:5]} (or results for shards not planned)")
     shard_rows = [written.shards[sp.index] for sp in shards]
     total_frames = sum(r["frames"] for r in shard_rows)
-    index = written.writer.index()
-    data = encode_index(index)
-    seconds = Fraction(total_frames) / fmt.fps_fraction(params.fps)
+    data = written.writer.encode()
+    index = index_from_bytes(data)  # a view of those bytes, for the totals
+    if params.frame_rate is not None:
+        seconds = Fraction(total_frames) / params.frame_rate
+    else:  # --fps native: each clip at its video's rate
+        seconds = sum((sp.clips.seconds() for sp in shards), Fraction(0))
     return manifest_document(split, params.to_json(), shard_rows, index, data, total_frames, seconds), data
 
 
@@ -101,8 +106,8 @@ def upgrade_manifest(split_dir: str | Path) -> Path:
              c.get("pad_frames", 0), [tuple(t) for t in c.get("tracks", ())]))
     for s in sorted(by_shard):
         writer.add_shard(s, by_shard[s])
-    index = writer.index()
-    data = encode_index(index)
+    data = writer.encode()
+    index = index_from_bytes(data)
     t = old["totals"]
     seconds = Fraction(t["frames"]) / fmt.fps_fraction(old["params"].get("fps", 30))
     doc = manifest_document(old["split"], old["params"], old["shards"], index, data, t["frames"], seconds)

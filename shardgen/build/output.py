@@ -49,7 +49,9 @@ class SplitOutput:
     a staging directory for ``s3://``."""
 
     def __init__(self, out: str | os.PathLike, split: str, *, staging: str | os.PathLike | None = None,
-                 s3_options: S3Options | None = None):
+                 s3_options: S3Options | None = None, create: bool = True):
+        """``create=False``: touch nothing until :meth:`prepare` (the build looks first, and a build it
+        refuses leaves the output as it found it)."""
         self.split = split
         self.out = str(out)
         if is_s3(out):
@@ -59,18 +61,20 @@ class SplitOutput:
             self.local_dir = root / split
             self.staged = True
         else:
-            self.store = LocalStore(out)
+            self.store = LocalStore(out, create=create)
             self.local_dir = self.store.root / split
             self.staged = False
-        self.local_dir.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.local_dir.mkdir(parents=True, exist_ok=True)
 
     def __reduce__(self):  # shipped to worker processes / Ray tasks: rebuild the store there
         return (_rebuild, (self.out, self.split, str(self.local_dir.parent) if self.staged else None,
                            getattr(self.store, "s3_options", None)))
 
-    def clean_temps(self) -> None:
-        """Remove temp files a killed build left in the local directory (only at the start of a build:
-        a copy of this object inside a worker must never touch another worker's temp file)."""
+    def prepare(self) -> None:
+        """Make the local directory and remove temp files a killed build left there (only at the start of a
+        build's writing: a copy of this object inside a worker must never touch another worker's temp file)."""
+        self.local_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(self.local_dir)
         remove_stale_temps(self.local_dir / RESUME_DIR)
 

@@ -3,7 +3,12 @@
 The build report counts skips by code (``skip_reasons``) and lists each with its message. The
 code travels with the message from the check that found the problem (frames, wav, annotations,
 tail policy), so grouping never depends on how a message happens to be worded. The codes' values
-are the labels build-report.json has always used.
+are the labels build-report.json uses; three read as cut-off words before ("frames directory",
+"no img_", "tail of") and now say what happened ("video not found", "no frames", "short tail").
+
+A tail left out by ``--tail`` / ``--min-clip-seconds`` is the policy asked for (:data:`POLICY`), not
+a problem: it is counted, but it does not make the build's exit status 3 and the summary does not
+list it video by video.
 """
 
 from __future__ import annotations
@@ -14,8 +19,8 @@ from typing import NamedTuple
 
 
 class SkipCode(StrEnum):
-    NO_FRAMES_DIRECTORY = "frames directory"
-    NO_FRAMES = "no img_"
+    NO_FRAMES_DIRECTORY = "video not found"
+    NO_FRAMES = "no frames"
     MISSING_FRAME = "missing frame"
     ZERO_BYTE_FRAME = "zero-byte frame"
     NOT_A_JPEG = "not a JPEG"
@@ -25,13 +30,18 @@ class SkipCode(StrEnum):
     MISSING_WAV = "missing wav"
     UNREADABLE_WAV = "unreadable wav"
     EMPTY_WAV = "empty wav"
-    SHORT_TAIL = "tail of"
+    SHORT_TAIL = "short tail"
     NO_ANNOTATIONS = "no annotations"
     AMBIGUOUS_VIDEO_SOURCE = "ambiguous video source"
     VIDEO_DAMAGED = "video file damaged"
     NO_VIDEO_STREAM = "video file without a video stream"
     UNREADABLE_VIDEO = "unreadable video file"
     NO_VIDEO_FRAMES = "video file without frames"
+    NO_FRAME_RATE = "no frame rate"  # --fps native and a source that states none
+
+
+#: skips that are the policy asked for (--tail, --min-clip-seconds), not problems with the source
+POLICY = frozenset({SkipCode.SHORT_TAIL})
 
 
 class Reason(NamedTuple):
@@ -56,7 +66,12 @@ class Skip:
     def code(self) -> SkipCode:
         return self.reason.code
 
+    @property
+    def is_problem(self) -> bool:
+        """Not the tail policy: something in the source kept this clip or video out."""
+        return self.reason.code not in POLICY
+
     def to_json(self) -> dict:
         """The build report's row for this skip."""
         return {"split": self.split, "video_id": self.video_id, "reason": self.reason.message, "key": self.key,
-                "start_frame": self.start_frame, "n_frames": self.n_frames}
+                "start_frame": self.start_frame, "n_frames": self.n_frames, "policy": not self.is_problem}

@@ -41,11 +41,13 @@ bit-exact across CPUs. Other pixel formats go through swscale's RGB conversion.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import av.logging
 import numpy as np
 import simplejpeg
 from PIL import Image
@@ -109,6 +111,47 @@ class VideoProbe:
     damage: str | None = None  # reason, naming the file and the time, when the file is damaged
     sample_jpeg_bytes: int = 0  # size of the first frame as encoded (the planning estimate per frame)
     rotation: int = 0  # degrees the container asks players to rotate by (not applied: frames are stored as coded)
+    repeated: int = 0  # output slots that show the same input frame as the slot before (fps above the native rate)
+    dropped: int = 0  # input frames no output slot shows (fps below the native rate)
+    ffmpeg_log: list[str] = field(default_factory=list)  # FFmpeg's warnings and errors while probing
+
+
+@contextlib.contextmanager
+def captured_ffmpeg_log():
+    """FFmpeg's own warnings and errors while the block runs, as ``[component] message`` lines for the
+    report, instead of FFmpeg printing them to stderr (PyAV versions differ in what they print by
+    default); the previous log level is restored."""
+    previous = av.logging.get_level()
+    av.logging.set_level(av.logging.WARNING)
+    lines: list[str] = []
+    try:
+        with av.logging.Capture(local=False) as logs:
+            yield lines
+    finally:
+        av.logging.set_level(previous)
+        lines.extend(f"[{name}] {message.strip()}" for _, name, message in logs)
+
+
+def describe_ffmpeg_error(exc: BaseException) -> str:
+    """An FFmpeg error as a reader wants it: what failed and FFmpeg's own last word, without the errno
+    and the path the message names already (``Invalid data found when processing input; FFmpeg: moov
+    atom not found``)."""
+    what = getattr(exc, "strerror", None) or str(exc)
+    log = getattr(exc, "log", None)
+    if log and len(log) == 3 and str(log[2]).strip():
+        what += f"; FFmpeg: {str(log[2]).strip()}"
+    return what
+
+
+def stream_rate(path: Path) -> Fraction | None:
+    """A video file's frame rate as its container states it (the video stream's average rate), or None
+    when the file does not open, has no video stream or does not say: ``--fps native`` cuts it at this."""
+    try:
+        with captured_ffmpeg_log(), av.open(str(path)) as container:
+            rate = container.streams.video[0].average_rate if container.streams.video else None
+    except (av.FFmpegError, OSError):
+        return None
+    return Fraction(rate) if rate else None
 
 
 def find_video_files(directory: Path, video_id: str) -> list[Path]:
@@ -151,70 +194,80 @@ def probe_file(path: Path, name: str, fps: Fraction, quality: int = DEFAULT_JPEG
     first frame does not decode.
     """
     st = path.stat()
-    try:
-        container = av.open(str(path))
-    except (av.FFmpegError, OSError) as exc:
-        raise SourceError(f"{name}: unreadable video file ({exc})", SkipCode.UNREADABLE_VIDEO) from None
-    with container:
-        if not container.streams.video:
-            raise SourceError(f"{name}: no video stream", SkipCode.NO_VIDEO_STREAM)
-        vs = container.streams.video[0]
-        aus = container.streams.audio[0] if container.streams.audio else None
-        tb = vs.time_base
-        packets, damage_dts, damage_why = [], None, None
+    with captured_ffmpeg_log() as log:  # opening and demuxing only: no decoder threads run under it
         try:
-            for pkt in container.demux(vs):
-                if pkt.size == 0 or pkt.is_discard:
-                    continue
-                ts = pkt.pts if pkt.pts is not None else pkt.dts
-                if ts is None:
-                    continue
-                dts = pkt.dts if pkt.dts is not None else ts
-                if pkt.is_corrupt:
-                    damage_dts, damage_why = dts, "a packet is cut short or corrupt"
-                    break
-                packets.append((ts, dts, pkt.duration or 0))
-        except av.FFmpegError as exc:
-            damage_why = f"demuxing failed ({exc})"
-            damage_dts = packets[-1][1] + max(1, packets[-1][2]) if packets else 0
-        if not packets:
-            raise SourceError(f"{name}: no decodable video frames" + (f" ({damage_why})" if damage_why else ""),
-                              SkipCode.NO_VIDEO_FRAMES)
-        pts = sorted(p[0] for p in packets)
-        last = max(packets, key=lambda p: p[0])
-        frame_dur = last[2] or (round_near_inf(1 / (Fraction(vs.average_rate) * tb)) if vs.average_rate else 1)
-        clean_end = last[0] + frame_dur
-        stated = _stated_end(vs)
-        nominal_end = max(clean_end, stated) if stated is not None else clean_end
-        if damage_dts is None and nominal_end - clean_end > frame_dur:  # the stream says it goes on
-            # the last packet read may itself be cut short without the demuxer saying so (matroska): not used
-            damage_dts, damage_why = packets[-1][1], "the file ends before its stated duration (truncated)"
-        file_start_us = container.start_time if container.start_time is not None else 0
-        offset = round_near_inf(Fraction(file_start_us, 1_000_000) / tb)
-        end = min(clean_end, damage_dts) if damage_dts is not None else clean_end
-        slots = fps_slots(pts, tb, offset, fps, end)
-        nominal = len(fps_slots(pts, tb, offset, fps, nominal_end)) if damage_dts is not None else len(slots)
-        cc = vs.codec_context
-        a_start = a_end = None
-        if aus is not None and aus.start_time is not None:
-            a_start = aus.start_time * aus.time_base
-            if aus.duration:
-                a_end = (aus.start_time + aus.duration) * aus.time_base
-        source = VideoSource(
-            path=str(path), name=name, size=st.st_size, mtime_ns=st.st_mtime_ns, container=container.format.name,
-            stream=vs.index, codec=cc.name, native_fps=str(Fraction(vs.average_rate or 0)),
-            width=cc.width, height=cc.height, pix_fmt=cc.pix_fmt or "", time_base=str(Fraction(tb)),
-            video_start=str(Fraction(pts[0]) * tb), file_start_pts=offset,
-            audio_stream=aus.index if aus is not None else None,
-            audio_codec=aus.codec_context.name if aus is not None else None,
-            audio_start=str(a_start) if a_start is not None else None,
-            audio_end=str(a_end) if a_end is not None else None,
-        )
+            container = av.open(str(path))
+        except (av.FFmpegError, OSError) as exc:
+            raise SourceError(f"{name}: unreadable video file ({describe_ffmpeg_error(exc)})",
+                              SkipCode.UNREADABLE_VIDEO) from None
+        with container:
+            source, slots, pts, nominal, damage_dts, damage_why = _demux(container, path, name, st, fps)
     sample, rotation = _first_frame_jpeg(path, name, quality, max_side)
     damage = None
     if damage_dts is not None:
-        damage = f"{name} is damaged at {float(damage_dts * tb):.3f} s (container time): {damage_why}"
-    return VideoProbe(source, [pts[i] for i in slots], nominal, damage, len(sample), rotation)
+        damage = f"{name} is damaged at {float(damage_dts * source.tb):.3f} s (container time): {damage_why}"
+    repeated = sum(1 for a, b in zip(slots, slots[1:]) if a == b)
+    dropped = (slots[-1] + 1 - len(set(slots))) if slots else 0
+    return VideoProbe(source, [pts[i] for i in slots], nominal, damage, len(sample), rotation, repeated, dropped, log)
+
+
+def _demux(container, path: Path, name: str, st, fps: Fraction):
+    """Every video packet's timestamps (no decoding), the damage point if any, and the fps filter's slots."""
+    if not container.streams.video:
+        raise SourceError(f"{name}: no video stream", SkipCode.NO_VIDEO_STREAM)
+    vs = container.streams.video[0]
+    aus = container.streams.audio[0] if container.streams.audio else None
+    tb = vs.time_base
+    packets, damage_dts, damage_why = [], None, None
+    try:
+        for pkt in container.demux(vs):
+            if pkt.size == 0 or pkt.is_discard:
+                continue
+            ts = pkt.pts if pkt.pts is not None else pkt.dts
+            if ts is None:
+                continue
+            dts = pkt.dts if pkt.dts is not None else ts
+            if pkt.is_corrupt:
+                damage_dts, damage_why = dts, "a packet is cut short or corrupt"
+                break
+            packets.append((ts, dts, pkt.duration or 0))
+    except av.FFmpegError as exc:
+        damage_why = f"demuxing failed ({describe_ffmpeg_error(exc)})"
+        damage_dts = packets[-1][1] + max(1, packets[-1][2]) if packets else 0
+    if not packets:
+        raise SourceError(f"{name}: no decodable video frames" + (f" ({damage_why})" if damage_why else ""),
+                          SkipCode.NO_VIDEO_FRAMES)
+    pts = sorted(p[0] for p in packets)
+    last = max(packets, key=lambda p: p[0])
+    frame_dur = last[2] or (round_near_inf(1 / (Fraction(vs.average_rate) * tb)) if vs.average_rate else 1)
+    clean_end = last[0] + frame_dur
+    stated = _stated_end(vs)
+    nominal_end = max(clean_end, stated) if stated is not None else clean_end
+    if damage_dts is None and nominal_end - clean_end > frame_dur:  # the stream says it goes on
+        # the last packet read may itself be cut short without the demuxer saying so (matroska): not used
+        damage_dts, damage_why = packets[-1][1], "the file ends before its stated duration (truncated)"
+    file_start_us = container.start_time if container.start_time is not None else 0
+    offset = round_near_inf(Fraction(file_start_us, 1_000_000) / tb)
+    end = min(clean_end, damage_dts) if damage_dts is not None else clean_end
+    slots = fps_slots(pts, tb, offset, fps, end)
+    nominal = len(fps_slots(pts, tb, offset, fps, nominal_end)) if damage_dts is not None else len(slots)
+    cc = vs.codec_context
+    a_start = a_end = None
+    if aus is not None and aus.start_time is not None:
+        a_start = aus.start_time * aus.time_base
+        if aus.duration:
+            a_end = (aus.start_time + aus.duration) * aus.time_base
+    source = VideoSource(
+        path=str(path), name=name, size=st.st_size, mtime_ns=st.st_mtime_ns, container=container.format.name,
+        stream=vs.index, codec=cc.name, native_fps=str(Fraction(vs.average_rate or 0)),
+        width=cc.width, height=cc.height, pix_fmt=cc.pix_fmt or "", time_base=str(Fraction(tb)),
+        video_start=str(Fraction(pts[0]) * tb), file_start_pts=offset,
+        audio_stream=aus.index if aus is not None else None,
+        audio_codec=aus.codec_context.name if aus is not None else None,
+        audio_start=str(a_start) if a_start is not None else None,
+        audio_end=str(a_end) if a_end is not None else None,
+    )
+    return source, slots, pts, nominal, damage_dts, damage_why
 
 
 def _first_frame_jpeg(path: Path, name: str, quality: int, max_side: int) -> tuple[bytes, int]:
@@ -224,7 +277,8 @@ def _first_frame_jpeg(path: Path, name: str, quality: int, max_side: int) -> tup
             for frame in container.decode(container.streams.video[0]):
                 return encode_frame(frame, quality, max_side), int(getattr(frame, "rotation", 0) or 0)
     except av.FFmpegError as exc:
-        raise SourceError(f"{name}: the first video frame does not decode ({exc})", SkipCode.NO_VIDEO_FRAMES) from None
+        raise SourceError(f"{name}: the first video frame does not decode ({describe_ffmpeg_error(exc)})",
+                          SkipCode.NO_VIDEO_FRAMES) from None
     raise SourceError(f"{name}: no decodable video frames", SkipCode.NO_VIDEO_FRAMES)
 
 
@@ -260,6 +314,21 @@ def _plane(frame, i: int, w: int, h: int) -> np.ndarray:
     return np.frombuffer(p, np.uint8).reshape(-1, p.line_size)[:h, :w]
 
 
+def _edge_padded(plane: np.ndarray, rows: int = 2) -> np.ndarray:
+    """``plane`` as a C-contiguous array whose memory goes on with ``rows`` copies of its last row.
+
+    Why: given a plane with an odd width or height, ``simplejpeg.encode_jpeg_yuv_planes`` reads a
+    few bytes past its end (into the edge padding of the last block row), so the JPEG bytes
+    depended on whatever memory followed the array — measured: 13 different encodings of one 64x43
+    frame in 40 tries. Memory that repeats the edge makes them fixed (and the padding what JPEG's
+    own edge extension would be); the image itself is unchanged."""
+    h, w = plane.shape
+    buf = np.empty((h + rows, w), np.uint8)
+    buf[:h] = plane
+    buf[h:] = plane[-1]
+    return buf[:h]
+
+
 def encode_frame(frame, quality: int, max_side: int = 0) -> bytes:
     """One decoded frame → JPEG bytes (4:2:0, full range JFIF), deterministic for equal input."""
     fmt = frame.format.name
@@ -275,7 +344,10 @@ def encode_frame(frame, quality: int, max_side: int = 0) -> bytes:
             sizes = [(w, h), ((w + 1) // 2, (h + 1) // 2), ((w + 1) // 2, (h + 1) // 2)]
             planes = [np.asarray(Image.fromarray(np.ascontiguousarray(p)).resize(s, Image.Resampling.BILINEAR))
                       for p, s in zip(planes, sizes)]
-        y, u, v = (np.ascontiguousarray(p) for p in planes)
+        if w % 2 or h % 2:  # libjpeg-turbo reads past an odd-sized plane's end: make what it reads fixed
+            y, u, v = (_edge_padded(p) for p in planes)
+        else:
+            y, u, v = (np.ascontiguousarray(p) for p in planes)
         return simplejpeg.encode_jpeg_yuv_planes(y, u, v, quality=quality)
     rgb = frame.to_ndarray(format="rgb24")
     if (w, h) != (W, H):
@@ -316,7 +388,7 @@ def decode_clip(src: VideoSource, frame_pts: list[int], quality: int, max_side: 
                     break
     except av.FFmpegError as exc:
         at = next((p for p in needed if p not in got), needed[0])
-        raise SourceError(f"{src.name}: decoding failed near {_seconds(src, at):.3f} s ({exc})") from None
+        raise SourceError(f"{src.name}: decoding failed near {_seconds(src, at):.3f} s ({describe_ffmpeg_error(exc)})") from None
     missing = [p for p in needed if p not in got]
     if missing:
         raise SourceError(f"{src.name}: the frame at {_seconds(src, missing[0]):.3f} s did not decode "

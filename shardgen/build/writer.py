@@ -19,14 +19,14 @@ from typing import Iterable
 from ..core import format as fmt
 from ..core.storage.atomic import atomic_file
 
-@dataclass(slots=True)  # the driver holds one per clip written
+@dataclass(slots=True)  # a shard holds one per clip (the driver reduces a shard's at once: build._write)
 class ClipRecord:
     key: str
     offset: int  # byte offset of the clip's first tar header in the shard
     bytes: int  # bytes from that header to the next clip's (or the end-of-archive marker)
     members: int
     sha256: str = ""  # of exactly those bytes: lets verify name the damaged clip
-    info: dict = field(default_factory=dict)  # what the manifest records of the clip (its face tracks)
+    info: dict = field(default_factory=dict)  # what the clip index keeps of the clip besides its bytes: its face tracks
 
 
 @dataclass

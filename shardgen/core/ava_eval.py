@@ -11,6 +11,13 @@ text in both files, which is what the official evaluation matches on:
 * ``entity_id``: ``<video_id>:<person_id>`` — contains the video id and is unique across a split,
   and the same for a frame that lies in several clips (``--stride-seconds``), which appears once.
 
+**Two CSV dialects.** ActivityNet's script reads both files with ``header=None`` (the AVA challenge's
+files have no header row: a header would become a data row labelled "label" and the script fails);
+TalkNet-ASD writes its files with a header and scores them with its own copy of the script, which
+expects one. :func:`write_csv` writes either (:data:`DIALECTS`: ``talknet``, the default, with the
+header; ``activitynet`` without), and the readers take either: a first row naming
+``frame_timestamp`` is a header, a first row whose timestamp is a number is data.
+
 :func:`mean_ap` is the official ``get_ava_active_speaker_performance.py`` (ActivityNet; shipped in
 TalkNet-ASD's ``utils/``) without pandas: rows matched on ``f"{frame_timestamp}:{entity_id}"`` with
 the timestamp read as a float (as pandas reads it), boxes equal within 1e-9, sorted by score
@@ -28,6 +35,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -45,10 +53,17 @@ SPEAKING = "SPEAKING_AUDIBLE"
 NOT_SPEAKING = "NOT_SPEAKING"
 LABELS = (SPEAKING, "SPEAKING_NOT_AUDIBLE", NOT_SPEAKING)
 BOX_TOLERANCE = 1e-9
+#: ``talknet``: a header row (TalkNet-ASD's files and its copy of the script); ``activitynet``: none (the
+#: official script, which reads with ``header=None``, and the AVA challenge)
+DIALECTS = ("talknet", "activitynet")
 
 
 class EvalError(ValueError):
     """A ground-truth or prediction file the evaluation cannot use; the message names it."""
+
+
+class DegenerateMetric(UserWarning):
+    """The ground truth has no negative frame: every ranking gets 100 % AP, so the number says nothing."""
 
 
 # --------------------------------------------------------------------------- row text
@@ -98,13 +113,17 @@ def track_rows(video_id: str, person_id, first_frame: int, boxes: np.ndarray, fp
 
 # --------------------------------------------------------------------------- files
 
-def write_csv(path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> int:
-    """Write a CSV atomically (temp file, then rename); returns the number of rows."""
+def write_csv(path, header: Sequence[str], rows: Iterable[Sequence[str]], *, dialect: str = "talknet") -> int:
+    """Write a CSV atomically (temp file, then rename), with the header row or without (``dialect``);
+    returns the number of rows."""
+    if dialect not in DIALECTS:
+        raise ValueError(f"CSV dialect {dialect!r}: choose {' or '.join(DIALECTS)}")
     n = 0
     with atomic_file(Path(path)) as raw:  # the one atomic write: temp file, fsync, rename
         fh = io.TextIOWrapper(raw, encoding="utf-8", newline="")
         w = csv.writer(fh, lineterminator="\n")
-        w.writerow(header)
+        if dialect == "talknet":
+            w.writerow(header)
         for row in rows:
             w.writerow(row)
             n += 1
@@ -114,14 +133,34 @@ def write_csv(path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> int
 
 
 def _read_rows(path, columns: Sequence[str]) -> Iterator[tuple[int, dict]]:
+    """``(line, row by column name)``, from a file with a header row (any column order) or without one
+    (the columns in the official order: ActivityNet's dialect)."""
     path = Path(path)
     with open(path, newline="") as fh:
+        first = next(csv.reader([fh.readline()]), [])
+        fh.seek(0)
+        if _is_data_row(first):
+            for line, cells in enumerate(csv.reader(fh), start=1):
+                if len(cells) < len(columns):
+                    raise EvalError(f"{path}:{line}: {len(cells)} columns, expected {len(columns)} "
+                                    f"({', '.join(columns)}; a file without a header takes them in this order)")
+                yield line, dict(zip(columns, cells))
+            return
         reader = csv.DictReader(fh)
         missing = [c for c in columns if c not in (reader.fieldnames or ())]
         if missing:
             raise EvalError(f"{path}: no column {missing[0]!r} in the header (expected {', '.join(columns)})")
         for line, row in enumerate(reader, start=2):
             yield line, row
+
+
+def _is_data_row(cells: list[str]) -> bool:
+    """A first row whose frame_timestamp (column 2) is a number is data: the file has no header."""
+    try:
+        float(cells[1])
+    except (IndexError, ValueError):
+        return False
+    return True
 
 
 @dataclass
@@ -234,6 +273,9 @@ def mean_ap(ground_truth, predictions) -> float:
     positive = np.array([gt[u].label == SPEAKING for u in uids], bool)
     if not positive.any():
         raise EvalError(f"{ground_truth}: no {SPEAKING} frame, so average precision is undefined")
+    if positive.all():
+        warnings.warn(f"{ground_truth}: every frame is {SPEAKING} (no negative): any scores give 100 % average "
+                      "precision, so this number says nothing about the model", DegenerateMetric, stacklevel=2)
     scores = np.array([pred[u].score_sum / pred[u].scored for u in uids])
     order = descending_order(scores)
     tp = np.cumsum(positive[order])

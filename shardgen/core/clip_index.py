@@ -47,7 +47,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -93,7 +93,6 @@ class ClipRef:
     offset: int
     bytes: int
     tracks: tuple = ()  # ((person_row, first_frame, n_frames), ...)
-    row: int = -1  # the clip's row in its source's index
 
 
 class ClipIndex:
@@ -151,22 +150,27 @@ class ClipIndex:
     def ref(self, row: int) -> ClipRef:
         c = self.columns
         return ClipRef(int(c["shard"][row]), self.key(row), int(c["offset"][row]), int(c["bytes"][row]),
-                       self.tracks(row), int(row))
+                       self.tracks(row))
 
-    def refs(self, rows: Iterable[int]) -> list[ClipRef]:
-        return [self.ref(r) for r in rows]
+    def video_rows(self, video_id: str) -> np.ndarray:
+        """Index rows of one video's clips, in index order (vectorised: no key string per clip)."""
+        try:
+            v = self.video_names().index(video_id)
+        except ValueError:
+            return np.zeros(0, np.int64)
+        return np.flatnonzero(np.asarray(self.columns["video"]) == v)
 
-    def record(self, row: int) -> dict:
-        """One row as the readable record a version-1 manifest listed inline (for people, tools and tests)."""
-        c = self.columns
-        return {"key": self.key(row), "shard": int(c["shard"][row]), "offset": int(c["offset"][row]),
-                "bytes": int(c["bytes"][row]), "sha256": self.sha256(row), "members": int(c["members"][row]),
-                "video_id": self.video_id(row), "start_frame": int(c["start_frame"][row]),
-                "n_frames": int(c["n_frames"][row]), "pad_frames": int(c["pad_frames"][row]),
-                "tracks": [list(t) for t in self.tracks(row)]}
-
-    def records(self, rows: Iterable[int] | None = None) -> Iterator[dict]:
-        return (self.record(r) for r in (range(len(self)) if rows is None else rows))
+    def find(self, key: str) -> int | None:
+        """The first index row whose clip key is ``key`` (by video and start frame), or None."""
+        try:
+            video_id, start = parse_clip_key(key)
+        except FormatError:
+            return None
+        rows = self.video_rows(video_id)
+        hit = rows[np.asarray(self.columns["start_frame"])[rows] == start]
+        if not len(hit) or self.key(int(hit[0])) != key:  # a non-canonical spelling of the number is not the key
+            return None
+        return int(hit[0])
 
     def slice(self, lo: int, hi: int) -> "ClipIndex":
         """Rows ``lo:hi`` (one shard's clips) as an index of their own, their shard numbered 0."""
@@ -311,24 +315,28 @@ class ClipIndexWriter:
     def __len__(self) -> int:
         return sum(len(p[0]["shard"]) for p in self._parts.values())
 
-    def index(self) -> ClipIndex:
+    def encode(self) -> bytes:
+        """The index file's bytes, written straight from the shards' arrays (no merged copy of the columns is
+        made: a driver finishing a million-clip split holds the arrays and these bytes, not a third index)."""
         names: dict[str, int] = {}
-        parts = [self._parts[s] for s in sorted(self._parts)]
-        merged: dict[str, list[np.ndarray]] = {k: [] for k in _COLUMN_NAMES}
-        merged["track_count"] = []
-        for cols, videos in parts:
+        pieces: dict[str, list[np.ndarray]] = {k: [] for k in _COLUMN_NAMES}
+        tracks = [np.zeros(1, np.int64)]
+        for s in sorted(self._parts):
+            cols, videos = self._parts[s]
             remap = np.array([names.setdefault(v, len(names)) for v in videos], dtype=np.uint32)
             for k, v in cols.items():
-                merged[k].append(remap[v.astype(np.int64)] if k == "video" and len(v) else v)
-        out: dict[str, np.ndarray] = {}
-        for name, dtype, shape, _ in COLUMNS:
-            if name in ("track_start", "video_offsets", "video_names"):
-                continue
-            out[name] = np.concatenate(merged[name]).astype(dtype) if merged[name] else np.zeros((0, *shape), dtype)
-        counts = np.concatenate(merged["track_count"]) if merged["track_count"] else np.zeros(0, np.int64)
-        out["track_start"] = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).astype("<u8")
-        out.update(_video_table(names))
-        return ClipIndex(out)
+                if k == "track_count":
+                    tracks.append(v)
+                else:
+                    pieces[k].append(remap[v.astype(np.int64)] if k == "video" and len(v) else v)
+        pieces["track_start"] = [np.cumsum(np.concatenate(tracks), dtype=np.int64)]
+        for k, v in _video_table(names).items():
+            pieces[k] = [v]
+        return _encode(pieces)
+
+    def index(self) -> ClipIndex:
+        """The split's index, over :meth:`encode`'s bytes (the same bytes a reader maps)."""
+        return index_from_bytes(self.encode())
 
 
 def _video_table(names: Iterable[str]) -> dict[str, np.ndarray]:
@@ -347,22 +355,28 @@ def _digest(hexdigest: str) -> bytes:
 
 def encode_index(index: ClipIndex) -> bytes:
     """The file's bytes: magic, header length, JSON header, 64-byte-aligned columns."""
-    cols = index.columns
+    return _encode({name: [index.columns[name]] for name in _COLUMN_NAMES})
+
+
+def _encode(pieces: dict[str, list[np.ndarray]]) -> bytes:
+    """The file's bytes from each column's pieces (in order), joined once into the result: nothing else of the
+    index's size is made on the way."""
     specs, offset = [], 0
-    for name, dtype, _, _ in COLUMNS:
-        arr = np.ascontiguousarray(cols[name], dtype=dtype)
-        specs.append([name, dtype, list(arr.shape), offset, arr.nbytes])
-        offset += -(-arr.nbytes // ALIGN) * ALIGN
-    header = {"schema": INDEX_SCHEMA, "schema_version": INDEX_VERSION, "clips": len(index),
-              "tracks": index.n_tracks, "videos": len(cols["video_offsets"]) - 1, "columns": specs}
+    for name, dtype, shape, _ in COLUMNS:
+        rows = sum(len(p) for p in pieces[name])
+        nbytes = rows * int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        specs.append([name, dtype, [rows, *shape], offset, nbytes])
+        offset += -(-nbytes // ALIGN) * ALIGN
+    count = {spec[0]: spec[2][0] for spec in specs}
+    header = {"schema": INDEX_SCHEMA, "schema_version": INDEX_VERSION, "clips": count["shard"],
+              "tracks": count["track_person"], "videos": count["video_offsets"] - 1, "columns": specs}
     head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
     start = -(-(len(MAGIC) + 8 + len(head)) // ALIGN) * ALIGN
-    head = head.ljust(start - len(MAGIC) - 8, b" ")
-    out = bytearray(MAGIC + struct.pack("<Q", len(head)) + head)
+    chunks: list = [MAGIC, struct.pack("<Q", start - len(MAGIC) - 8), head.ljust(start - len(MAGIC) - 8, b" ")]
     for (name, dtype, _, _), spec in zip(COLUMNS, specs):
-        out += np.ascontiguousarray(cols[name], dtype=dtype).tobytes()
-        out += bytes(-len(out) % ALIGN)
-    return bytes(out)
+        chunks += [memoryview(np.ascontiguousarray(p, dtype=dtype)).cast("B") for p in pieces[name] if len(p)]
+        chunks.append(bytes(-spec[4] % ALIGN))
+    return b"".join(chunks)
 
 
 def digest(data: bytes) -> str:

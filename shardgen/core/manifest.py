@@ -44,19 +44,21 @@ def load_manifest(path: Path | str, data: bytes | None = None) -> dict:
     return m
 
 
-def manifest_url(source: str | os.PathLike) -> str:
-    """The manifest a source names: itself when it ends in ``.json``, else the one in the split
-    directory or prefix it names (local or ``http(s)://`` / ``s3://``)."""
-    s = os.fspath(source)
-    return s if s.endswith(".json") else join(s, MANIFEST_NAME)
-
-
 def read_manifest(url: str | os.PathLike, options: TransportOptions | None = None) -> dict:
     """Fetch and check a manifest from anywhere; a missing one is a FileNotFoundError saying what to do."""
     url = os.fspath(url)
     if not is_remote(url) and not Path(url).is_file():
-        raise FileNotFoundError(f"{url}: no manifest there (build with shardgen, or name the .tar shards)")
+        raise FileNotFoundError(f"{url}: no manifest there ({_what_to_pass(Path(url).parent)})")
     return load_manifest(url, read_bytes(url, options))
+
+
+def _what_to_pass(directory: Path) -> str:
+    """What to name instead of a directory without a manifest: a build directory's split, when it is one."""
+    splits = sorted(p.parent.name for p in directory.glob(f"*/{MANIFEST_NAME}")) if directory.is_dir() else []
+    if splits:
+        return (f"{directory} is a build directory: pass one of its splits, e.g. {directory / splits[0]} "
+                f"(it has {', '.join(splits)})")
+    return "build with shardgen, or name the .tar shards"
 
 
 def read_index(manifest: dict, manifest_at: str | os.PathLike, options: TransportOptions | None = None, *,

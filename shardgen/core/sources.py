@@ -1,39 +1,48 @@
-"""What to read: a source spec → the list of shards and, for each, its clips' byte ranges.
+"""A source spec → its manifest, shards and clip index; and one clip of it, read and checked.
 
-Accepted sources (each local or as an ``http(s)://`` / ``s3://`` URL):
+Every tool and the loader turn what a user names into data here, in two steps:
 
-* a manifest (``.../manifest.json``) or a split directory / prefix holding one;
-* a shard (``.../train-000000.tar``), a brace pattern (``train-{000000..000041}.tar``);
-* a list or tuple of any of these.
+* :func:`find_manifests` / :func:`find_manifest` — the one place a source becomes a manifest URL:
+  a ``manifest.json``; a split directory or prefix holding one; a build directory
+  (``shardgen build --out``) holding ``<split>/manifest.json`` — one named split, or all of them;
+* :func:`resolve` — a source (any of those, or shards: ``.../train-000000.tar``, a brace pattern
+  ``train-{000000..000041}.tar``, a list of any of these), local or ``http(s)://`` / ``s3://``,
+  → :class:`ResolvedSource`: its shards and ONE clip index over all of them.
 
-Clip byte ranges come from the split's clip index (:mod:`.clip_index`, named by its manifest):
-for a split directory or manifest, the memory-mapped file itself; for shards named one by one, a
-brace pattern or several sources, their rows concatenated in memory. Never a Python object per clip. Shards named
-without a manifest use the ``manifest.json`` beside them when there is one; otherwise local
-shards are indexed by reading their tar headers, and remote ones need a manifest.
+Clip byte ranges come from the split's clip index (:mod:`.clip_index`, named by its manifest): for a
+split directory or manifest, the memory-mapped file itself; for shards named one by one, a brace
+pattern or several sources, their rows concatenated in memory. Never a Python object per clip.
+Shards named without a manifest use the ``manifest.json`` beside them when there is one; otherwise
+local shards are indexed by reading them (:func:`scan_local_shard`), and remote ones need a manifest.
 
-Opening bytes is separate from deciding what to read: :func:`open_clips` hands the byte range
-to :mod:`shardgen.core.storage`, where the one address parser chooses the backend.
+:func:`read_clip` reads one clip — by key, index row or :class:`ClipRef` — from its own byte range,
+all its members or a selection (:class:`~.sample.Members`), through the one clip reader
+(:func:`.clip_reader.iter_clips`). Opening bytes is :func:`open_clips`: it hands the byte range to
+:mod:`shardgen.core.storage`, where the one address parser chooses the backend.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable, Sequence
+from typing import BinaryIO, Sequence
 
 import braceexpand
 import numpy as np
 
 from .clip_index import ClipIndex, ClipIndexWriter, ClipRef, concat_indexes
-from .codecs import decode_npy
-from .format import BOXES_EXT, FormatError, person_tracks, split_member_name
+from .clip_reader import iter_clips
+from .format import FormatError, person_tracks
 from .manifest import MANIFEST_NAME, read_index, read_manifest
-from .storage import ShardCache, TransportOptions, Window, is_remote, join, open_range, parent
-from .tario import DEFAULT_MAX_MEMBER, TarError, iter_tar
+from .sample import LABELS, ClipSample, Members
+from .storage import ShardCache, TransportOptions, Window, is_remote, join, object_size, open_range, parent, read_bytes
+from .tario import DEFAULT_MAX_MEMBER, TarError
+
+BUILD_REPORT = "build-report.json"  # written by the builder beside the split directories
 
 
 @dataclass
@@ -50,7 +59,7 @@ class ResolvedSource:
 
     shards: list[ShardInfo]
     clips: ClipIndex
-    manifests: list[dict] = field(default_factory=list)
+    manifests: list[dict] = field(default_factory=list)  # those read: named, or beside shards named one by one
 
     @functools.cached_property
     def bounds(self) -> np.ndarray:
@@ -60,17 +69,96 @@ class ResolvedSource:
     def shard_rows(self, shard: int) -> range:
         return range(int(self.bounds[shard]), int(self.bounds[shard + 1]))
 
-    def shard_refs(self, shard: int) -> list[ClipRef]:
-        """One shard's clips as :class:`ClipRef` (a shard at a time: tools that walk every clip)."""
-        return self.clips.refs(self.shard_rows(shard))
+    def row(self, clip: str | int | ClipRef) -> int:
+        """A clip's row in the clip index, by key, row or :class:`ClipRef` (a clip the source does not hold is
+        a ValueError)."""
+        if isinstance(clip, ClipRef):
+            rows = self.shard_rows(clip.shard)  # a shard's rows are in byte order
+            offsets = self.clips.columns["offset"][rows.start:rows.stop]
+            at = rows.start + int(np.searchsorted(offsets, np.uint64(clip.offset)))
+            if at < rows.stop and int(self.clips.columns["offset"][at]) == clip.offset:
+                return at
+            raise ValueError(f"clip {clip.key} at byte {clip.offset} of shard {clip.shard} is not in this source")
+        if isinstance(clip, str):
+            row = self.clips.find(clip)
+            if row is None:
+                raise ValueError(f"clip {clip!r} is not in this source ({len(self.clips)} clips)")
+            return row
+        row = int(clip)
+        if not 0 <= row < len(self.clips):
+            raise ValueError(f"clip row {row} is outside this source's {len(self.clips)} clips")
+        return row
 
-    def shard_clips(self) -> list[list[ClipRef]]:
-        """Each shard's clips, in shard order (small sources only: a Python object per clip)."""
-        return [self.shard_refs(s) for s in range(len(self.shards))]
+
+# --------------------------------------------------------------------------- source → manifest
 
 
-def resolve(source, *, remote_options: TransportOptions | dict | None = None) -> ResolvedSource:
-    """Turn any accepted source spec into a :class:`ResolvedSource`."""
+def find_manifests(source: str | os.PathLike, *, split: str | None = None,
+                   options: TransportOptions | dict | None = None) -> list[str]:
+    """The manifest URL(s) a source names: a ``.json`` itself; a split directory or prefix → its
+    ``manifest.json``; a build directory → ``<split>/manifest.json`` of ``split``, or of every split it holds.
+
+    Remote prefixes cannot be listed: a URL is a split prefix, or, when it holds no manifest itself (a HEAD
+    request says), a build prefix — of ``split``, or of the splits its ``build-report.json`` names. A local
+    path that is none of these is a FileNotFoundError saying what was expected.
+    """
+    s = os.fspath(source)
+    if s.endswith(".json"):
+        return [s]
+    if is_remote(s):
+        here = join(s, MANIFEST_NAME)
+        if object_size(here, options) is not None:
+            return [here]
+        if split is not None:
+            return [join(join(s, split), MANIFEST_NAME)]
+        return [join(join(s, name), MANIFEST_NAME) for name in _reported_splits(s, here, options)]
+    d = Path(s)
+    if (d / MANIFEST_NAME).is_file():
+        return [str(d / MANIFEST_NAME)]
+    splits = sorted(m.parent.name for m in d.glob(f"*/{MANIFEST_NAME}")) if d.is_dir() else []
+    if split is not None and split in splits:
+        return [str(d / split / MANIFEST_NAME)]
+    if split is None and splits:
+        return [str(d / name / MANIFEST_NAME) for name in splits]
+    if splits:
+        raise FileNotFoundError(f"{s}: a build directory with split(s) {', '.join(splits)}, but no {split!r}")
+    raise FileNotFoundError(f"{s}: not a manifest, a split directory or a build directory with split directories "
+                            "(build with shardgen, or name the .tar shards)")
+
+
+def _reported_splits(build: str, manifest: str, options) -> list[str]:
+    """The splits a remote build's ``build-report.json`` names (a prefix cannot be listed over HTTP)."""
+    url = join(build, BUILD_REPORT)
+    try:
+        report = json.loads(read_bytes(url, options))
+    except FileNotFoundError:  # a remote 404 too (RemoteNotFoundError)
+        raise FileNotFoundError(f"{manifest}: no manifest there, and no {BUILD_REPORT} beside naming splits "
+                                f"(name a split: {join(build, 'train')})") from None
+    except ValueError as exc:
+        raise FormatError(f"{url}: not JSON ({exc})") from None
+    names = [s.get("split") for s in report.get("splits", []) if isinstance(s, dict)] if isinstance(report, dict) else []
+    if not names or not all(isinstance(n, str) and n and "/" not in n and n not in (".", "..") for n in names):
+        raise FormatError(f"{url}: its 'splits' do not name split directories")
+    return names
+
+
+def find_manifest(source: str | os.PathLike, *, split: str | None = None,
+                  options: TransportOptions | dict | None = None) -> str:
+    """The one manifest a source names (see :func:`find_manifests`); a build directory of several splits
+    needs ``split``."""
+    found = find_manifests(source, split=split, options=options)
+    if len(found) > 1:
+        names = ", ".join(Path(m).parent.name for m in found)
+        raise ValueError(f"{os.fspath(source)}: a build directory with splits {names}: name one "
+                         "(its split directory, or the split option)")
+    return found[0]
+
+
+# --------------------------------------------------------------------------- source → shards + clip index
+
+
+def resolve(source, *, split: str | None = None, remote_options: TransportOptions | dict | None = None) -> ResolvedSource:
+    """Turn any accepted source spec into a :class:`ResolvedSource` (``split``: of a build directory)."""
     remote_options = TransportOptions.coerce(remote_options)
     specs: Sequence = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     shards: list[ShardInfo] = []
@@ -84,9 +172,11 @@ def resolve(source, *, remote_options: TransportOptions | dict | None = None) ->
                 folder = parent(url)
                 if folder not in beside:
                     beside[folder] = _try_manifest(join(folder, MANIFEST_NAME), remote_options)
+                    if beside[folder] is not None:
+                        manifests.append(beside[folder][0])  # the shards' split, its parameters
                 info, index = _single_shard(url, beside[folder], remote_options)
-            else:  # a manifest, or a split directory or prefix holding one
-                murl = url if url.endswith(".json") else join(url, MANIFEST_NAME)
+            else:  # a manifest, a split directory or prefix, a build directory
+                murl = find_manifest(url, split=split, options=remote_options)
                 m = read_manifest(murl, remote_options)
                 manifests.append(m)
                 info = [ShardInfo(join(parent(murl), s["name"]), s["name"], s["bytes"], s["sha256"]) for s in m["shards"]]
@@ -133,37 +223,34 @@ def _single_shard(url: str, beside: tuple | None, remote_options: TransportOptio
 
 
 def scan_local_shard(path: str) -> tuple[ShardInfo, ClipIndex]:
-    """Index a local shard without a manifest: clip keys, byte ranges and face tracks from the tar."""
+    """Index a local shard that has no manifest: each clip's key, byte range, member count, frames and face
+    tracks, read from the shard through the one clip reader (the metadata and label arrays of each clip are
+    read and checked as the loader checks them; frames and audio are seeked past). Any damage is a ValueError
+    naming the shard."""
+    shard = ShardInfo(str(path), Path(path).name, os.path.getsize(path), None)
     rows: list[tuple] = []
-    start = end = 0
-    key = None
-    tracks: tuple = ()
-    members = 0
     try:
-        with tarfile.open(path, mode="r:") as tar:
-            for info in tar:
-                k, ext = split_member_name(info.name)
-                if k != key:
-                    if key is not None:
-                        rows.append((key, start, info.offset - start, members, tracks))
-                    key, start, tracks, members = k, info.offset, (), 0
-                members += 1
-                if ext == BOXES_EXT:
-                    boxes = decode_npy(tar.extractfile(info).read(), name=info.name, dtype="float32", ndim=3)
-                    tracks = tuple(person_tracks(boxes))
-                end = info.offset_data + (info.size + 511) // 512 * 512
-        with open(path, "rb") as fh:  # tarfile takes EOF at a member boundary for the end: a cut shard would look short
-            fh.seek(end)
-            if fh.read(512) != bytes(512):
-                raise tarfile.TarError(f"no end-of-archive marker after byte {end} (truncated shard?)")
-    except (tarfile.TarError, OSError, ValueError) as exc:  # ValueError: FormatError from an unsafe member name
-        raise ValueError(f"{path}: cannot index shard ({exc})") from None
-    if key is not None:
-        rows.append((key, start, end - start, members, tracks))
+        stream = open_clips(shard, 0, shard.bytes, sparse=True)
+        try:  # no length: the stream must end with the end-of-archive marker (a cut shard is not a short one)
+            for clip in iter_clips(stream, source=shard.url, members=LABELS):
+                sample = clip.sample()
+                pad = sample.meta.get("pad_frames", 0)
+                if type(pad) is not int or not 0 <= pad <= sample.n_frames:
+                    raise FormatError(f"{clip.key}.json: pad_frames {pad!r} is not a frame count")
+                rows.append((clip.key, clip.offset, clip.bytes, "", clip.count, sample.n_frames, pad,
+                             person_tracks(sample.boxes)))
+        finally:
+            stream.close()
+    except (TarError, FormatError, OSError) as exc:
+        msg = str(exc)
+        msg = msg[len(shard.url) + 1:] if msg.startswith(f"{shard.url} ") else msg  # "at byte N: ...", said once
+        raise ValueError(f"{path}: cannot index shard ({msg})") from None
     writer = ClipIndexWriter()
-    # n_frames is not known without the metadata: a track's end bounds it (no sha256: nothing to check against)
-    writer.add_shard(0, [(k, o, b, "", m, max([f + n for _, f, n in t] or [0]), 0, t) for k, o, b, m, t in rows])
-    return ShardInfo(str(path), Path(path).name, os.path.getsize(path), None), writer.index()
+    writer.add_shard(0, rows)  # no sha256: there is nothing to check it against
+    return shard, writer.index()
+
+
+# --------------------------------------------------------------------------- reading
 
 
 _caches: dict[tuple, ShardCache] = {}
@@ -197,39 +284,53 @@ def open_clips(shard: ShardInfo, offset: int, length: int, options: TransportOpt
     return Window(fh, length, local=not is_remote(shard.url))
 
 
-def read_clip_members(shard: ShardInfo, clip: ClipRef, options: TransportOptions | None = None, *,
-                      wanted: Callable[[str, dict], bool], complete: Callable[[dict], bool],
-                      max_member_bytes: int = DEFAULT_MAX_MEMBER) -> dict[str, bytes]:
-    """Some members of one clip, ``{ext: bytes}``, read sparsely: every header is read and checked, the
-    data of members ``wanted(ext, fields_so_far)`` declines is passed over (seeked past on a local file),
-    and reading stops once ``complete(fields)``. A member of another clip inside the byte range, or a
-    repeated one, is a :class:`TarError` naming the shard and byte — whether it was wanted or not.
+def read_clip(source: ResolvedSource, clip: str | int | ClipRef, *, members: Members | None = None,
+              options: TransportOptions | dict | None = None, max_member_bytes: int = DEFAULT_MAX_MEMBER) -> ClipSample:
+    """One clip of a resolved source — by key, clip-index row or :class:`ClipRef` — checked.
+
+    Only the clip's own byte range is read (from the clip index), all its members or, with ``members``,
+    the metadata and the selected ones (the others' headers are read and checked, their data seeked past,
+    and the read stops once the selection is complete). The clip found there must be the one the index
+    places there, its members named and grouped as :func:`.clip_reader.iter_clips` checks, its content as
+    :class:`ClipSample` checks; a whole clip's bytes must also hash to the sha256 its index row records
+    (an index made by scanning a bare shard records none). Errors name the shard: :class:`TarError`
+    (damaged or hostile bytes, with the byte offset), :class:`FormatError` (the clip's content), ``OSError``
+    (the shard cannot be read), ValueError (a key or row the source does not hold).
     """
-    fields: dict[str, bytes] = {}
-
-    def want(name: str) -> bool:
-        try:
-            key, ext = split_member_name(name)
-        except FormatError:
-            return True  # read it, so that the check below names it
-        return key != clip.key or wanted(ext, fields)  # another clip's member: read it, so it is named below
-
-    stream = open_clips(shard, clip.offset, clip.bytes, options, sparse=True)
+    ref = clip if isinstance(clip, ClipRef) else source.clips.ref(source.row(clip))
+    shard = source.shards[ref.shard]
+    stream = open_clips(shard, ref.offset, ref.bytes, options, sparse=members is not None)
+    digest = hashlib.sha256() if members is None else None  # a whole read passes over nothing: every byte is hashed
     try:
-        for m in iter_tar(stream, source=shard.url, length=clip.bytes, base_offset=clip.offset,
-                          max_member_bytes=max_member_bytes, want=want):
-            try:
-                key, ext = split_member_name(m.name)
-            except FormatError as exc:
-                raise TarError(f"{shard.url} at byte {m.offset}: {exc}") from None
-            if key != clip.key:
-                raise TarError(f"{shard.url} at byte {m.offset}: found clip {key} inside the byte range of "
-                               f"{clip.key} (shard and clip index disagree)")
-            if ext in fields:
-                raise TarError(f"{shard.url} at byte {m.offset}: clip {key} has two .{ext} members")
-            fields[ext] = m.data
-            if complete(fields):
-                break
+        found = list(iter_clips(stream if digest is None else _Hashing(stream, digest), source=shard.url,
+                                length=ref.bytes, base_offset=ref.offset, members=members,
+                                expect=[(ref.key, ref.offset)], max_member_bytes=max_member_bytes))
     finally:
         stream.close()
-    return fields
+    if not found:
+        raise TarError(f"{shard.url} at byte {ref.offset}: no clip there; the clip index places {ref.key} there "
+                       "(shard and clip index disagree)")
+    try:
+        sample = found[0].sample()
+    except FormatError as exc:
+        raise FormatError(f"{shard.url}: {exc}") from None
+    expected = source.clips.sha256(source.row(clip)) if digest is not None else _NO_DIGEST
+    if expected != _NO_DIGEST and digest.hexdigest() != expected:
+        raise TarError(f"{shard.url}: clip {ref.key} (bytes {ref.offset}-{ref.offset + ref.bytes}) differs from the "
+                       "sha256 its clip index records: the shard is damaged (shardgen verify names every such clip)")
+    return sample
+
+
+_NO_DIGEST = "0" * 64  # the sha256 column of an index made by scanning a bare shard
+
+
+class _Hashing:
+    """A stream's bytes fed to a hash as they are read (no ``skip``: whole reads only)."""
+
+    def __init__(self, stream: BinaryIO, digest):
+        self._stream, self._digest = stream, digest
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._stream.read(n)
+        self._digest.update(data)
+        return data

@@ -9,7 +9,11 @@ to back, with hard limits, and to fail loudly on damage. This reader:
   unbounded allocation from a hostile size field);
 * raises :class:`TruncatedTarError` (with the shard name and byte offset) when the stream ends
   inside a member or before the end-of-archive marker — a short shard is never a short epoch;
-* leaves name checking to :func:`shardgen.core.format.split_member_name` (absolute paths, ``..``).
+* leaves names and grouping into clips to :mod:`shardgen.core.clip_reader` (absolute paths,
+  ``..``, the key pattern, repeated or scattered members).
+
+This is the only tar parser that reads shard bytes in avshards (the builder writes shards with
+``tarfile``; nothing parses them with it).
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
-from .format import FormatError, split_member_name
 from .storage.stream import discard
 
 BLOCK = 512
@@ -35,8 +38,9 @@ class TruncatedTarError(TarError):
 @dataclass
 class TarMember:
     name: str
-    data: bytes
-    offset: int  # of the member's (first) header
+    data: bytes | None  # None: passed over (``want`` declined it)
+    offset: int  # of the member's (first) header: a PAX or long-name header before it counts
+    end: int  # just past its padded data: the next member's header, or the end-of-archive marker
 
 
 def _read_exact(stream: BinaryIO, n: int) -> bytes:
@@ -99,8 +103,8 @@ def iter_tar(
     marker): stop cleanly after exactly that many bytes. ``base_offset``: where the window
     starts in the shard, so offsets in members and errors are shard offsets. ``want``: called
     with each regular member's name before its data is read; a member it declines is passed
-    over (seeked past on a local file) and not yielded — how a face track's few frames are
-    read out of a 450-frame clip. Headers are always read and checked.
+    over (seeked past on a local file) and yielded with ``data=None`` — how a face track's few
+    frames are read out of a 450-frame clip. Headers are always read and checked.
     """
     pos = base_offset
     if length is not None:
@@ -143,7 +147,8 @@ def iter_tar(
                 if _skip(stream, padded) < padded:
                     raise TruncatedTarError(f"{where}: archive ends inside a member")
                 pos += padded
-                pax, longname, header_start = {}, None, None
+                start, pax, longname, header_start = header_start, {}, None, None
+                yield TarMember(member_name, None, start, pos)
                 continue
         data = _read_exact(stream, padded)
         if len(data) < padded:
@@ -166,36 +171,4 @@ def iter_tar(
             continue  # directories carry no data
         if kind not in (b"0", b"\0", b"7"):
             raise TarError(f"{where}: member {member_name!r} is not a regular file (type {kind!r}); refusing it")
-        yield TarMember(member_name, data, start)
-
-
-def iter_samples(members: Iterator[TarMember], *, source: str = "<stream>", max_members: int = 100_000) -> Iterator[tuple[str, dict[str, bytes], int]]:
-    """Group consecutive members by clip key → ``(key, {ext: bytes}, offset)``.
-
-    Names are checked by the format (no absolute paths, no ``..``, the key pattern); a key
-    whose members are not consecutive, or a repeated extension, is an error rather than a
-    silently merged or split sample.
-    """
-    key: str | None = None
-    fields: dict[str, bytes] = {}
-    offset = 0
-    finished: set[str] = set()
-    for m in members:
-        try:
-            k, ext = split_member_name(m.name)
-        except FormatError as exc:
-            raise TarError(f"{source} at byte {m.offset}: {exc}") from None
-        if k != key:
-            if key is not None:
-                finished.add(key)
-                yield key, fields, offset
-            if k in finished:
-                raise TarError(f"{source} at byte {m.offset}: clip {k} appears twice (members not consecutive)")
-            key, fields, offset = k, {}, m.offset
-        if ext in fields:
-            raise TarError(f"{source} at byte {m.offset}: clip {k} has two .{ext} members")
-        if len(fields) >= max_members:
-            raise TarError(f"{source}: clip {k} has more than {max_members} members")
-        fields[ext] = m.data
-    if key is not None:
-        yield key, fields, offset
+        yield TarMember(member_name, data, start, pos)

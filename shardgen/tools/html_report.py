@@ -2,9 +2,10 @@
 
 The build summary says how many clips were written; it does not say whether a split is 90 %
 silence, whether faces are too small for 112-px crops, or why clips were dropped. This report
-reads each manifest and its clip index (``clips.idx``: every clip's byte range, shard by shard),
-the label arrays of every clip (only those members: the tar headers are walked and the audio and
-frames skipped, so a large split costs a few small reads per clip) and
+reads each manifest and its clip index (``clips.idx``: every clip's byte range), the metadata and
+label arrays of every clip (only those members, through :func:`shardgen.core.sources.read_clip`:
+the tar headers are walked and checked, the audio and frames seeked past, so a large split costs a
+few small reads per clip) and
 ``<out>/build-report.json`` beside the split directories, and writes a self-contained HTML page
 (charts embedded as base64 PNG) or a single PNG.
 """
@@ -15,19 +16,15 @@ import base64
 import html
 import io
 import json
-import tarfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..core import codecs
-from ..core import format as fmt
-from ..core.manifest import MANIFEST_NAME
-from ..core.sources import ShardInfo, open_clips, resolve
+from ..core.sample import LABELS
+from ..core.sources import find_manifests, read_clip, resolve
 from ..core.storage import TransportOptions, is_remote, read_bytes
-from ..core.tario import iter_tar
 from .preview import DPI, figure_rgb, pyplot, save_image
 
 UPSAMPLE_BELOW = 112 / 0.7  # max(w, h) under which TalkNet's 112-px crop is upsampled (it spans 0.7*max(w, h))
@@ -63,52 +60,7 @@ class SplitStats:
 
 def manifest_paths(paths: list) -> list[str]:
     """Manifests named directly, split directories, or a build root holding several split directories."""
-    out: list[str] = []
-    for p in map(str, paths):
-        if is_remote(p) or p.endswith(".json"):
-            out.append(p)
-        elif (Path(p) / MANIFEST_NAME).is_file():
-            out.append(str(Path(p) / MANIFEST_NAME))
-        elif Path(p).is_dir() and sorted(Path(p).glob(f"*/{MANIFEST_NAME}")):
-            out += [str(m) for m in sorted(Path(p).glob(f"*/{MANIFEST_NAME}"))]
-        else:
-            raise FileNotFoundError(f"{p}: not a manifest, a split directory or a build directory with split directories")
-    return out
-
-
-def _labels_local(path: str, offset: int) -> dict[str, bytes]:
-    """The label members of the clip at ``offset``, walking tar headers and seeking past audio."""
-    want = set(fmt.LABEL_EXTS)
-    got: dict[str, bytes] = {}
-    with open(path, "rb") as fh:
-        fh.seek(offset)
-        with tarfile.open(fileobj=fh, mode="r:") as tar:
-            key = None
-            for info in tar:
-                k, ext = fmt.split_member_name(info.name)
-                if key is not None and k != key:
-                    break
-                key = k
-                if ext in want:
-                    got[ext] = tar.extractfile(info).read()
-                    if len(got) == len(want):
-                        break
-                elif fmt.parse_frame_ext(ext) is not None:
-                    break
-    return got
-
-
-def _labels_stream(shard: ShardInfo, offset: int, length: int, options: TransportOptions) -> dict[str, bytes]:
-    """Remote: stream the clip's range and stop as soon as its label members have passed."""
-    got: dict[str, bytes] = {}
-    with open_clips(shard, offset, length, options) as stream:
-        for m in iter_tar(stream, source=shard.url, length=length, base_offset=offset):
-            ext = fmt.split_member_name(m.name)[1]
-            if ext in fmt.LABEL_EXTS:
-                got[ext] = m.data
-                if len(got) == len(fmt.LABEL_EXTS):
-                    break
-    return got
+    return [m for p in paths for m in find_manifests(p)]
 
 
 def _build_report(manifest_path: str, options: TransportOptions) -> dict | None:
@@ -130,33 +82,18 @@ def split_stats(manifest_path: str, *, remote_options: TransportOptions | dict |
     m = index.manifests[0]
     n_frames = n_visible = n_voice = person_frames = n_speaking = face_frames = speaking_face = 0
     sizes = []
-    clips = index.clips
-    for number, shard in enumerate(index.shards):
-        rows = index.shard_rows(number)
-        offsets = np.asarray(clips.columns["offset"][rows.start:rows.stop], dtype=np.int64)  # one shard's ranges
-        lengths = np.asarray(clips.columns["bytes"][rows.start:rows.stop], dtype=np.int64)
-        for row, offset, length in zip(rows, offsets.tolist(), lengths.tolist()):
-            if is_remote(shard.url):
-                fields = _labels_stream(shard, offset, length, remote_options)
-            else:
-                fields = _labels_local(shard.url, offset)
-            name = f"{shard.name}:{clips.key(row)}"
-            for ext in fmt.LABEL_EXTS:
-                if ext not in fields:
-                    raise fmt.FormatError(f"{name}: label member .{ext} missing")
-            visible = codecs.decode_npy(fields[fmt.VISIBLE_EXT], name=name, dtype="uint8", ndim=1)
-            voice = codecs.decode_npy(fields[fmt.VOICE_EXT], name=name, dtype="uint8", ndim=1)
-            boxes = codecs.decode_npy(fields[fmt.BOXES_EXT], name=name, dtype="float32", ndim=3)
-            speaking = codecs.decode_npy(fields[fmt.SPEAKING_EXT], name=name, dtype="uint8", ndim=2)
-            face = ~np.isnan(boxes[..., 0])
-            n_frames += visible.size
-            n_visible += int(visible.sum())
-            n_voice += int(voice.sum())
-            person_frames += speaking.size
-            n_speaking += int(speaking.sum())
-            face_frames += int(face.sum())
-            speaking_face += int(speaking[face].sum())
-            sizes.append(np.maximum(boxes[face][:, 2], boxes[face][:, 3]))
+    for row in range(len(index.clips)):  # each clip's metadata and label arrays, read and checked; nothing else
+        sample = read_clip(index, row, members=LABELS, options=remote_options)
+        visible, voice, boxes, speaking = sample.visible, sample.voice, sample.boxes, sample.speaking
+        face = ~np.isnan(boxes[..., 0])
+        n_frames += visible.size
+        n_visible += int(visible.sum())
+        n_voice += int(voice.sum())
+        person_frames += speaking.size
+        n_speaking += int(speaking.sum())
+        face_frames += int(face.sum())
+        speaking_face += int(speaking[face].sum())
+        sizes.append(np.maximum(boxes[face][:, 2], boxes[face][:, 3]))
     report = _build_report(manifest_path, remote_options)
     split = m["split"]
     build = next((s for s in (report or {}).get("splits", []) if s.get("split") == split), None)

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from pathlib import Path
 
-from ..core.sample import ClipSample
+from ..core.clip_reader import iter_clips
 from ..core.format import FormatError
-from ..core.manifest import MANIFEST_NAME, read_index, read_manifest
-from ..core.storage import TransportOptions, is_remote, join, object_size, open_range, parent
-from ..core.tario import iter_samples, iter_tar
+from ..core.manifest import read_index, read_manifest
+from ..core.sources import find_manifest
+from ..core.storage import TransportOptions, join, object_size, open_range, parent
 
 
 def inspect_path(source: str | os.PathLike, *, max_clips: int | None = None,
@@ -25,9 +24,8 @@ def inspect_path(source: str | os.PathLike, *, max_clips: int | None = None,
     """Describe a shard (``.tar``), a manifest, or a split directory / prefix — local or ``http(s)://`` / ``s3://``."""
     options = TransportOptions.coerce(remote_options)
     path = os.fspath(source)
-    if (is_remote(path) and not path.endswith((".json", ".tar"))) or (not is_remote(path) and Path(path).is_dir()):
-        path = join(path, MANIFEST_NAME)
-    if path.endswith(".json"):
+    if not path.endswith(".tar"):
+        path = find_manifest(path, options=options)
         manifest = read_manifest(path, options)
         shards = [(join(parent(path), s["name"]), s["name"]) for s in manifest["shards"]]
         t = manifest["totals"]
@@ -46,8 +44,11 @@ def inspect_path(source: str | os.PathLike, *, max_clips: int | None = None,
     lines = []
     for url, name in shards:
         with open_range(url, options) as fh:
-            for key, fields, offset in iter_samples(iter_tar(fh, source=name), source=name):
-                s = ClipSample(key, fields)
+            for clip in iter_clips(fh, source=name):
+                try:
+                    s, key, fields = clip.sample(), clip.key, clip.fields
+                except FormatError as exc:
+                    raise FormatError(f"{name}: {exc}") from None
                 n += 1
                 frames += s.n_frames
                 members.update(_member_kind(ext) for ext in fields)
@@ -56,7 +57,7 @@ def inspect_path(source: str | os.PathLike, *, max_clips: int | None = None,
                 sums["speaking"] += int(s.speaking.sum())
                 sums["person_frames"] += int(s.speaking.size)
                 if max_clips is None or len(lines) < max_clips:
-                    lines.append(f"  {key}  @{offset}  T={s.n_frames} P={len(s.meta['persons'])} "
+                    lines.append(f"  {key}  @{clip.offset}  T={s.n_frames} P={len(s.meta['persons'])} "
                                  f"visible={s.visible.mean():.2f} voice={s.voice.mean():.2f} members={len(fields)}")
     body = [f"{n} clips, {frames} frames"]
     if frames:

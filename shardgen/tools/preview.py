@@ -9,8 +9,7 @@ as :mod:`shardgen.core.format` defines them), so a shift between streams is visi
 
 The clip is read like the loader reads it: :func:`shardgen.core.sources.resolve` finds its byte
 range in the source's clip index (manifest and ``clips.idx``, split directory, shard, URL) and
-only that range is read and checked by
-:class:`~shardgen.core.sample.ClipSample`. The layout is computed here in pixels
+:func:`shardgen.core.sources.read_clip` reads only that range, checked as every reader checks it. The layout is computed here in pixels
 (:class:`Layout`), not by matplotlib's auto-layout, so tests can map seconds to pixel columns.
 
 matplotlib is the optional ``[viz]`` extra; it is imported lazily (Agg backend).
@@ -26,12 +25,10 @@ import numpy as np
 from PIL import Image
 
 from ..core.decode import gray_small, rgb_frame
-from ..core.clip_index import ClipIndex
-from ..core.format import FormatError, audio_sample_range, parse_clip_key
+from ..core.format import audio_sample_range
 from ..core.sample import ClipSample
-from ..core.sources import open_clips, resolve
+from ..core.sources import read_clip, resolve
 from ..core.storage import TransportOptions
-from ..core.tario import iter_samples, iter_tar
 
 DPI = 100
 FRAME_COLS = 5
@@ -92,54 +89,21 @@ def load_clip(source, key: str | None = None, *, remote_options: TransportOption
     """One checked clip from a shard, manifest, split directory or URL; the first clip unless ``key``.
 
     The clip is found in the source's clip index by its video and start frame (no object per clip
-    is made), and only the clip's own byte range is read (from the index's offset, or from the
-    shard's tar headers when there is no manifest).
+    is made), and only the clip's own byte range is read (:func:`shardgen.core.sources.read_clip`).
     """
     index = resolve(str(source), remote_options=remote_options)
     clips = index.clips
     if not len(clips):
         raise ValueError(f"{source}: holds no clips")
-    row = 0 if key is None else _find_row(clips, key)
+    row = 0 if key is None else clips.find(key)
     if row is None:
-        near = _rows_of_video(clips, key.split("/")[0])
+        near = clips.video_rows(key.split("/")[0])[:6]
         if not len(near):
             near = np.arange(min(6, len(clips)))
         keys = [clips.key(int(r)) for r in near[:5]]
         raise ValueError(f"clip {key!r} is not in {source}; it has {len(clips)} clips, e.g. "
                          f"{', '.join(keys)}{', ...' if len(near) > 5 else ''}")
-    ref = clips.ref(row)
-    shard = index.shards[ref.shard]
-    with open_clips(shard, ref.offset, ref.bytes, remote_options) as stream:
-        members = iter_tar(stream, source=shard.name, length=ref.bytes, base_offset=ref.offset)
-        for k, fields, _ in iter_samples(members, source=shard.name):
-            if k == ref.key:
-                return ClipSample(k, fields)
-    raise FormatError(f"{shard.name}: clip {ref.key} is not at byte {ref.offset} (clip index and shard disagree)")
-
-
-def _rows_of_video(clips: ClipIndex, video_id: str) -> np.ndarray:
-    """Index rows of one video's clips, in index order (at most 6: enough to name 5 and say there are more)."""
-    try:
-        v = clips.video_names().index(video_id)
-    except ValueError:
-        return np.zeros(0, np.int64)
-    return np.flatnonzero(np.asarray(clips.columns["video"]) == v)[:6]
-
-
-def _find_row(clips: ClipIndex, key: str) -> int | None:
-    """The first index row whose key is ``key`` (by video and start frame, vectorised), or None."""
-    try:
-        video_id, start = parse_clip_key(key)
-    except FormatError:
-        return None
-    try:
-        v = clips.video_names().index(video_id)
-    except ValueError:
-        return None
-    hit = np.flatnonzero((np.asarray(clips.columns["video"]) == v) & (np.asarray(clips.columns["start_frame"]) == start))
-    if not len(hit) or clips.key(int(hit[0])) != key:  # a non-canonical spelling of the number is not the key
-        return None
-    return int(hit[0])
+    return read_clip(index, row, options=remote_options)
 
 
 # --------------------------------------------------------------------------- what is drawn
@@ -299,7 +263,7 @@ def render_preview(sample: ClipSample, *, n_frames: int = 10, width: int = 1400)
         persons = m["persons"]
         fig.text(12 / lay.width, 1 - 12 / lay.height, (
             f"{sample.key}   split {m.get('split', '?')}   source frames {m['start_frame']}–{m['start_frame'] + T - 1} "
-            f"(img_{m['start_frame'] + 1:05d}…)   {T} frames @ {fps:g} fps = {lay.t0:.2f}–{lay.t1:.2f} s   "
+            f"({_frames_origin(m)})   {T} frames @ {fps:g} fps = {lay.t0:.2f}–{lay.t1:.2f} s   "
             f"{len(persons)} person(s)   {W}x{H}"), fontsize=11, weight="bold", va="top")
         for i, rect in zip(lay.frame_indices, lay.frames):
             _draw_frame(fig, lay, rect, sample, i, (W, H))
@@ -361,6 +325,25 @@ def _draw_frame(fig, lay: Layout, rect: Rect, sample: ClipSample, i: int, size: 
                 bbox=dict(boxstyle="square,pad=0.15", fc=color, ec="none", alpha=0.85))
 
 
+def _frames_origin(m: dict) -> str:
+    """Where the clip's frames came from: the source images, or a video file decoded at the clip's rate."""
+    src = m.get("source") or {}
+    if src.get("kind") == "video_file":
+        return f"{src.get('file', 'video file')} decoded at {m['fps']:g} fps"
+    return f"img_{m['start_frame'] + 1:05d}…"
+
+
+def _audio_zeros_labels(m: dict) -> tuple[str, str]:
+    """How the wave plot names zeros: (before the audio starts, after it ends), by where the audio came from."""
+    src = m.get("source") or {}
+    origin = src.get("audio_from") if src.get("kind") == "video_file" else "wav"
+    if origin == "stream":
+        return "audio stream starts later: zeros ", "audio stream ended: zeros "
+    if origin == "none":
+        return "no audio stream: zeros ", "no audio stream: zeros "
+    return "", "wav ended: zeros "
+
+
 def _draw_wave(ax, samples: np.ndarray, ta: np.ndarray, m: dict, lay: Layout) -> None:
     """Min/max envelope per pixel column (a plot of every sample would be slow and no clearer)."""
     y = samples.astype(np.float32) / 32768.0
@@ -374,10 +357,15 @@ def _draw_wave(ax, samples: np.ndarray, ta: np.ndarray, m: dict, lay: Layout) ->
     start, real = m["start_frame"], m["n_frames"] - int(m.get("pad_frames", 0))
     a, b = audio_sample_range(start, start + real, m.get("fps_exact", m["fps"]), m["sample_rate"])
     real_len = min(b - a, len(ta))
-    padded = min(int(m.get("audio_padded_samples", 0)), real_len)
-    if padded:
+    before_label, after_label = _audio_zeros_labels(m)
+    before = min(int((m.get("source") or {}).get("audio_padded_start_samples") or 0), real_len)
+    padded = min(int(m.get("audio_padded_samples", 0)) - before, real_len - before)
+    if before:  # a video file's audio stream that starts after the clip does
+        ax.axvspan(ta[0], ta[before - 1], color="red", alpha=0.15, lw=0)
+        ax.text(ta[0], 0.95 * lim, " " + before_label, color="red", fontsize=7, va="top", ha="left")
+    if padded > 0:
         ax.axvspan(ta[real_len - padded], ta[real_len - 1], color="red", alpha=0.15, lw=0)
-        ax.text(ta[real_len - 1], 0.95 * lim, "wav ended: zeros ", color="red", fontsize=7, va="top", ha="right")
+        ax.text(ta[real_len - 1], 0.95 * lim, after_label, color="red", fontsize=7, va="top", ha="right")
     if real_len < len(ta):
         ax.axvspan(ta[real_len], ta[-1], color="gray", alpha=0.2, lw=0)
         ax.text(ta[-1], -0.95 * lim, "padded frames ", color="gray", fontsize=7, va="bottom", ha="right")

@@ -19,12 +19,14 @@ import os
 from dataclasses import dataclass, field
 
 from ..core.clip_index import ClipIndex
+from ..core.clip_reader import iter_clips
 from ..core.decode import decode_gray
 from ..core.format import FormatError
 from ..core.sample import ClipSample
-from ..core.manifest import manifest_url, read_index, read_manifest
+from ..core.manifest import read_index, read_manifest
+from ..core.sources import find_manifest
 from ..core.storage import TransportOptions, join, object_size, open_range, parent
-from ..core.tario import TarError, iter_samples, iter_tar
+from ..core.tario import TarError
 
 
 @dataclass
@@ -60,7 +62,7 @@ def verify_manifest(source: str | os.PathLike, *, decode: bool = True,
                     remote_options: TransportOptions | dict | None = None) -> VerifyResult:
     """Check the clip index and every shard of a manifest (or of the split directory / prefix holding one)."""
     options = TransportOptions.coerce(remote_options)
-    url = manifest_url(source)
+    url = find_manifest(source, options=options)
     manifest = read_manifest(url, options)
     base = parent(url)
     res = VerifyResult()
@@ -121,10 +123,11 @@ def _decode_clips(stream, name: str, res: VerifyResult) -> tuple[list[str], list
     """Decode every clip of a shard stream; → (keys seen, problems). Counts go into ``res``."""
     seen, problems = [], []
     try:
-        for key, fields, _ in iter_samples(iter_tar(stream, source=name), source=name):
+        for clip in iter_clips(stream, source=name):
+            key = clip.key
             seen.append(key)
             try:
-                sample = ClipSample(key, fields)
+                sample = clip.sample()
                 sample.audio()
                 _decode_frames(sample)
                 res.clips += 1

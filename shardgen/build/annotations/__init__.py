@@ -10,8 +10,11 @@ Two source formats feed one in-memory model, :class:`VideoAnnotations`:
 
 Entries that cannot be used (a box with no size, a segment that ends before it starts, a
 track point missing a field) are dropped and counted by reason in ``dropped``: the build
-report lists the counts, so nothing disappears unseen. A file that cannot be parsed at all
-raises :class:`~shardgen.build.source.SourceError` naming the file.
+report lists the counts, so nothing disappears unseen. Keys and columns the formats do not have
+(a misspelt ``tracking_path``, a header column ``x1``) are findings
+(:class:`~shardgen.build.findings.Finding`) naming the file, the place and the nearest known
+name. A file that cannot be parsed at all raises :class:`~shardgen.build.source.SourceError`
+naming the file.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ import hashlib
 import json
 from pathlib import Path
 
+from ..findings import Finding
 from ..source import SourceError
 from . import ava, ego4d
 from .model import Box, Person, VideoAnnotations
 
-__all__ = ["Box", "Person", "VideoAnnotations", "annotation_digest", "load_annotations", "find_annotation_files"]
+__all__ = ["Box", "Person", "VideoAnnotations", "annotation_digest", "load_annotations", "load_annotation_files",
+           "find_annotation_files"]
 
 def annotation_digest(ann: VideoAnnotations | None, start: int, stop: int) -> str:
     """Fingerprint of what a clip over frames [start, stop) takes from the annotations: the file's
@@ -38,16 +43,26 @@ def annotation_digest(ann: VideoAnnotations | None, start: int, stop: int) -> st
     return hashlib.sha256(json.dumps([ann.source, ann.file, persons]).encode()).hexdigest()
 
 
-def load_annotations(paths: list[Path], fps: float, *, ava_time_offset: float = 0.0) -> dict[str, VideoAnnotations]:
+def load_annotations(paths: list[Path], fps, *, ava_time_offset: float = 0.0) -> dict[str, VideoAnnotations]:
     """Parse every annotation file (JSON → Ego4D AV, CSV → AVA) into one id → annotations map."""
+    return load_annotation_files(paths, fps, ava_time_offset=ava_time_offset)[0]
+
+
+def load_annotation_files(paths: list[Path], fps, *, ava_time_offset: float = 0.0
+                          ) -> tuple[dict[str, VideoAnnotations], list[Finding]]:
+    """``(video id → annotations, findings about the files as a whole)``; each video's own findings are on it.
+
+    ``fps``: the build's frame rate, or a function of the video id (``--fps native``: each video's own)."""
     merged: dict[str, VideoAnnotations] = {}
+    file_findings: list[Finding] = []
     for path in paths:
         if path.suffix.lower() == ".json":
-            parsed = ego4d.parse_file(path, fps)
+            parsed, found = ego4d.parse_file_checked(path, fps)
         elif path.suffix.lower() == ".csv":
-            parsed = ava.parse_file(path, fps, time_offset=ava_time_offset)
+            parsed, found = ava.parse_file_checked(path, fps, time_offset=ava_time_offset)
         else:
             raise SourceError(f"{path}: unknown annotation format (expected .json Ego4D AV or .csv AVA)")
+        file_findings += found
         for vid, ann in parsed.items():
             if vid in merged:
                 if merged[vid].source == "ava-csv" and ann.source == "ava-csv":
@@ -55,7 +70,7 @@ def load_annotations(paths: list[Path], fps: float, *, ava_time_offset: float = 
                     continue
                 raise SourceError(f"{path}: video {vid!r} is also annotated in {merged[vid].file}")
             merged[vid] = ann
-    return merged
+    return merged, file_findings
 
 
 def _merge_ava(into: VideoAnnotations, other: VideoAnnotations) -> None:
@@ -71,6 +86,7 @@ def _merge_ava(into: VideoAnnotations, other: VideoAnnotations) -> None:
             into.persons.append(person)
     into.persons.sort(key=lambda p: p.person_id)
     into.dropped.update(other.dropped)
+    into.findings += other.findings
     into.file = ",".join(sorted(set(into.file.split(",")) | {other.file}))
 
 

@@ -1,8 +1,11 @@
 """AVA-ActiveSpeaker CSV rows.
 
-Columns: ``video_id, frame_timestamp, x1, y1, x2, y2, label, entity_id`` with box corners
-normalised to 0-1 and labels ``SPEAKING_AUDIBLE``, ``SPEAKING_NOT_AUDIBLE``,
-``NOT_SPEAKING``. A header row is allowed.
+Columns: ``video_id, frame_timestamp, entity_box_x1, entity_box_y1, entity_box_x2, entity_box_y2,
+label, entity_id`` with box corners normalised to 0-1 and labels ``SPEAKING_AUDIBLE``,
+``SPEAKING_NOT_AUDIBLE``, ``NOT_SPEAKING`` — the AVA-ActiveSpeaker files have no header and take the
+columns in that order. A header row (TalkNet's CSVs have one) is read as column names: the eight
+must be there, in any order; ``label_id``, ``instance_id`` and ``score`` may be there too (unread);
+any other name is a finding naming the nearest known column.
 
 Timing: a row at ``t`` seconds belongs to 0-based frame ``round(t*fps - time_offset*fps)``,
 i.e. the source layout's first image is at ``time_offset`` seconds (AVA movies' annotated
@@ -22,16 +25,29 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+from ...core.ava_eval import GT_COLUMNS
 from ...core.format import round_half_up
+from ..findings import Finding, FindingCode, did_you_mean
 from ..source import SourceError
 from .model import Person, VideoAnnotations
 
 LABELS = {"SPEAKING_AUDIBLE": 1, "SPEAKING_NOT_AUDIBLE": 0, "NOT_SPEAKING": 0}
+#: columns a header may name besides the eight read (TalkNet's label_id and instance_id, a prediction's score)
+OTHER_COLUMNS = ("label_id", "instance_id", "score")
 
 
-def parse_file(path: Path, fps: float, *, time_offset: float = 0.0, max_gap: int = 3) -> dict[str, VideoAnnotations]:
+def parse_file(path: Path, fps, *, time_offset: float = 0.0, max_gap: int = 3) -> dict[str, VideoAnnotations]:
+    return parse_file_checked(path, fps, time_offset=time_offset, max_gap=max_gap)[0]
+
+
+def parse_file_checked(path: Path, fps, *, time_offset: float = 0.0, max_gap: int = 3
+                       ) -> tuple[dict[str, VideoAnnotations], list[Finding]]:
+    """``(video id → annotations, findings about the file)``. ``fps``: a number, or a function of the video id."""
+    rate = fps if callable(fps) else (lambda _vid, f=fps: f)
     rows: dict[str, dict[str, list[tuple[int, tuple, int]]]] = defaultdict(lambda: defaultdict(list))
     dropped_by_video: dict[str, dict] = defaultdict(lambda: defaultdict(int))
+    findings: list[Finding] = []
+    order = list(range(8))  # where each of GT_COLUMNS is in a row
     try:
         fh = open(path, newline="")
     except OSError as exc:
@@ -41,12 +57,14 @@ def parse_file(path: Path, fps: float, *, time_offset: float = 0.0, max_gap: int
             if not row or all(not c.strip() for c in row):
                 continue
             if lineno == 1 and not _is_number(row[1] if len(row) > 1 else ""):
-                continue  # header
-            if len(row) < 8:
-                raise SourceError(f"{path}:{lineno}: expected 8 columns (video_id, frame_timestamp, x1, y1, x2, y2, label, entity_id), got {len(row)}")
-            vid, ts, x1, y1, x2, y2, label, entity = (c.strip() for c in row[:8])
+                order = _header(path, [c.strip() for c in row], findings)
+                continue
+            if len(row) < 8 or len(row) <= max(order):
+                raise SourceError(f"{path}:{lineno}: expected 8 columns ({', '.join(GT_COLUMNS)}), got {len(row)}")
+            vid, ts, x1, y1, x2, y2, label, entity = (row[i].strip() for i in order)
             if label not in LABELS:
-                raise SourceError(f"{path}:{lineno}: unknown label {label!r} (expected one of {sorted(LABELS)})")
+                raise SourceError(f"{path}:{lineno}: unknown label {label!r}{did_you_mean(label, LABELS)} "
+                                  f"(expected one of {sorted(LABELS)})")
             try:
                 t = float(ts)
                 box = tuple(float(v) for v in (x1, y1, x2, y2))
@@ -58,7 +76,7 @@ def parse_file(path: Path, fps: float, *, time_offset: float = 0.0, max_gap: int
             if box[2] <= box[0] or box[3] <= box[1]:
                 dropped_by_video[vid]["box with zero or negative size"] += 1
                 continue
-            frame = round_half_up((t - time_offset) * fps)
+            frame = round_half_up((t - time_offset) * rate(vid))
             if frame < 0:
                 dropped_by_video[vid]["row before the first frame"] += 1
                 continue
@@ -71,7 +89,21 @@ def parse_file(path: Path, fps: float, *, time_offset: float = 0.0, max_gap: int
         for entity in sorted(rows.get(vid, {})):
             ann.persons.append(_entity_person(entity, rows[vid][entity], max_gap, ann.dropped))
         out[vid] = ann
-    return out
+    return out, findings
+
+
+def _header(path: Path, names: list[str], findings: list[Finding]) -> list[int]:
+    """A header row → where each of the eight columns is; every other name is a finding, a missing one an error."""
+    known = set(GT_COLUMNS) | set(OTHER_COLUMNS)
+    unknown = [n for n in names if n not in known]
+    for n in unknown:
+        findings.append(Finding(FindingCode.UNKNOWN_COLUMN, f"{Path(path).name}: header: unknown column {n!r}"
+                                                            f"{did_you_mean(n, known)}: it is not read"))
+    missing = [c for c in GT_COLUMNS if c not in names]
+    if missing:
+        raise SourceError(f"{path}:1: the header has no column {missing[0]!r} (it names {', '.join(names)}): a header "
+                          f"must name {', '.join(GT_COLUMNS)}, in any order (AVA-ActiveSpeaker files have no header)")
+    return [names.index(c) for c in GT_COLUMNS]
 
 
 def _is_number(s: str) -> bool:

@@ -29,3 +29,6 @@ class VideoAnnotations:
     file: str  # the annotation file's name, for provenance
     persons: list[Person] = field(default_factory=list)
     dropped: Counter = field(default_factory=Counter)
+    findings: list = field(default_factory=list)  # build.findings.Finding about this video's annotation
+    implied_fps: float | None = None  # frame rate its frame numbers and times imply (Ego4D voice segments)
+    implied_from: int = 0  # how many segment bounds gave both

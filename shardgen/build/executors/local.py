@@ -4,12 +4,16 @@ Probing is spread over videos. Writing is spread over shards when there are at l
 shards as workers; otherwise (a small build, one big shard) workers assemble clips in plan
 order and the parent writes them, so a single shard still uses every core. Both paths call
 the same :func:`~shardgen.build.writer.write_shard` on the same member lists, hence the same bytes.
+
+``write`` is a generator: each shard's result is handed to the driver the moment the shard is
+finished (in the order shards finish), so the driver reduces it before the next one arrives and
+never holds every shard's per-clip records at once.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
-from typing import Callable, Iterator
+from typing import Iterator
 
 from ..clip import BuildContext, clip_entry
 from ..plan import ShardPlan, VideoPlan
@@ -25,8 +29,8 @@ def _probe_task(args):
 
 
 def _shard_task(args):
-    shard, target = args
-    return write_one(_CONTEXTS[shard.split], shard, target)
+    number, shard, target = args
+    return number, write_one(_CONTEXTS[shard.split], shard, target)
 
 
 def _clip_task(clip):
@@ -50,33 +54,28 @@ class LocalExecutor:
         with self._pool(contexts) as pool:
             return pool.map(_probe_task, videos, chunksize=1)
 
-    def write(
-        self, contexts: dict[str, BuildContext], shards: list[tuple[ShardPlan, object]],
-        on_done: Callable[[ShardPlan, ShardResult], None],
-    ) -> list[ShardResult]:
-        results = []
+    def write(self, contexts: dict[str, BuildContext],
+              shards: list[tuple[ShardPlan, object]]) -> Iterator[tuple[ShardPlan, ShardResult]]:
+        """Write every planned shard into its target; yields ``(shard, result)`` as each one is finished."""
         if self.workers == 1:
             for shard, target in shards:
-                res = write_one(contexts[shard.split], shard, target)
-                on_done(shard, res)
-                results.append(res)
+                yield shard, write_one(contexts[shard.split], shard, target)
         elif len(shards) >= self.workers:
             with self._pool(contexts) as pool:
-                for (shard, _), res in zip(shards, pool.imap(_shard_task, shards)):
-                    on_done(shard, res)
-                    results.append(res)
+                tasks = ((i, shard, target) for i, (shard, target) in enumerate(shards))
+                for i, res in pool.imap_unordered(_shard_task, tasks):
+                    yield shards[i][0], res
         else:
             with self._pool(contexts) as pool:
                 for shard, target in shards:
                     clips = pool.imap(_clip_task, shard.clips, chunksize=1)
                     res = write_shard(target.local_dir / shard.name, _checked(shard, clips))
                     target.publish(res, shard.source_digest)
-                    on_done(shard, res)
-                    results.append(res)
-        return results
+                    yield shard, res
 
 
 def _checked(shard: ShardPlan, clips: Iterator) -> Iterator:
     for plan, entry in zip(shard.clips, clips):
-        assert plan.key == entry[0]
+        if plan.key != entry[0]:  # the pool hands clips back in plan order; anything else is a bug, not a skip
+            raise RuntimeError(f"{shard.name}: a worker returned clip {entry[0]} in place of {plan.key}")
         yield entry

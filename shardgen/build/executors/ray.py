@@ -14,9 +14,11 @@
 * tasks are retried by Ray (``max_retries``) when their worker dies, and when they raise an
   ``OSError`` (a transient I/O failure). A retry is harmless: a shard appears under its final
   name only when whole (temp file + rename), a second attempt rewrites the same bytes, and the
-  manifest and clip index are assembled by the driver from one result per shard after every task finished.
+  manifest and clip index are assembled by the driver from one result per shard.
   Temp files left by a killed attempt are removed when the write ends (and by the next run in
   any case). A task that fails for good stops the build: the other tasks are cancelled.
+* ``write`` yields each shard's result as its task finishes (in the order tasks finish): the driver
+  reduces it into the split's index arrays before the next one arrives.
 
 The workers read the source and write the output under the same paths as the driver: on a
 cluster both must be on a shared filesystem (or the output in s3://, once the store supports it).
@@ -26,21 +28,14 @@ Ray is an optional extra (``pip install 'avshards[ray]'``) and imported only her
 
 from __future__ import annotations
 
-import os
-from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Iterator
 
 from ..clip import BuildContext
 from ..plan import ShardPlan, VideoPlan
 from ...core.storage.atomic import TMP_MARK
 from ..writer import ShardResult
 from .tasks import probe_one, write_one
-
-#: Fault injection for the tests: when set in a worker's environment to a directory holding a
-#: file named after a shard (``train-000001.tar``), the first attempt to write that shard claims
-#: (deletes) the file and kills its worker process in the middle of writing the shard.
-CRASH_ENV = "SHARDGEN_RAY_CRASH_DIR"
 
 DEFAULT_MAX_RETRIES = 3
 CANCEL_WAIT_S = 30.0  # after a failure, how long to wait for the cancelled tasks to end
@@ -87,39 +82,12 @@ def _probe_task(boxed: list, split: str, video_id: str) -> VideoPlan:
 
 
 def _write_task(boxed: list, shard: ShardPlan, target) -> ShardResult:
-    shard = _maybe_crash_midway(shard, target)
     return write_one(_contexts(boxed)[shard.split], shard, target)
 
 
 def _local_dir(target) -> Path:
     """Where a shard's file is written: ``target.local_dir`` (a SplitOutput), or a plain directory."""
     return Path(getattr(target, "local_dir", target))
-
-
-def _maybe_crash_midway(shard: ShardPlan, target) -> ShardPlan:
-    crash_dir = os.environ.get(CRASH_ENV)
-    if not crash_dir:
-        return shard
-    try:
-        os.unlink(os.path.join(crash_dir, shard.name))  # claimed by exactly one attempt
-    except FileNotFoundError:
-        return shard
-    return replace(shard, clips=_DieAfterFirstClip(shard.clips, Path(crash_dir), shard.name, _local_dir(target)))
-
-
-class _DieAfterFirstClip(list):
-    """Clips that kill the process when asked for the second one (the temp shard is open by then)."""
-
-    def __init__(self, clips, crash_dir: Path, name: str, directory: Path):
-        super().__init__(clips)
-        self._crash_dir, self._name, self._directory = crash_dir, name, directory
-
-    def __iter__(self):
-        it = super().__iter__()
-        yield next(it)
-        temps = sorted(p.name for p in self._directory.glob(f".{self._name}{TMP_MARK}*"))
-        (self._crash_dir / f"{self._name}.crashed").write_text("".join(f"{t}\n" for t in temps))
-        os._exit(1)
 
 
 # ----------------------------------------------------------------------------- driver side
@@ -176,31 +144,37 @@ class RayExecutor:
         boxed = self._ship(contexts)
         probe_remote = self._remotes[0]
         calls = [(lambda s=s, v=v: probe_remote.remote(boxed, s, v), f"probe {s}/{v}") for s, v in videos]
-        return self._run(calls, None)
+        plans: list = [None] * len(calls)
+        for i, plan in self._run(calls):
+            plans[i] = plan
+        return plans
 
-    def write(
-        self, contexts: dict[str, BuildContext], shards: list[tuple[ShardPlan, object]],
-        on_done: Callable[[ShardPlan, ShardResult], None],
-    ) -> list[ShardResult]:
+    def write(self, contexts: dict[str, BuildContext],
+              shards: list[tuple[ShardPlan, object]]) -> Iterator[tuple[ShardPlan, ShardResult]]:
+        """Write every planned shard as a Ray task; yields ``(shard, result)`` as each task finishes (so the
+        driver reduces each result before the next arrives). Closing the generator early cancels the rest."""
         if not shards:
             self.close()
-            return []
+            return
         self._start()
         boxed = self._ship(contexts)
         write_remote = self._remotes[1]
         calls = [(lambda sp=sp, t=t: write_remote.remote(boxed, sp, t), f"write {sp.split}/{sp.name}") for sp, t in shards]
         try:
-            return self._run(calls, lambda i, res: on_done(shards[i][0], res))
+            for i, res in self._run(calls):
+                yield shards[i][0], res
         finally:
             try:
                 _remove_attempt_temps(shards)  # every task has ended (or was cancelled and waited for)
             finally:
                 self.close()
 
-    def _run(self, calls: list, on_result) -> list:
-        """Submit ``calls`` keeping at most ``workers`` in flight; results in submission order."""
+    def _run(self, calls: list) -> Iterator[tuple[int, object]]:
+        """Submit ``calls`` keeping at most ``workers`` in flight; yields ``(call number, result)`` as each finishes.
+
+        Should the consumer stop (an error, or closing the generator), the tasks still in flight are
+        cancelled and waited for (a little) before the exception goes on."""
         ray = self._ray
-        results: list = [None] * len(calls)
         pending: dict = {}  # ObjectRef → index
         nxt = 0
         try:
@@ -211,9 +185,7 @@ class RayExecutor:
                 ready, _ = ray.wait(list(pending), num_returns=1)
                 for ref in ready:
                     i = pending.pop(ref)
-                    results[i] = self._get(ref, calls[i][1])
-                    if on_result is not None:
-                        on_result(i, results[i])
+                    yield i, self._get(ref, calls[i][1])
         except BaseException:
             # stop the rest: a cancelled task sees KeyboardInterrupt, and the writer removes its
             # temp file on the way out; wait (a little) for that before reporting the error
@@ -228,7 +200,6 @@ class RayExecutor:
                 except Exception:
                     pass
             raise
-        return results
 
     def _get(self, ref, what: str):
         ray = self._ray

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from ..clip import BuildContext, clip_entry
-from ..plan import ShardPlan, VideoPlan
-from ..video_plan import probe_source
+from ..plan import ClipTable, ShardPlan, VideoPlan
+from ..probe import probe_source
 from ..writer import ShardResult, write_shard
 
 
 def probe_one(ctx: BuildContext, split: str, video_id: str) -> VideoPlan:
-    return probe_source(ctx.data_dir, split, video_id, ctx.params, ctx.annotations, ctx.videos_dir)
+    """Plan one video; its clips come back as a :class:`~shardgen.build.plan.ClipTable` (columns, not an object
+    per clip: what the driver keeps of a million clips, and what crosses from a worker to it)."""
+    plan = probe_source(ctx.data_dir, split, video_id, ctx.params, ctx.annotations, ctx.videos_dir,
+                        native_fps=ctx.native_rates.get(video_id) if ctx.native_rates else None)
+    plan.clips = ClipTable.from_plans(plan.clips)
+    return plan
 
 
 def write_one(ctx: BuildContext, shard: ShardPlan, target) -> ShardResult:

@@ -1,10 +1,18 @@
-"""``http(s)://`` objects, read-only: ranged GETs through urllib3, resumed by :class:`.stream.ResumableReader`."""
+"""``http(s)://`` objects, read-only: ranged GETs through urllib3, resumed by :class:`.stream.ResumableReader`.
+
+A server that ignores ``Range`` (``python -m http.server`` does) still works — the reader skips the
+bytes before the offset it asked for — but every such read costs the object from byte 0, so the
+first one per host raises a :class:`RangeIgnoredWarning` saying so. Error responses are summarised
+(status, reason, an HTML page's title), never dumped.
+"""
 
 from __future__ import annotations
 
 import os
 import re
 import threading
+import warnings
+from urllib.parse import urlsplit
 
 import urllib3
 
@@ -30,17 +38,49 @@ def _pool_manager() -> urllib3.PoolManager:
         return pm
 
 
+class RangeIgnoredWarning(UserWarning):
+    """An HTTP server answered a ranged GET with the whole object (200): ranged reads cost it from byte 0."""
+
+
+_range_warned: set[str] = set()  # hosts already warned about, in this process
+
+
+def _warn_range_ignored(url: str, pos: int, end: int | None) -> None:
+    host = urlsplit(url).netloc
+    if host in _range_warned:
+        return
+    _range_warned.add(host)
+    asked = f"bytes {pos}-{'' if end is None else end - 1}"
+    warnings.warn(f"{host} ignores HTTP Range requests (asked for {asked} of {url}, it sent the whole object): every "
+                  "ranged read downloads its object from byte 0 and discards what lies before the offset, so reading a "
+                  "clip at byte N costs N extra bytes and a shard's last clip costs the whole shard. Serve the build "
+                  "with a server that honours Range (nginx, Caddy, any S3-compatible store; python -m http.server "
+                  "does not)", RangeIgnoredWarning, stacklevel=3)
+
+
+def summarise_body(body: bytes, content_type: str = "") -> str:
+    """An error response's body in a few words: an HTML page's title (or its text without tags), whitespace
+    collapsed, at most 120 characters — a server's error page is not a message."""
+    text = body.decode("utf-8", "replace")
+    if "html" in content_type.lower() or text.lstrip()[:15].lower().startswith(("<!doctype", "<html", "<head")):
+        m = re.search(r"<title[^>]*>(.*?)</title>", text, re.I | re.S)
+        text = m.group(1) if m else re.sub(r"<[^>]+>", " ", text)
+    text = " ".join(text.split())
+    return text if len(text) <= 120 else text[:119] + "…"
+
+
 def _status_error(resp, status: int) -> Exception:
-    """A non-2xx response → Transient (408/425/429/5xx) or Fatal (not_found for 404/410), with the body's start."""
+    """A non-2xx response → Transient (408/425/429/5xx) or Fatal (not_found for 404/410), with the body summarised."""
     body = b""
     try:
         body = resp.read(2048, decode_content=False)
     except Exception:
         pass
-    msg = f"HTTP {status} {resp.reason or ''}".strip()
-    snippet = body[:200].decode("utf-8", "replace").strip()
-    if snippet:
-        msg += f": {snippet}"
+    reason = (resp.reason or "").strip()
+    msg = f"HTTP {status} {reason}".strip()
+    summary = summarise_body(body, resp.headers.get("Content-Type", "") if resp.headers else "")
+    if summary and (not reason or reason.lower() not in summary.lower()):  # nginx's "404 Not Found" page adds nothing
+        msg += f" (server: {summary})"
     if status in (408, 425, 429) or status >= 500:
         return Transient(msg)
     return Fatal(msg, not_found=status in (404, 410))
@@ -118,9 +158,12 @@ class HttpStore(Store):
                 return Opened(resp, first, total, etag, length=last - first + 1, release=release)
             if status == 200:
                 if pos == 0:
+                    if end is not None and length is not None and length > end:
+                        _warn_range_ignored(url, pos, end)  # asked for a head, got the whole object
                     state["etag"] = etag
                     return Opened(resp, 0, length, etag, length=length, release=release)
                 # The server ignored the Range header: skip what we already have.
+                _warn_range_ignored(url, pos, end)
                 if state["etag"] and etag and etag != state["etag"]:
                     release(False)
                     raise Fatal(f"object changed while reading (ETag {state['etag']} -> {etag})")
