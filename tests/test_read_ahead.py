@@ -17,7 +17,7 @@ import pytest
 
 import loaders.reader as reader_module
 from loaders.reader import ClipReader
-from loaders.sharding import RunUnits, UnitTable
+from loaders.items import ItemTable, RunItems
 from shardgen.build.pipeline import build
 from shardgen.build.plan import BuildParams
 from shardgen.core.sources import resolve
@@ -36,7 +36,7 @@ def one_shard(tmp_path_factory) -> Path:
     return root / "out" / "train"
 
 
-class CountingRun(RunUnits):
+class CountingRun(RunItems):
     """A run that counts how many units the reader asked for."""
 
     asked = 0
@@ -59,7 +59,7 @@ def windows_of(split: Path, monkeypatch, **bounds) -> tuple[list[tuple[int, int]
         return real_open(shard, offset, length, *a, **kw)
 
     monkeypatch.setattr(reader_module, "open_clips", recording)
-    run = CountingRun(UnitTable(source, per_track=False), np.arange(CLIPS))
+    run = CountingRun(ItemTable(source, per_track=False), np.arange(CLIPS))
     CountingRun.asked = 0
     reads = ClipReader(source, **bounds).read(run, range(CLIPS))
     first = next(reads)
