@@ -57,12 +57,15 @@ LAYOUT_VERSION = 1
 # --------------------------------------------------------------------------- corpora
 
 
-def corpora(quick: bool) -> dict[str, dict[str, Path]]:
+SIZES = {"640x360": (640, 360), "1920x1080": (1920, 1080)}
+VARIANTS = ("talknet", "plain", "crops", "cache")
+
+
+def corpora(sizes: list[str]) -> dict[str, dict[str, Path]]:
     from bench import corpus  # scripts/bench.py: the demo corpus and its plain and derived builds
 
-    sizes = [("640x360", 640, 360)] + ([] if quick else [("1920x1080", 1920, 1080)])
-    return {label: corpus(f"vs_talknet_{h}p", w, h, 45.0, 4, clip_seconds=5.0, derive=("crops",))
-            for label, w, h in sizes}
+    return {label: corpus(f"vs_talknet_{SIZES[label][1]}p", *SIZES[label], 45.0, 4, clip_seconds=5.0, derive=("crops",))
+            for label in sizes}
 
 
 def talknet_layout(split: Path, out: Path) -> Path:
@@ -81,38 +84,33 @@ def talknet_layout(split: Path, out: Path) -> Path:
     from loaders.modes import track_audio
     from shardgen.core.crops import interpolate_boxes, talknet_crop
     from shardgen.core.decode import rgb_frame
-    from shardgen.core.sample import ClipSample
-    from shardgen.core.sources import resolve
-    from shardgen.core.tario import iter_samples, iter_tar
+    from shardgen.core.sources import read_clip, resolve
 
     marker = out / "layout.json"
     if marker.exists() and json.loads(marker.read_text()).get("version") == LAYOUT_VERSION:
         return out
     src = resolve(str(split))
-    rows = {src.clips.key(r): r for r in range(len(src.clips))}
     videos: dict[str, str] = {}
     lines = []
-    for shard in src.shards:
-        with open(shard.url, "rb") as fh:
-            for key, fields, _ in iter_samples(iter_tar(fh, source=shard.url)):
-                sample = ClipSample(key, fields)
-                m = sample.meta
-                video = videos.setdefault(m["video_id"], f"v{len(videos):010d}")  # 11 characters
-                for p, first, n in src.clips.tracks(rows[key]):
-                    entity = f"{video}_{m['start_frame'] + first:06d}_{m['persons'][p]['person_id']}"
-                    folder = out / "clips_videos" / video / entity
-                    folder.mkdir(parents=True, exist_ok=True)
-                    boxes, _ = interpolate_boxes(sample.boxes[p, first:first + n].astype(np.float64))
-                    for i in range(n):
-                        rgb = rgb_frame(sample.frame(first + i))
-                        crop = np.stack([talknet_crop(rgb[..., c], boxes[i], out_size=CROP_SIDE) for c in range(3)], -1)
-                        t = (m["start_frame"] + first + i) / m["fps"]
-                        cv2.imwrite(str(folder / f"{t:.2f}.jpg"), crop[..., ::-1])
-                    audio, sr = track_audio(sample, (p, first, n))
-                    (out / "clips_audios" / video).mkdir(parents=True, exist_ok=True)
-                    wavfile.write(out / "clips_audios" / video / f"{entity}.wav", sr, np.asarray(audio))
-                    labels = ",".join(str(int(v)) for v in sample.speaking[p, first:first + n])
-                    lines.append(f"{entity}\t{n}\t{m['fps']}\t[{labels}]\t{len(lines)}")
+    for row in range(len(src.clips)):  # the clips in shard order, each read whole through the core's clip reader
+        sample = read_clip(src, row)
+        m = sample.meta
+        video = videos.setdefault(m["video_id"], f"v{len(videos):010d}")  # 11 characters
+        for p, first, n in src.clips.tracks(row):
+            entity = f"{video}_{m['start_frame'] + first:06d}_{m['persons'][p]['person_id']}"
+            folder = out / "clips_videos" / video / entity
+            folder.mkdir(parents=True, exist_ok=True)
+            boxes, _ = interpolate_boxes(sample.boxes[p, first:first + n].astype(np.float64))
+            for i in range(n):
+                rgb = rgb_frame(sample.frame(first + i))
+                crop = np.stack([talknet_crop(rgb[..., c], boxes[i], out_size=CROP_SIDE) for c in range(3)], -1)
+                t = (m["start_frame"] + first + i) / m["fps"]
+                cv2.imwrite(str(folder / f"{t:.2f}.jpg"), crop[..., ::-1])
+            audio, sr = track_audio(sample, (p, first, n))
+            (out / "clips_audios" / video).mkdir(parents=True, exist_ok=True)
+            wavfile.write(out / "clips_audios" / video / f"{entity}.wav", sr, np.asarray(audio))
+            labels = ",".join(str(int(v)) for v in sample.speaking[p, first:first + n])
+            lines.append(f"{entity}\t{n}\t{m['fps']}\t[{labels}]\t{len(lines)}")
     (out / "train_loader.csv").write_text("\n".join(lines) + "\n")
     marker.write_text(json.dumps({"version": LAYOUT_VERSION, "tracks": len(lines)}))
     return out
@@ -271,7 +269,8 @@ def decode_ceiling(split: Path, repeat: int = 3) -> tuple[int, float]:
     return frames, best
 
 
-def measure(corpora_: dict, workers: list[int], rounds: int) -> list[dict]:
+def measure(corpora_: dict, workers: list[int], rounds: int, names: tuple[str, ...] = VARIANTS,
+            ceiling: bool = True) -> list[dict]:
     import shutil
 
     variants = []
@@ -280,13 +279,11 @@ def measure(corpora_: dict, workers: list[int], rounds: int) -> list[dict]:
         for w in workers:
             cache = c["plain"].parent.parent / f"crop_cache_{w}w"
             shutil.rmtree(cache, ignore_errors=True)  # its first epoch is a cold one
-            variants += [
-                {"corpus": label, "workers": w, "name": "talknet", "run": lambda e, w=w, r=layout: epoch_talknet(r, w, e)},
-                {"corpus": label, "workers": w, "name": "plain", "run": lambda e, w=w, s=c["plain"]: epoch_avshards(s, w, e)},
-                {"corpus": label, "workers": w, "name": "crops", "run": lambda e, w=w, s=c["derived"]: epoch_avshards(s, w, e)},
-                {"corpus": label, "workers": w, "name": "cache", "run": lambda e, w=w, s=c["plain"], d=cache:
-                 epoch_avshards(s, w, e, crop_cache_dir=d)},
-            ]
+            runs = {"talknet": lambda e, w=w, r=layout: epoch_talknet(r, w, e),
+                    "plain": lambda e, w=w, s=c["plain"]: epoch_avshards(s, w, e),
+                    "crops": lambda e, w=w, s=c["derived"]: epoch_avshards(s, w, e),
+                    "cache": lambda e, w=w, s=c["plain"], d=cache: epoch_avshards(s, w, e, crop_cache_dir=d)}
+            variants += [{"corpus": label, "workers": w, "name": n, "run": runs[n]} for n in VARIANTS if n in names]
     for v in variants:
         v["best"], v["frames"], v["first"] = 0.0, None, None
     for r in range(rounds):
@@ -300,7 +297,7 @@ def measure(corpora_: dict, workers: list[int], rounds: int) -> list[dict]:
                 v["best"] = max(v["best"], frames / secs)
             print(f"  round {r + 1}: {v['corpus']} {v['name']} {v['workers']}w {frames / secs:,.0f} frames/s",
                   file=sys.stderr, flush=True)
-    for label, c in corpora_.items():
+    for label, c in (corpora_.items() if ceiling else ()):
         frames, secs = decode_ceiling(c["plain"])
         variants.append({"corpus": label, "workers": 1, "name": "ceiling", "frames": frames, "best": frames / secs,
                          "first": None})
@@ -329,12 +326,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=3, help="epochs of each variant, taking turns; the best counts")
     ap.add_argument("--workers", default="1,2", help="DataLoader worker counts, comma-separated")
+    ap.add_argument("--sizes", default=",".join(SIZES), help=f"frame sizes, comma-separated, of {', '.join(SIZES)}")
+    ap.add_argument("--variants", default=",".join(VARIANTS),
+                    help=f"loaders to time, comma-separated, of {', '.join(VARIANTS)} (talknet is the baseline: keep it)")
+    ap.add_argument("--no-ceiling", action="store_true", help="skip the plain shards' decode ceiling")
     ap.add_argument("--quick", action="store_true", help="640x360 only, two rounds, one worker (smoke run)")
     args = ap.parse_args()
     rounds, workers = (2, [1]) if args.quick else (args.rounds, [int(w) for w in args.workers.split(",")])
+    sizes = ["640x360"] if args.quick else args.sizes.split(",")
+    names = tuple(args.variants.split(","))
+    for bad in [s for s in sizes if s not in SIZES] + [n for n in names if n not in VARIANTS]:
+        raise SystemExit(f"unknown size or variant {bad!r}")
+    if "talknet" not in names:
+        raise SystemExit("--variants must include talknet: every ratio is to it")
     if rounds < 2:
         raise SystemExit("--rounds must be at least 2 (the crop cache's first epoch is shown on its own)")
-    variants = measure(corpora(args.quick), workers, rounds)
+    variants = measure(corpora(sizes), workers, rounds, names, ceiling=not args.no_ceiling)
     print(f"\nbatch_frames={BUDGET}, augmentation on, best of {rounds} interleaved epochs\n")
     print(table(variants))
 

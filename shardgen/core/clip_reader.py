@@ -67,16 +67,19 @@ def iter_clips(stream: BinaryIO, *, source: str, length: int | None = None, base
     left = len(expect) if expect is not None else -1  # expected clips not yet started
     clip: ClipMembers | None = None
     wanted: frozenset[str] | None = None  # the current clip's selection, known once its metadata is read
+    found = 0  # how many of the selection the current clip has read
     exts: set[str] = set()  # the current clip's members so far, read or passed over
     finished: set[str] = set()
+    split: list = [None, None]  # the last name want() split and its (key, ext): the loop below takes it as is
 
     def want(name: str) -> bool:
         if members is None or clip is None or wanted is None:
             return True  # every member, or a clip's first member (its metadata) — read to be checked below
         try:
-            key, ext = split_member_name(name)
+            key, ext = split_member_name(name, clip.key)
         except FormatError:
             return True  # read it, so that the check below names it
+        split[0], split[1] = name, (key, ext)
         return key != clip.key or ext in wanted  # another clip's member is read: it is named below, or starts its clip
 
     def selection(meta_bytes: bytes, key: str) -> frozenset[str]:
@@ -88,7 +91,7 @@ def iter_clips(stream: BinaryIO, *, source: str, length: int | None = None, base
     for m in iter_tar(stream, source=source, length=length, base_offset=base_offset,
                       max_member_bytes=max_member_bytes, want=want):
         try:
-            key, ext = split_member_name(m.name)
+            key, ext = split[1] if split[0] is m.name else split_member_name(m.name, clip.key if clip else None)
         except FormatError as exc:
             raise TarError(f"{source} at byte {m.offset}: {exc}") from None
         if clip is None or key != clip.key:
@@ -123,7 +126,10 @@ def iter_clips(stream: BinaryIO, *, source: str, length: int | None = None, base
             wanted = selection(m.data, key) if ext == META_EXT else None
             if wanted is None:
                 continue  # members before the metadata: all read (ClipSample says the metadata is missing)
-        if left == 0 and wanted.issubset(clip.fields):
+            found = len(wanted.intersection(clip.fields))
+        elif ext in wanted:
+            found += 1  # (each extension is read once: a second one is refused above)
+        if left == 0 and found == len(wanted):
             break  # the last clip expected has what the read needs: its other members stay unread
     if clip is not None:
         yield clip

@@ -39,7 +39,7 @@ from .clip_reader import iter_clips
 from .format import FormatError, person_tracks
 from .manifest import MANIFEST_NAME, read_index, read_manifest
 from .sample import LABELS, ClipSample, Members
-from .storage import ShardCache, TransportOptions, Window, is_remote, join, object_size, open_range, parent, read_bytes
+from .storage import ShardCache, SparseWindow, TransportOptions, Window, is_remote, join, object_size, open_range, parent, read_bytes
 from .tario import DEFAULT_MAX_MEMBER, TarError
 
 BUILD_REPORT = "build-report.json"  # written by the builder beside the split directories
@@ -273,7 +273,8 @@ def open_clips(shard: ShardInfo, offset: int, length: int, options: TransportOpt
     LRU cache first, verified against the manifest's sha256 and size, and read from disk (so
     later epochs read locally). ``sparse``: the caller will skip most of the range (one track's
     frames of a clip), so a local file is opened unbuffered: a skip is one seek and a header one
-    512-byte read, instead of refilling a 1 MiB buffer with bytes nobody wants.
+    512-byte read, instead of refilling a 1 MiB buffer with bytes nobody wants — reading ahead only
+    over runs of small members (:class:`~.storage.stream.SparseWindow`).
     """
     options = TransportOptions.coerce(options)
     if is_remote(shard.url) and options.cache_dir:
@@ -281,6 +282,8 @@ def open_clips(shard: ShardInfo, offset: int, length: int, options: TransportOpt
         fh.seek(offset)
         return Window(fh, length, local=True)
     fh = open_range(shard.url, options, start=offset, end=offset + length, sparse=sparse)
+    if sparse and not is_remote(shard.url):
+        return SparseWindow(fh, length)
     return Window(fh, length, local=not is_remote(shard.url))
 
 
