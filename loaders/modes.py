@@ -18,7 +18,7 @@ process converts them (:func:`faces_as`), so the batch a training loop gets is t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -30,6 +30,7 @@ from shardgen.core.format import FormatError, audio_sample_range
 from shardgen.core.sample import ClipSample
 
 from . import augment
+from .batch_memory import BufferPool, shared_tensor
 from .faces import batch_faces as _batch_faces
 from .faces import kept_frames, track_boxes
 from .timing import audio_feature_times, frame_times
@@ -221,49 +222,51 @@ def cut_meta(meta: dict, T: int) -> dict:
     return out
 
 
-def collate_talknet(items: list, faces_dtype: torch.dtype = torch.float32) -> tuple:
+def collate_talknet(items: list, faces_dtype: torch.dtype = torch.float32, alloc=None) -> tuple:
     """Stack to ``[B, ...]``, cutting every item to the batch's shortest, first frames kept (TalkNet's rule);
     with metadata, its per-frame fields are cut alike, so each describes exactly the frames delivered.
 
-    The faces are written once, uint8 → ``faces_dtype``, into a buffer numpy allocates: numpy asks the kernel
-    for huge pages on large arrays, torch's allocator does not, and page faults on a fresh 125 MB float32
-    batch cost 3x the conversion itself (33 vs 10 us a frame, measured)."""
+    The faces are written once, uint8 → ``faces_dtype``, into the tensor ``alloc(shape, dtype)`` gives (a
+    reused buffer, shared memory: :mod:`loaders.batch_memory`; default a fresh one)."""
     T = min(it[1].shape[0] for it in items)
     audio = torch.stack([it[0][: 4 * T] for it in items])
-    faces = np.empty((len(items), T, *items[0][1].shape[1:]), dtype=_NUMPY_DTYPES[faces_dtype])
+    shape = (len(items), T, *items[0][1].shape[1:])
+    faces = torch.empty(shape, dtype=faces_dtype) if alloc is None else alloc(shape, faces_dtype)
+    out = faces.numpy()
     for i, it in enumerate(items):
-        np.copyto(faces[i], it[1][:T].numpy())  # uint8 → float32 0-255 (or uint8 as is), no intermediate copy
+        np.copyto(out[i], it[1][:T].numpy())  # uint8 → float32 0-255 (or uint8 as is), no intermediate copy
     labels = torch.stack([it[2][:T] for it in items])
     if len(items[0]) == 4:
-        return audio, torch.from_numpy(faces), labels, [cut_meta(it[3], T) for it in items]
-    return audio, torch.from_numpy(faces), labels
-
-
-_NUMPY_DTYPES = {torch.float32: np.float32, torch.uint8: np.uint8}
+        return audio, faces, labels, [cut_meta(it[3], T) for it in items]
+    return audio, faces, labels
 
 
 @dataclass(frozen=True)
 class TrackCollate:
-    """:func:`collate_talknet` with the faces' dtype chosen by where it runs: ``faces_dtype`` in the process
-    that consumes the batches, uint8 in a DataLoader worker (the consumer converts with :func:`faces_as`)."""
+    """:func:`collate_talknet` with the faces' dtype and memory chosen by where it runs: in the process that
+    consumes the batches, ``faces_dtype`` in reused buffers (``buffers``); in a DataLoader worker, uint8 in
+    shared memory (the consumer converts with :func:`faces_as`)."""
 
     faces_dtype: torch.dtype = torch.float32
+    buffers: BufferPool = field(default_factory=BufferPool, compare=False)
 
     def __call__(self, items: list) -> tuple:
-        return collate_talknet(items, torch.uint8 if get_worker_info() is not None else self.faces_dtype)
+        if get_worker_info() is not None:
+            return collate_talknet(items, torch.uint8, shared_tensor)
+        return collate_talknet(items, self.faces_dtype, self.buffers.tensor)
 
 
-def faces_as(batch, dtype: torch.dtype):
+def faces_as(batch, dtype: torch.dtype, buffers: BufferPool | None = None):
     """A collated batch (the DataLoader hands it on as a list) with its faces in ``dtype`` (float32 0–255 from
-    uint8): one pass, into pinned memory if the faces were pinned. Raw-mode batches (lists of dicts) and faces
+    uint8): one pass, into pinned memory if the faces were pinned, else into a buffer of ``buffers``. Faces
     already in ``dtype`` are returned as they are."""
-    if len(batch) < 3 or not isinstance(batch[1], torch.Tensor) or batch[1].dtype == dtype:
+    if batch[1].dtype == dtype:
         return batch
     if batch[1].is_pinned():
         faces = torch.empty(batch[1].shape, dtype=dtype, pin_memory=True)
         faces.copy_(batch[1])
-    else:  # numpy's buffer: huge pages (see collate_talknet)
-        faces = torch.from_numpy(np.empty(batch[1].shape, dtype=_NUMPY_DTYPES[dtype]))
+    else:
+        faces = torch.empty(batch[1].shape, dtype=dtype) if buffers is None else buffers.tensor(tuple(batch[1].shape), dtype)
         np.copyto(faces.numpy(), batch[1].numpy())
     return type(batch)([batch[0], faces, *batch[2:]])
 

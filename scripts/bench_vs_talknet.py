@@ -24,9 +24,11 @@ per track, and a trial list. This script builds that layout from the very shards
   frames over that time is what plain shards could reach if nothing else cost anything;
 
 with 1 and 2 DataLoader workers, on the demo corpus at 640x360 and at 1920x1080 (4 videos of
-45 s, 5 s clips). Every variant is a fresh loader running one epoch; the variants take turns
-within a round so a busy moment of this shared machine does not land on one of them only, and
-the ratios are of the best epoch of each. Prints a Markdown table.
+45 s, 5 s clips). Each variant's loader is made once, before any timing, and runs one epoch a
+round, as a training script holds one loader for every epoch (the DataLoader's workers start anew
+each epoch, for both); the variants take turns within a round so a busy moment of this shared
+machine does not land on one of them only, and the ratios are of the best epoch of each. Prints a
+Markdown table.
 
 ``--quick``: one corpus (640x360), two rounds, one worker (a smoke run).
 """
@@ -214,11 +216,16 @@ class TalkNetTrainLoader:
 # --------------------------------------------------------------------------- one epoch of each variant
 
 
-def epoch_talknet(root: Path, workers: int, epoch: int) -> tuple[int, float]:
+def talknet_loader(root: Path, workers: int):
+    import torch
+
+    return torch.utils.data.DataLoader(TalkNetTrainLoader(root), batch_size=1, shuffle=True, num_workers=workers)
+
+
+def epoch_talknet(dl, epoch: int) -> tuple[int, float]:
     import torch
 
     t = time.perf_counter()
-    dl = torch.utils.data.DataLoader(TalkNetTrainLoader(root), batch_size=1, shuffle=True, num_workers=workers)
     frames = 0
     for audio, faces, labels in dl:
         assert faces.dtype == torch.float32 and audio.shape[2] == 4 * faces.shape[2]
@@ -226,14 +233,17 @@ def epoch_talknet(root: Path, workers: int, epoch: int) -> tuple[int, float]:
     return frames, time.perf_counter() - t
 
 
-def epoch_avshards(split: Path, workers: int, epoch: int, **kw) -> tuple[int, float]:
-    import torch
-
+def avshards_loader(split: Path, workers: int, **kw):
     import loaders
 
+    return loaders.make_loader(split, mode="asd-tracks", batch_frames=BUDGET, augment=True, num_workers=workers, seed=0,
+                               **kw)
+
+
+def epoch_avshards(ld, epoch: int) -> tuple[int, float]:
+    import torch
+
     t = time.perf_counter()
-    ld = loaders.make_loader(split, mode="asd-tracks", batch_frames=BUDGET, augment=True, num_workers=workers, seed=0,
-                             **kw)
     ld.set_epoch(epoch)
     frames = 0
     for audio, faces, labels in ld:
@@ -279,16 +289,17 @@ def measure(corpora_: dict, workers: list[int], rounds: int, names: tuple[str, .
         for w in workers:
             cache = c["plain"].parent.parent / f"crop_cache_{w}w"
             shutil.rmtree(cache, ignore_errors=True)  # its first epoch is a cold one
-            runs = {"talknet": lambda e, w=w, r=layout: epoch_talknet(r, w, e),
-                    "plain": lambda e, w=w, s=c["plain"]: epoch_avshards(s, w, e),
-                    "crops": lambda e, w=w, s=c["derived"]: epoch_avshards(s, w, e),
-                    "cache": lambda e, w=w, s=c["plain"], d=cache: epoch_avshards(s, w, e, crop_cache_dir=d)}
-            variants += [{"corpus": label, "workers": w, "name": n, "run": runs[n]} for n in VARIANTS if n in names]
+            loaders_ = {"talknet": lambda w=w, r=layout: talknet_loader(r, w),
+                        "plain": lambda w=w, s=c["plain"]: avshards_loader(s, w),
+                        "crops": lambda w=w, s=c["derived"]: avshards_loader(s, w),
+                        "cache": lambda w=w, s=c["plain"], d=cache: avshards_loader(s, w, crop_cache_dir=d)}
+            variants += [{"corpus": label, "workers": w, "name": n, "loader": loaders_[n](),
+                          "run": epoch_talknet if n == "talknet" else epoch_avshards} for n in VARIANTS if n in names]
     for v in variants:
         v["best"], v["frames"], v["first"] = 0.0, None, None
     for r in range(rounds):
         for v in variants:
-            frames, secs = v["run"](r)
+            frames, secs = v["run"](v["loader"], r)
             assert v["frames"] in (None, frames), f"{v['name']}: {frames} frames, an earlier epoch had {v['frames']}"
             v["frames"] = frames
             if v["name"] == "cache" and v["first"] is None:

@@ -319,9 +319,9 @@ def test_worker_batches_cross_as_uint8_and_arrive_as_asked(builds, monkeypatch):
     wire = []
     real = loader_module.faces_as
 
-    def recording(batch, dtype):
+    def recording(batch, dtype, *args):
         wire.append(batch[1].dtype)
-        return real(batch, dtype)
+        return real(batch, dtype, *args)
 
     monkeypatch.setattr(loader_module, "faces_as", recording)
     kw = dict(mode="asd-tracks", batch_frames=BUDGET, seed=5, augment=True)

@@ -38,7 +38,7 @@ class TruncatedTarError(TarError):
     pass
 
 
-@dataclass
+@dataclass(slots=True)
 class TarMember:
     name: str
     data: bytes | None  # None: passed over (``want`` declined it)
