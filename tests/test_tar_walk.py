@@ -1,32 +1,40 @@
 """The sparse tar walk's shortcuts decide exactly what the plain computations decide.
 
 A face track's read walks every member header of its clip up to the track's crops (hundreds a
-clip), so the walk takes three shortcuts; each is checked here against the computation it replaces,
-written out independently, on adversarial inputs:
+clip), so the walk takes shortcuts; each is checked here against what it replaces, on real builds
+and on adversarial inputs:
 
-* a header's checksum summed with ``zlib.adler32`` over pieces of at most 256 bytes (the plain sum
-  of its bytes, checksum field as spaces);
-* a member name of the clip being read split by a prefix comparison (the full
+* a header's checksum summed with ``zlib.adler32`` over pieces of at most 256 bytes (against the
+  plain sum of its bytes, checksum field as spaces);
+* a member name of the clip being read split by a prefix comparison (against the full
   :func:`~shardgen.core.format.split_member_name` on the name alone — its result or its refusal);
-* the local file read ahead over runs of small members (the same bytes as the unbuffered file, for
-  any sequence of reads and skips).
-
-The hostile-shard suites (tests/test_hostile_shards.py, tests/test_hostile_index.py) run every
-damaged and lying shard through the walk as it now is.
+* a local clip's selected members read by :func:`~shardgen.core.clip_reader.read_selected` (against
+  :func:`~shardgen.core.clip_reader.iter_clips` over the same bytes: the same members, and on every
+  hostile shard of tests/test_hostile_shards.py the same sample or the same error from
+  :func:`~shardgen.core.sources.read_clip`).
 """
 
 from __future__ import annotations
 
-import io
 import os
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import shardgen.core.sources as sources
+from loaders.reader import track_members
+from shardgen.build.pipeline import build
+from shardgen.build.plan import BuildParams
+from shardgen.core.clip_reader import iter_clips, read_selected
 from shardgen.core.format import FormatError, split_member_name
-from shardgen.core.storage import SparseWindow, Window
+from shardgen.core.sample import LABELS, Members, frame_members
+from shardgen.core.storage import SparseWindow
 from shardgen.core.tario import BLOCK, header_checksum
+from shardgen.demo.corpus import make_demo_corpus
+from tests import test_hostile_shards as hostile
+from tests.test_hostile_shards import base  # noqa: F401  (the hostile suite's build, a module fixture)
 
 
 def plain_checksum(hdr: bytes) -> int:
@@ -77,55 +85,123 @@ def test_a_name_split_with_the_clips_key_on_chosen_names(name, expected):
     assert got == expected if expected is not None else got[0] == "refused"
 
 
-OPS = st.lists(st.tuples(st.sampled_from(["read", "skip"]), st.integers(0, 70_000)), max_size=60)
-
-
-@settings(max_examples=300, deadline=None)
-@given(OPS, st.integers(0, 3000), st.integers(1, 200_000))
-def test_the_read_ahead_window_gives_the_files_bytes(tmp_path_factory, ops, start, length):
-    path = tmp_path_factory.mktemp("sparse") / "data"
-    data = os.urandom(250_000)
-    path.write_bytes(data)
-    end = min(len(data), start + length)
-    with open(path, "rb", buffering=0) as raw_a, open(path, "rb", buffering=0) as raw_b:
-        raw_a.seek(start)
-        raw_b.seek(start)
-        fast, plain = SparseWindow(raw_a, length, ahead=4096, small=2048), Window(raw_b, length, local=True)
-        pos = start
-        for op, n in ops:
-            if op == "read":
-                got = fast.read(n)
-                assert got == plain.read(n) == data[pos:min(pos + n, end)]
-                pos += len(got)
-            else:
-                done = fast.skip(n)
-                assert done == plain.skip(n) == min(n, end - pos)
-                pos += done
-        assert fast.read() == plain.read() == data[pos:end]
-
-
-def test_the_read_ahead_window_reads_ahead_only_over_small_requests(tmp_path):
-    """Over small members it takes few system calls; over large skips it reads nothing it skips."""
+def test_pread_gives_the_files_bytes_inside_its_window(tmp_path):
     path = tmp_path / "data"
-    path.write_bytes(os.urandom(1 << 20))
+    data = os.urandom(10_000)
+    path.write_bytes(data)
+    with open(path, "rb", buffering=0) as raw:
+        raw.seek(1000)
+        window = SparseWindow(raw, 5000)
+        assert window.pread(100, 1000) == data[1000:1100] and window.pread(10_000, 5900) == data[5900:6000]
+        assert window.pread(10, 6000) == b"" and window.read(7) == data[1000:1007]  # pread leaves the position
+        for outside in (999, 6001):
+            with pytest.raises(ValueError, match="outside the window"):
+                window.pread(1, outside)
 
-    class Counting(io.FileIO):
-        reads: list = []
 
-        def read(self, n=-1):
-            out = super().read(n)
-            Counting.reads.append(len(out))
-            return out
+# ---------------------------------------------------------------- read_selected against iter_clips
 
-    with Counting(path, "rb") as raw:
-        window = SparseWindow(raw, 1 << 20, ahead=64 << 10, small=16 << 10)
-        for _ in range(100):  # headers and skips of ~3 KB members: a 64 KB read every ~18 members
-            assert len(window.read(BLOCK)) == BLOCK
-            assert window.skip(3072) == 3072
-        assert len(Counting.reads) <= 100 * (BLOCK + 3072) // (64 << 10) + 2
-        Counting.reads.clear()
-        for _ in range(2):  # headers and skips of 200 KB frames: a header read each, nothing else
-            window.read(BLOCK)
-            window.skip(200_000)
-        window.read(BLOCK)
-        assert Counting.reads[-2:] == [BLOCK, BLOCK] and max(Counting.reads) <= 64 << 10
+
+@pytest.fixture(scope="module")
+def derived_build(tmp_path_factory) -> Path:
+    """A small demo build with every kind of member: frames, derived gray frames and crops; 1 s clips."""
+    root = tmp_path_factory.mktemp("tar_walk")
+    src = make_demo_corpus(root / "src", seconds=3.0, width=320, height=180, n_train=2, n_val=0, n_test=0)
+    build(src, root / "out", ["train"], BuildParams(clip_seconds=1.0, derive=("crops", "small")), workers=2,
+          progress=False)
+    return root / "out" / "train"
+
+
+def selections(tracks) -> list[Members]:
+    out = [LABELS, Members(), Members(audio=False, labels=False, frames=frame_members([0, 5, 9]))]
+    for use_crops in (True, False):
+        out.append(track_members([(p, f, n) for p, f, n in tracks], use_crops=use_crops))
+        out += [track_members([(p, f, min(n, cut))], use_crops=use_crops) for p, f, n in tracks for cut in (1, 4)]
+    return out
+
+
+def both_ways(source, row: int, members: Members):
+    """A clip read by read_selected and by iter_clips, from the same open byte range."""
+    ref = source.clips.ref(row)
+    shard = source.shards[ref.shard]
+    stream = sources.open_clips(shard, ref.offset, ref.bytes, sparse=True)
+    try:
+        assert isinstance(stream, SparseWindow)
+        quick = read_selected(stream.pread, key=ref.key, offset=ref.offset, length=ref.bytes, members=members)
+        plain = list(iter_clips(stream, source=shard.url, length=ref.bytes, base_offset=ref.offset, members=members,
+                                expect=[(ref.key, ref.offset)]))
+    finally:
+        stream.close()
+    return quick, plain
+
+
+def test_read_selected_takes_what_iter_clips_takes(derived_build):
+    source = sources.resolve(str(derived_build))
+    compared = 0
+    for row in range(len(source.clips)):
+        for members in selections(source.clips.tracks(row)):
+            quick, plain = both_ways(source, row, members)
+            assert quick is not None and len(plain) == 1, (row, members)
+            p = plain[0]
+            assert (quick.key, quick.offset, quick.end, quick.count) == (p.key, p.offset, p.end, p.count)
+            assert quick.fields == p.fields and quick.fields  # the same members, byte for byte
+            quick.sample()
+            compared += 1
+    assert compared > 50
+
+
+def read_outcome(source, row: int, members: Members, fast: bool, monkeypatch, taken: list):
+    """read_clip's sample fields, or its error's type and message; ``fast=False``: without read_selected."""
+    real = sources.read_selected
+
+    def spy(*a, **kw):
+        got = real(*a, **kw) if fast else None
+        taken.append(got is not None)
+        return got
+
+    monkeypatch.setattr(sources, "read_selected", spy)
+    try:
+        sample = sources.read_clip(source, row, members=members)
+        return ("sample", dict(sample.fields))
+    except Exception as exc:
+        return (type(exc).__name__, str(exc))
+    finally:
+        monkeypatch.setattr(sources, "read_selected", real)
+
+
+def hostile_shards(base, tmp_path) -> dict[str, Path]:
+    """Every hostile clip and every tar lie (among the labels and among the frames) of the hostile suite."""
+    out = {}
+    for i, (case, spec) in enumerate(hostile.HOSTILE_CLIPS.items()):
+        out[case] = hostile.write_shard_and_manifest(tmp_path / f"c{i}", hostile._hostile_clip(base, spec),
+                                                     tracks=base["tracks"])
+    for where in ("labels", "frames"):
+        for i, case in enumerate(hostile.TAR_LIES + ["other clip inside"]):
+            clips = hostile.with_clip(base, 1)
+            key, members = clips[1]
+            other = base["clips"][4][0]
+            body = [hostile.member(f"{key}.{e}", d) for e, d in members]
+            exts = [e for e, _ in members]
+            at = exts.index("visible.npy") if where == "labels" else next(j for j, e in enumerate(exts) if e.startswith("f"))
+            if case == "other clip inside":
+                body = [hostile.member(f"{other}.{e}", d) for e, d in members]
+            else:
+                hostile._lie(case, body, members, key, other, at)
+            out[f"{case} among the {where}"] = hostile.write_shard_and_manifest(
+                tmp_path / f"l{where}{i}", clips, tracks=base["tracks"], raw_members={1: b"".join(body)})
+    return out
+
+
+def test_read_clip_with_and_without_read_selected_on_every_hostile_shard(base, tmp_path, monkeypatch):  # noqa: F811
+    taken, refused = [], 0
+    for case, manifest in hostile_shards(base, tmp_path).items():
+        source = sources.resolve(str(manifest))
+        for row in range(len(source.clips)):
+            tracks = source.clips.tracks(row)
+            for members in [LABELS, Members(), track_members(tracks, use_crops=True),
+                            track_members([(p, f, 1) for p, f, _ in tracks], use_crops=False)]:
+                quick = read_outcome(source, row, members, True, monkeypatch, taken)
+                plain = read_outcome(source, row, members, False, monkeypatch, [])
+                assert quick == plain, (case, row, members)
+                refused += quick[0] != "sample"
+    assert refused > 100 and taken.count(True) > 100 and taken.count(False) > 50  # both paths really ran

@@ -67,14 +67,37 @@ def header_checksum(hdr: bytes) -> int:
             + (zlib.adler32(hdr[412:BLOCK]) & 0xFFFF) - 3 + 8 * 32)
 
 
+def plain_member(hdr: bytes, max_member_bytes: int) -> tuple[bytes, int] | None:
+    """The name and size of a plain header — one :func:`iter_tar` yields as is: a regular file, a valid
+    checksum, octal fields, its size within ``max_member_bytes``, no ustar prefix, no PAX or GNU extension —
+    or None for anything else (the zero block too), which only :func:`iter_tar` handles and names.
+
+    What a clip's sparse read (:func:`~.clip_reader.read_selected`) accepts without iter_tar: the same
+    checks, and whatever is not plain goes to iter_tar."""
+    if len(hdr) != BLOCK or hdr[156:157] not in _REGULAR or hdr[124] & 0x80 or hdr[148] & 0x80:
+        return None
+    try:
+        chk, size = _plain_octal(hdr[148:156]), _plain_octal(hdr[124:136])
+    except ValueError:
+        return None
+    if chk != header_checksum(hdr) or not 0 <= size <= max_member_bytes:
+        return None
+    if hdr[257:262] == b"ustar" and hdr[345:500].split(b"\0", 1)[0]:
+        return None
+    return hdr[0:100].split(b"\0", 1)[0], size
+
+
+def _plain_octal(field: bytes) -> int:
+    """:func:`_octal` of a field without the base-256 mark (checked by the caller); ValueError where _octal raises."""
+    s = field.split(b"\0", 1)[0].strip(b" ")
+    return int(s, 8) if s else 0
+
+
 def _octal(field: bytes, what: str, source: str, pos: int) -> int:
     if field and field[0] & 0x80:  # base-256 (GNU) for large numbers
         return int.from_bytes(field[1:], "big")
-    s = field.split(b"\0", 1)[0].strip(b" ")
-    if not s:
-        return 0
     try:
-        return int(s, 8)
+        return _plain_octal(field)
     except ValueError:
         raise TarError(f"{source} at byte {pos}: bad {what} field {field!r}") from None
 

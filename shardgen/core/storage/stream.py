@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import http.client
 import io
+import os
 import re
 import socket
 from typing import Callable
@@ -391,43 +392,16 @@ class Window(io.RawIOBase):
 
 class SparseWindow(Window):
     """A :class:`Window` over an unbuffered local file for a read that skips most of its range (a face
-    track's members out of a clip), reading ahead while the requests are small.
+    track's members out of a clip): a skip is a seek, and :meth:`pread` reads at an offset without
+    moving — what :func:`shardgen.core.clip_reader.read_selected` walks a clip's headers with."""
 
-    Skipping a 1080p frame is best a seek and its next header one 512-byte read: a buffer would copy
-    the frame's bytes for nothing. But a clip's derived crops are hundreds of ~3 KB members in a row,
-    where a seek and a read per header and another per crop cost more system calls than bytes: so
-    after a request under ``small`` bytes the next read that finds the buffer empty takes up to
-    ``ahead`` bytes, and a skip inside the buffer costs nothing. Bytes and offsets are the file's,
-    exactly as an unbuffered :class:`Window` gives them.
-    """
-
-    def __init__(self, raw, length: int, *, ahead: int = 64 << 10, small: int = 16 << 10):
+    def __init__(self, raw, length: int):
         super().__init__(raw, length, local=True)
-        self._buf, self._at = b"", 0  # bytes read ahead, and how many of them are consumed
-        self._ahead_size, self._small = int(ahead), int(small)
-        self._reading_ahead = False
+        self._start, self._length = raw.tell(), length  # the window's place in the file
 
-    def read(self, n=-1):
-        have = len(self._buf) - self._at
-        n = have + self._left if n is None or n < 0 else n
-        if have == 0:
-            size = max(n, self._ahead_size) if self._reading_ahead else n
-            self._buf, self._at = super().read(size), 0
-            have = len(self._buf)
-        self._reading_ahead = n < self._small
-        if n <= have:
-            out = self._buf[self._at:self._at + n]
-            self._at += n
-            return out
-        out = self._buf[self._at:] + super().read(n - have)  # a large request past the buffer: the rest directly
-        self._buf, self._at = b"", 0
-        return out
-
-    def skip(self, n: int) -> int:
-        have = len(self._buf) - self._at
-        self._reading_ahead = n < self._small
-        if n <= have:
-            self._at += n
-            return n
-        self._buf, self._at = b"", 0
-        return have + super().skip(n - have)
+    def pread(self, n: int, at: int) -> bytes:
+        """Up to ``n`` bytes at file offset ``at``, within the window; the stream's position is unchanged."""
+        end = self._start + self._length
+        if not self._start <= at <= end:
+            raise ValueError(f"offset {at} outside the window [{self._start}, {end})")
+        return os.pread(self._raw.fileno(), max(0, min(n, end - at)), at)
