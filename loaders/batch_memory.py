@@ -37,6 +37,12 @@ class BufferPool:
         self._buffers: dict[torch.dtype, list[list]] = {}  # dtype -> [flat buffer, weakref to the array handed out]
         self.reused = self.made = 0
 
+    def __getstate__(self) -> dict:  # a copy (pickled, deep-copied) starts with no buffers: they are this process's
+        return {"keep": self.keep}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["keep"])
+
     def tensor(self, shape: tuple, dtype: torch.dtype) -> torch.Tensor:
         """An uninitialised ``shape`` tensor of ``dtype`` (float32 or uint8), in a buffer already mapped if one is free."""
         n = math.prod(shape)

@@ -54,6 +54,16 @@ def test_a_pooled_tensor_is_exactly_its_shape_and_grows_when_needed():
     assert again.untyped_storage().nbytes() == 25 and pool.made == 2 and again.data_ptr() != ptr
 
 
+def test_a_copied_pool_starts_empty():
+    import copy
+    import pickle
+
+    pool = BufferPool(keep=3)
+    held = pool.tensor((4,), torch.float32)
+    for other in (copy.deepcopy(pool), pickle.loads(pickle.dumps(pool))):
+        assert other.keep == 3 and other.tensor((4,), torch.float32).data_ptr() != held.data_ptr()
+
+
 def test_shared_tensor_is_in_shared_memory():
     t = shared_tensor((4, 112, 112), torch.uint8)
     assert t.is_shared() and t.shape == (4, 112, 112) and t.dtype == torch.uint8 and t.is_contiguous()

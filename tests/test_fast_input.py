@@ -341,6 +341,24 @@ def test_worker_batches_cross_as_uint8_and_arrive_as_asked(builds, monkeypatch):
 # ---------------------------------------------------------------- the crop cache
 
 
+def cold_then_warm(split, cache_dir, kw: dict, reference: list, used: list) -> int:
+    """Two loaders sharing ``cache_dir``, both giving ``reference``'s batches: the first (cold) writes every
+    track's crops and ``used`` gets entries (frames read, decodes...), the second (warm) only hits and ``used``
+    stays empty of them. Returns the tracks an epoch delivers."""
+    for cold in (True, False):
+        used.clear()
+        ld = loaders.make_loader(split, crop_cache_dir=cache_dir, **kw)
+        got = list(ld)
+        assert len(got) == len(reference) > 2
+        for a, b in zip(reference, got):
+            assert all(torch.equal(x, y) for x, y in zip(a, b))
+        n_tracks = sum(b[1].shape[0] for b in got)
+        cache = ld.stream.crop_cache
+        assert (cache.hits, cache.writes) == ((0, n_tracks) if cold else (n_tracks, 0))
+        assert any(used) if cold else not any(used)
+    return n_tracks
+
+
 def test_crop_cache_gives_the_same_batches_and_reads_no_frames_once_warm(builds, tmp_path, monkeypatch):
     import loaders.reader as reader_module
 
@@ -355,19 +373,7 @@ def test_crop_cache_gives_the_same_batches_and_reads_no_frames_once_warm(builds,
         return sample
 
     monkeypatch.setattr(reader_module.ClipReader, "read_tracks", counting)
-    for epoch_kind in ("cold", "warm"):
-        frame_reads.clear()
-        ld = loaders.make_loader(builds["plain"], crop_cache_dir=tmp_path / "crops", **kw)
-        got = list(ld)
-        assert len(got) == len(plain) > 2
-        for a, b in zip(plain, got):
-            assert all(torch.equal(x, y) for x, y in zip(a, b))
-        cache = ld.stream.crop_cache
-        n_tracks = sum(b[1].shape[0] for b in got)
-        if epoch_kind == "cold":
-            assert (cache.hits, cache.writes) == (0, n_tracks) and sum(frame_reads) > 0
-        else:
-            assert (cache.hits, cache.writes) == (n_tracks, 0) and sum(frame_reads) == 0
+    n_tracks = cold_then_warm(builds["plain"], tmp_path / "crops", kw, plain, frame_reads)
     # another recipe is another entry, never the cached crops
     smooth = loaders.make_loader(builds["plain"], crop_cache_dir=tmp_path / "crops", smooth_boxes=True, **kw)
     list(smooth)
@@ -402,19 +408,7 @@ def test_crop_cache_with_batch_size_batches_decodes_no_frame_once_warm(builds, t
     decoded = counted_decodes(monkeypatch)
     kw = dict(mode="asd-tracks", batch_size=3, seed=6, augment=True)
     uncached = list(loaders.make_loader(builds["plain"], **kw))
-    for epoch_kind in ("cold", "warm"):
-        decoded.clear()
-        ld = loaders.make_loader(builds["plain"], crop_cache_dir=tmp_path / "crops", **kw)
-        got = list(ld)
-        assert len(got) == len(uncached) > 2
-        for a, b in zip(uncached, got):
-            assert all(torch.equal(x, y) for x, y in zip(a, b))
-        n_tracks = sum(b[1].shape[0] for b in got)
-        cache = ld.stream.crop_cache
-        if epoch_kind == "cold":
-            assert (cache.hits, cache.writes) == (0, n_tracks) and decoded
-        else:
-            assert (cache.hits, cache.writes) == (n_tracks, 0) and decoded == []
+    cold_then_warm(builds["plain"], tmp_path / "crops", kw, uncached, decoded)
 
 
 def test_crop_cache_options_are_checked(builds, tmp_path):
