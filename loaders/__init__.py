@@ -118,9 +118,10 @@ def make_loader(
             reads a model config). Default: Qwen2.5-Omni-7B's processor at 2 fps.
         cache_dir, cache_bytes: keep remote shards in a local LRU cache of at most ``cache_bytes``
             (verified by the manifest's sha256), so later epochs read from disk.
-        crop_cache_dir, crop_cache_bytes: ``asd-tracks`` with ``batch_frames``: keep the face crops cut from plain shards on local
-            disk (at most ``crop_cache_bytes``, least recently used evicted), so later epochs read 112x112
-            crops instead of decoding frames (``loaders.crop_cache``: what it costs, when it wins).
+        crop_cache_dir, crop_cache_bytes: ``asd-tracks``: keep the face crops cut from plain shards on local
+            disk (at most ``crop_cache_bytes``, least recently used evicted), so later epochs take 112x112
+            crops instead of decoding frames — with ``batch_frames`` without even reading the frames; with
+            ``batch_size`` the clips are still read whole (``loaders.crop_cache``: what it costs, when it wins).
     """
     if batch_size is not None and batch_frames is not None:
         raise ValueError("batch_frames and batch_size are exclusive: a frame budget decides each batch's size")

@@ -4,11 +4,13 @@ A crop cut from a plain shard costs a whole-frame JPEG decode: its entropy decod
 for a 1080p demo frame (~275 KB) on this machine class, ~0.6 ms at 640x360 (~35 KB), against ~0.3 ms a
 frame for TalkNet's loader reading its pre-extracted 224x224 crops. With ``crop_cache_dir``, asd-tracks
 keeps each face track's crops (uint8, 112x112) the first time it cuts them; a later epoch reads 12.5 KB
-a frame from local disk and does not even read the track's frames from the shard.
+a frame from local disk instead of decoding — and, in ``batch_frames`` batches (a track's sparse read),
+does not even read the track's frames from the shard; ``batch_size`` batches read their clips whole,
+front to back, as always, and only skip the decodes.
 
 Keyed by the shard's sha256 (from its manifest: a rebuilt or changed shard is another key), the clip's
 byte offset in it, the track, the frames kept (a frame-budget batch keeps its shortest track's
-length) and the recipe (``smooth_boxes``, :data:`RECIPE`), so a cached crop is always the crop the
+length, a ``batch_size`` batch the whole track) and the recipe (``smooth_boxes``, :data:`RECIPE`), so a cached crop is always the crop the
 loader would cut. A shard without a recorded sha256 is not cached. Bounded: when a write takes the
 directory past ``max_bytes``, the least recently used entries are removed down to 90 % of it. Safe
 between DataLoader workers and runs: each entry is written to a temp name and renamed, and eviction
