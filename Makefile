@@ -18,6 +18,10 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(VENV)/bin/pip install -q --disable-pip-version-check -e '.[test,viz,s3,ray,bench]'
+	touch $@
+
 demo: venv
 	$(PYTHON) -m shardgen demo --out $(DEMO)
 
@@ -37,12 +41,13 @@ test-services:
 test: venv test-services
 	$(PYTHON) -m pytest -q
 
-bench: venv test-services
+bench: venv $(VENV)/.bench-installed test-services
 	$(PYTHON) scripts/bench.py
 	$(PYTHON) scripts/bench_build.py
 	$(PYTHON) scripts/bench_batching.py
 	$(PYTHON) scripts/bench_video.py
 	$(PYTHON) scripts/bench_omni.py
+	$(PYTHON) scripts/bench_vs_talknet.py
 
 clean:
 	rm -rf $(OUT) $(DEMO) .bench

@@ -72,6 +72,8 @@ def make_loader(
     batch_frames: int | None = None,
     faces_dtype=None,
     omni: "OmniConfig | dict | None" = None,
+    crop_cache_dir: str | None = None,
+    crop_cache_bytes: int = 20 << 30,
 ) -> ASDLoader:
     """A resumable, rank- and worker-split loader over avshards shards.
 
@@ -117,6 +119,10 @@ def make_loader(
             reads a model config). Default: Qwen2.5-Omni-7B's processor at 2 fps.
         cache_dir, cache_bytes: keep remote shards in a local LRU cache of at most ``cache_bytes``
             (verified by the manifest's sha256), so later epochs read from disk.
+        crop_cache_dir, crop_cache_bytes: ``asd-tracks``: keep the face crops cut from plain shards on local
+            disk (at most ``crop_cache_bytes``, least recently used evicted), so later epochs take 112x112
+            crops instead of decoding frames — with ``batch_frames`` without even reading the frames; with
+            ``batch_size`` the clips are still read whole (``loaders.crop_cache``: what it costs, when it wins).
     """
     if batch_size is not None and batch_frames is not None:
         raise ValueError("batch_frames and batch_size are exclusive: a frame budget decides each batch's size")
@@ -127,7 +133,9 @@ def make_loader(
     opts = ModeOptions(mode=mode, labels=labels, person=person, with_meta=with_meta, use_derived=use_derived,
                        smooth_boxes=smooth_boxes, raw_size=raw_size, augment=augment, allow_unlabelled=allow_unlabelled,
                        faces_dtype=torch.float32 if faces_dtype is None else faces_dtype,
-                       omni=OmniConfig.coerce(omni) if mode == "qwen-omni" else omni)
+                       omni=OmniConfig.coerce(omni) if mode == "qwen-omni" else omni,
+                       crop_cache_dir=None if crop_cache_dir is None else str(crop_cache_dir),
+                       crop_cache_bytes=int(crop_cache_bytes))
     cfg = StreamConfig(batch_size=1 if batch_size is None else batch_size, batch_frames=batch_frames, shuffle=shuffle, seed=seed, shuffle_buffer=shuffle_buffer, rank=rank,
                        world_size=world_size, drop_last=drop_last, samples_per_epoch=samples_per_epoch, remainder=remainder,
                        on_error=on_error)

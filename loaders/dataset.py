@@ -11,7 +11,10 @@ There is one iteration path, :meth:`ShardStream.iterate`: for each of a slot's b
 items (the schedule), their samples (:class:`_ReadAhead`: the run read front to back in few range
 reads; or :class:`_TrackReads`: a frame-budget batch's tracks read sparsely), then
 :meth:`ShardStream.make_batch` — decoding, cropping, augmentation and MFCC of one batch's items —
-and collation. The loader object training scripts hold, :class:`loaders.loader.ASDLoader`, wraps a
+and collation. For face tracks, :meth:`ShardStream.make_batch` cuts the whole batch's crops at once
+(:func:`loaders.faces.batch_faces`: each frame decoded once for every track using it), and the crop
+cache (:mod:`loaders.crop_cache`), when asked for, is looked up before the samples are read, so a
+frame-budget batch's cached tracks are read without their frames. The loader object training scripts hold, :class:`loaders.loader.ASDLoader`, wraps a
 DataLoader around an :class:`EpochReader` per epoch.
 """
 
@@ -34,7 +37,9 @@ from shardgen.core.storage import TransportOptions
 from shardgen.core.tario import DEFAULT_MAX_MEMBER, TarError
 
 from .items import Item, ItemTable, RunItems
-from .modes import ModeOptions, collate_raw, collate_talknet, raw_item, talknet_item, track_audio, track_item
+from .crop_cache import CropCache
+from .faces import batch_faces, cuts_from_frames, kept_frames
+from .modes import ModeOptions, TrackCollate, collate_raw, raw_item, talknet_item, track_audio, track_item
 from .omni import collate_omni, omni_item
 from .reader import ClipReader, ShardReadError
 from .schedule import (EpochPart, EpochSchedule, Layout, ScheduleConfig, ScheduledBatch, SlotSchedule, UnitSpace,
@@ -126,7 +131,8 @@ class ShardStream:
         self.reader = ClipReader(index, transport, cfg.max_member_bytes)
         self.source_digest = _source_digest(index)
         self._collate = {"raw": collate_raw, "qwen-omni": functools.partial(collate_omni, cfg=opts.omni)}.get(
-            opts.mode, functools.partial(collate_talknet, faces_dtype=opts.faces_dtype))
+            opts.mode, TrackCollate(opts.faces_dtype))
+        self.crop_cache = CropCache(opts.crop_cache_dir, opts.crop_cache_bytes) if opts.crop_cache_dir else None
         if cfg.batch_frames is None:
             self.space = UnitSpace.of_items(self.items.bounds, "face tracks" if self.items.per_track else "clips")
         else:
@@ -182,12 +188,16 @@ class ShardStream:
         for k in range(first, slot.n_batches):
             batch = slot.batch(k)
             items = [self.items.item(i) for i in batch.items.tolist()]
-            made, item_frames = self.make_batch(batch, items, samples.take(k, batch, items), epoch, out.failed)
+            keys, cached = self._cached_crops(items, batch.cut)
+            hits = frozenset(it for it, c in zip(items, cached) if c is not None) if cached else frozenset()
+            read = samples.take(k, batch, items, cached=hits)
+            made, item_frames = self.make_batch(batch, items, read, epoch, out.failed, cached=cached, cache_keys=keys)
             yield from out.batch(made, item_frames)
         yield from out.finish(slot.n_batches - first)
 
     def make_batch(self, batch: ScheduledBatch, items: list[Item], samples: list, epoch: int,
-                   failed: Callable[[Exception, Item], None]) -> tuple[list, int]:
+                   failed: Callable[[Exception, Item], None], *, cached: list | None = None,
+                   cache_keys: list | None = None) -> tuple[list, int]:
         """One batch's samples → its items (tensors, and metadata with ``with_meta``), and the items' frames before cutting.
 
         ``batch.cut``: decode only each item's first this many frames (known before reading for a
@@ -195,14 +205,24 @@ class ShardStream:
         same flip/crop/rotation and noise level whichever rank and worker read it; its noise is another
         item of its batch (TalkNet's ``overlap``), so a batch of one item gets none. A sample that is an
         error, or an item whose transform fails, goes to ``failed`` (which raises, or counts the skip).
+
+        Face tracks (``asd-tracks``): the batch's crops are cut first, all at once — each frame decoded once
+        for every track using it (:func:`loaders.faces.batch_faces`) — or taken from ``cached[j]`` (the crop
+        cache's, found under ``cache_keys[j]`` by :meth:`_cached_crops`); crops cut from frames are kept there.
         """
         augment = self.opts.augment and self.opts.mode in TENSOR_MODES
         clean = [_clean_audio(s, it) for s, it in zip(samples, items)] if augment else []
+        faces = [None] * len(items)
+        if self.opts.mode == "asd-tracks":
+            faces = batch_faces(samples, [it.track for it in items], keep=batch.cut, use_derived=self.opts.use_derived,
+                                smooth=self.opts.smooth_boxes, known=cached)
+            self._keep_crops(cache_keys, cached, samples, faces)
         made, item_frames = [], 0
         for j, (item_id, item, sample) in enumerate(zip(batch.items.tolist(), items, samples)):
             try:
-                if isinstance(sample, Exception):
-                    raise sample
+                for bad in (sample, faces[j]):
+                    if isinstance(bad, Exception):
+                        raise bad
                 rng = noise = None
                 if augment:
                     rng = random_stream(Stream.AUGMENT, self.cfg.seed, epoch, item_id)
@@ -210,7 +230,7 @@ class ShardStream:
                     if others:
                         pick = random_stream(Stream.NOISE_PARTNER, self.cfg.seed, epoch, item_id).integers(len(others))
                         noise = clean[others[int(pick)]]
-                made.append(self._transform(sample, item, rng, noise, batch.cut))
+                made.append(self._transform(sample, item, rng, noise, batch.cut, faces[j]))
             except Exception as exc:  # a hostile clip can fail anywhere in decoding: always named, or counted
                 failed(exc, item)
                 continue
@@ -218,14 +238,35 @@ class ShardStream:
                 item_frames += item.track[2] if item.track is not None else made[-1][1].shape[0]
         return made, item_frames
 
-    def _transform(self, sample: ClipSample, item: Item, rng, noise, cut: int | None):
+    def _transform(self, sample: ClipSample, item: Item, rng, noise, cut: int | None, faces=None):
         if self.opts.mode == "talknet":
             return talknet_item(sample, self.opts, rng, noise)
         if self.opts.mode == "asd-tracks":
-            return track_item(sample, item.track, self.opts, rng, noise, keep=cut)
+            return track_item(sample, item.track, self.opts, rng, noise, keep=cut, faces=faces)
         if self.opts.mode == "qwen-omni":
             return omni_item(sample, self.opts)
         return raw_item(sample, self.opts, rng, noise)
+
+    def _cached_crops(self, items: list[Item], cut: int | None) -> tuple[list | None, list | None]:
+        """The crop cache's names for these face tracks' crops, and the crops it holds (None where it has none)."""
+        if self.crop_cache is None:
+            return None, None
+        keys, found = [], []
+        for it in items:
+            kept = kept_frames(it.track, cut)
+            keys.append(self.crop_cache.key(self.index.shards[it.clip.shard].sha256, it.clip.offset, it.track, kept,
+                                            self.opts.smooth_boxes))
+            found.append(self.crop_cache.load(keys[-1], kept))
+        return keys, found
+
+    def _keep_crops(self, keys: list | None, had: list | None, samples: list, faces: list) -> None:
+        """Put the crops just cut from frames into the crop cache (not stored crops: those decode cheaply)."""
+        if self.crop_cache is None:
+            return
+        for key, known, sample, crops in zip(keys, had, samples, faces):
+            if known is None and isinstance(crops, np.ndarray) and isinstance(sample, ClipSample) and \
+                    cuts_from_frames(sample, self.opts.use_derived, self.opts.smooth_boxes):
+                self.crop_cache.save(key, crops)
 
     def named_error(self, exc: Exception, item: Item) -> ShardReadError:
         return _named(exc, item, self.index.shards[item.clip.shard].url)
@@ -262,7 +303,8 @@ class _ReadAhead:
         self._read = reader.read(run, np.sort(slot.order[first * slot.units_per_batch:]))
         self._held: dict[int, object] = {}
 
-    def take(self, k: int, batch: ScheduledBatch, items: list[Item]) -> list:
+    def take(self, k: int, batch: ScheduledBatch, items: list[Item], cached: frozenset = frozenset()) -> list:
+        """Batch ``k``'s samples (whole clips: ``cached`` tracks' frames are read with the rest of the run)."""
         out = []
         for t in self.slot.batch_positions(k).tolist():
             while t not in self._held:
@@ -280,13 +322,15 @@ class _TrackReads:
     def __init__(self, reader: ClipReader, use_crops: bool):
         self.reader, self.use_crops = reader, use_crops
 
-    def take(self, k: int, batch: ScheduledBatch, items: list[Item]) -> list:
+    def take(self, k: int, batch: ScheduledBatch, items: list[Item], cached: frozenset = frozenset()) -> list:
+        """Batch ``k``'s samples; ``cached``: tracks whose crops the crop cache holds, read without their frames."""
         out: list = [None] * len(items)
         by_clip: dict = {}
         for j, item in enumerate(items):
             by_clip.setdefault(item.clip, []).append(j)
         for group in by_clip.values():
-            sample = self.reader.read_tracks([items[j] for j in group], use_crops=self.use_crops, frames=batch.cut)
+            sample = self.reader.read_tracks([items[j] for j in group], use_crops=self.use_crops, frames=batch.cut,
+                                             cached=cached)
             for j in group:
                 out[j] = sample
         return out

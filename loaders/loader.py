@@ -16,8 +16,11 @@ from dataclasses import dataclass
 
 from torch.utils.data import DataLoader
 
-from .dataset import Counter, ShardStream, Tally
+from .dataset import TENSOR_MODES, Counter, ShardStream, Tally
+from .batch_memory import BufferPool
+from .modes import faces_as
 from .schedule import PLANNER_VERSION, EpochPart, Layout
+from .worker_memory import keep_heap
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class ASDLoader:
         self.prefetch_factor = prefetch_factor
         self.timeout = timeout
         self.tally = Tally()
+        self._buffers = BufferPool()  # the float faces of batches from workers (loaders.batch_memory)
         self._position = EpochPosition(0)  # where the current, last or next pass stands
         self._resume = False  # load_state_dict asked the next pass to continue from _position
         self._running = False
@@ -76,16 +80,18 @@ class ASDLoader:
         self.tally.reset()  # stats are per pass
         kwargs = {}
         if self.num_workers:
-            kwargs = {"multiprocessing_context": "fork", "prefetch_factor": self.prefetch_factor or 2}
+            kwargs = {"multiprocessing_context": "fork", "prefetch_factor": self.prefetch_factor or 2,
+                      "worker_init_fn": keep_heap}  # glibc keeps the workers' heap mapped (loaders.worker_memory)
         dl = DataLoader(self.stream.epoch_reader(schedule, start.batches_done, self.tally), batch_size=None,
                         num_workers=self.num_workers, pin_memory=self.pin_memory, timeout=self.timeout, **kwargs)
         self._position, self._resume, self._running = start, False, True
         it = None
+        tensors = self.stream.opts.mode in TENSOR_MODES
         try:
             it = iter(dl)
             for batch in it:
                 self._position = dataclasses.replace(self._position, batches_done=self._position.batches_done + 1)
-                yield batch
+                yield faces_as(batch, self.stream.opts.faces_dtype, self._buffers) if tensors else batch  # workers send uint8
         finally:  # on an error or a break too: otherwise a traceback cycle keeps the workers until a GC (10+ s)
             self._running = False
             getattr(it, "_shutdown_workers", lambda: None)()

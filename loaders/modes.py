@@ -11,23 +11,28 @@ Each mode can attach timing for M-RoPE (``frame_t``, ``audio_feat_t``; see :mod:
 Collation follows TalkNet: items in a batch are cut to the shortest one, keeping their first
 frames. Faces travel as uint8 until collation writes them into the batch tensor, as float32
 0–255 by default or, with ``faces_dtype=torch.uint8``, as they are (4× fewer bytes from the
-workers to the GPU; convert there).
+workers to the GPU; convert there). A DataLoader worker always sends uint8 faces (a quarter of the
+bytes through its queue and shared memory, and no float32 pass in the worker); the consuming
+process converts them (:func:`faces_as`), so the batch a training loop gets is the same either way.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch.utils.data import get_worker_info
 
-from shardgen.core.crops import crop_scale_for, interpolate_boxes, smooth_boxes, talknet_crop
-from shardgen.core.decode import FACE, decode_gray, gray_frame, gray_small, rgb_frame
+from shardgen.core.decode import FACE, gray_frame, gray_small, rgb_frame
 from shardgen.core.features import fit_to_frames, mfcc_geometry, talknet_mfcc
 from shardgen.core.format import FormatError, audio_sample_range
 from shardgen.core.sample import ClipSample
 
 from . import augment
+from .batch_memory import BufferPool, shared_tensor
+from .faces import batch_faces as _batch_faces
+from .faces import kept_frames, track_boxes
 from .timing import audio_feature_times, frame_times
 
 MODES = ("talknet", "asd-tracks", "raw", "qwen-omni")
@@ -48,6 +53,8 @@ class ModeOptions:
     allow_unlabelled: bool = False
     faces_dtype: torch.dtype = torch.float32
     omni: object = None  # qwen-omni: a loaders.omni.OmniConfig
+    crop_cache_dir: str | None = None  # asd-tracks: keep crops cut from plain shards (loaders.crop_cache)
+    crop_cache_bytes: int = 20 << 30
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -62,6 +69,8 @@ class ModeOptions:
             raise ValueError("omni options go with mode='qwen-omni' (and that mode needs them)")
         if self.mode == "qwen-omni" and self.augment:
             raise ValueError("augment is TalkNet's augmentation: the qwen-omni mode does not apply it")
+        if self.crop_cache_dir is not None and self.mode != "asd-tracks":
+            raise ValueError(f"crop_cache_dir keeps face-track crops: it needs mode='asd-tracks', not {self.mode!r}")
 
 
 def _timing(sample: ClipSample, first: int, n: int, n_rows: int, track_id) -> dict:
@@ -134,29 +143,20 @@ def talknet_item(sample: ClipSample, opts: ModeOptions, rng: np.random.Generator
     return item
 
 
-def track_item(sample: ClipSample, track: tuple, opts: ModeOptions, rng=None, noise=None, keep: int | None = None):
+def track_item(sample: ClipSample, track: tuple, opts: ModeOptions, rng=None, noise=None, keep: int | None = None,
+               faces: np.ndarray | None = None):
     """One face track's item. ``keep``: decode only its first ``keep`` frames (a frame-budget batch is cut
-    to its shortest track, known before reading); the MFCC is still the whole track's, cut later, as TalkNet's."""
+    to its shortest track, known before reading); the MFCC is still the whole track's, cut later, as TalkNet's.
+    ``faces``: its crops, already cut for the whole batch (:func:`loaders.faces.batch_faces`)."""
     _check_labelled(sample, opts)
     p, first, n = (int(v) for v in track)
-    kept = n if keep is None else max(1, min(n, int(keep)))
+    kept = kept_frames(track, keep)
     m = sample.meta
-    boxes, span = interpolate_boxes(sample.boxes[p, first:first + n].astype(np.float64))
-    if span is None or span != (0, n - 1):
-        raise FormatError(f"{sample.key}: track {track} has no box at its ends (clip index and shard disagree)")
-    annotated = boxes  # the evaluation's boxes (gaps filled, never smoothed): what eval-gt writes
-    if opts.smooth_boxes:
-        boxes = smooth_boxes(boxes)
-    W, H = m["frame_size"]
-    scale = crop_scale_for(boxes, (H, W))
-    faces = np.empty((kept, FACE, FACE), np.uint8)
-    for i in range(kept):
-        stored = sample.crop(p, first + i) if opts.use_derived and not opts.smooth_boxes else None
-        if stored is not None:
-            faces[i] = gray_small(stored, name=f"{sample.key} crop {p}/{first + i + 1}")
-            continue
-        gray = decode_gray(sample.frame(first + i), scale.min_height, scale.min_width, name=f"{sample.key} frame {first + i + 1}")
-        faces[i] = talknet_crop(gray, boxes[i], scale=gray.shape[1] / W)
+    if faces is None:
+        faces = _batch_faces([sample], [track], keep=kept, use_derived=opts.use_derived, smooth=opts.smooth_boxes)[0]
+        if isinstance(faces, Exception):
+            raise faces
+    annotated = track_boxes(sample, track, kept, smooth=False).annotated if opts.with_meta else None
     samples, sr = track_audio(sample, track)
     if opts.augment and rng is not None:
         faces = augment.visual(faces, rng)
@@ -222,18 +222,53 @@ def cut_meta(meta: dict, T: int) -> dict:
     return out
 
 
-def collate_talknet(items: list, faces_dtype: torch.dtype = torch.float32) -> tuple:
+def collate_talknet(items: list, faces_dtype: torch.dtype = torch.float32, alloc=None) -> tuple:
     """Stack to ``[B, ...]``, cutting every item to the batch's shortest, first frames kept (TalkNet's rule);
-    with metadata, its per-frame fields are cut alike, so each describes exactly the frames delivered."""
+    with metadata, its per-frame fields are cut alike, so each describes exactly the frames delivered.
+
+    The faces are written once, uint8 → ``faces_dtype``, into the tensor ``alloc(shape, dtype)`` gives (a
+    reused buffer, shared memory: :mod:`loaders.batch_memory`; default a fresh one)."""
     T = min(it[1].shape[0] for it in items)
     audio = torch.stack([it[0][: 4 * T] for it in items])
-    faces = torch.empty((len(items), T, *items[0][1].shape[1:]), dtype=faces_dtype)
+    shape = (len(items), T, *items[0][1].shape[1:])
+    faces = torch.empty(shape, dtype=faces_dtype) if alloc is None else alloc(shape, faces_dtype)
+    out = faces.numpy()
     for i, it in enumerate(items):
-        faces[i].copy_(it[1][:T])  # uint8 → float32 0-255 (or uint8 as is), no intermediate copy
+        np.copyto(out[i], it[1][:T].numpy())  # uint8 → float32 0-255 (or uint8 as is), no intermediate copy
     labels = torch.stack([it[2][:T] for it in items])
     if len(items[0]) == 4:
         return audio, faces, labels, [cut_meta(it[3], T) for it in items]
     return audio, faces, labels
+
+
+@dataclass(frozen=True)
+class TrackCollate:
+    """:func:`collate_talknet` with the faces' dtype and memory chosen by where it runs: in the process that
+    consumes the batches, ``faces_dtype`` in reused buffers (``buffers``); in a DataLoader worker, uint8 in
+    shared memory (the consumer converts with :func:`faces_as`)."""
+
+    faces_dtype: torch.dtype = torch.float32
+    buffers: BufferPool = field(default_factory=BufferPool, compare=False)
+
+    def __call__(self, items: list) -> tuple:
+        if get_worker_info() is not None:
+            return collate_talknet(items, torch.uint8, shared_tensor)
+        return collate_talknet(items, self.faces_dtype, self.buffers.tensor)
+
+
+def faces_as(batch, dtype: torch.dtype, buffers: BufferPool | None = None):
+    """A collated batch (the DataLoader hands it on as a list) with its faces in ``dtype`` (float32 0–255 from
+    uint8): one pass, into pinned memory if the faces were pinned, else into a buffer of ``buffers``. Faces
+    already in ``dtype`` are returned as they are."""
+    if batch[1].dtype == dtype:
+        return batch
+    if batch[1].is_pinned():
+        faces = torch.empty(batch[1].shape, dtype=dtype, pin_memory=True)
+        faces.copy_(batch[1])
+    else:
+        faces = torch.empty(batch[1].shape, dtype=dtype) if buffers is None else buffers.tensor(tuple(batch[1].shape), dtype)
+        np.copyto(faces.numpy(), batch[1].numpy())
+    return type(batch)([batch[0], faces, *batch[2:]])
 
 
 def collate_raw(items: list) -> list:

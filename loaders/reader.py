@@ -64,12 +64,15 @@ class ClipReader:
         self.window_clips = int(window_clips)
         self.window_bytes = int(window_bytes)
 
-    def read_tracks(self, units: list[Item], *, use_crops: bool, frames: int | None = None) -> object:
+    def read_tracks(self, units: list[Item], *, use_crops: bool, frames: int | None = None,
+                    cached: frozenset = frozenset()) -> object:
         """Face tracks' part of their clip (all ``units`` of one clip), in one read: a partial
         :class:`ClipSample` holding what every one of them needs, or the error in its place.
 
         ``use_crops``: take the stored TalkNet crops when the clip has them (else the frames).
-        ``frames``: only each track's first this many frames are needed.
+        ``frames``: only each track's first this many frames are needed. ``cached``: units whose crops are
+        at hand (the crop cache, :mod:`loaders.crop_cache`): their metadata, audio and labels are read, not
+        their frames.
         """
         clip = units[0].clip
         if any(u.clip != clip for u in units):
@@ -78,7 +81,8 @@ class ClipReader:
         spans = []
         for u in units:
             p, first, n = (int(v) for v in u.track)
-            spans.append((p, first, n if frames is None else max(1, min(n, int(frames)))))
+            if u not in cached:
+                spans.append((p, first, n if frames is None else max(1, min(n, int(frames)))))
         try:
             return read_clip(self.index, clip, members=track_members(spans, use_crops=use_crops),
                              options=self.remote_options, max_member_bytes=self.max_member_bytes)

@@ -30,8 +30,9 @@ sys.path.insert(0, str(ROOT))
 BENCH = ROOT / ".bench"
 
 
-def corpus(name: str, width: int, height: int, seconds: float, n_train: int) -> dict[str, Path]:
-    """Build (once, cached under .bench/) the source and its plain and derived shards."""
+def corpus(name: str, width: int, height: int, seconds: float, n_train: int, *, clip_seconds: float = 15.0,
+           derive: tuple[str, ...] = ("crops", "small")) -> dict[str, Path]:
+    """Build (once, cached under .bench/) the source and its plain and derived (``derive``) shards."""
     from shardgen.build.pipeline import build
     from shardgen.demo.corpus import make_demo_corpus
     from shardgen.build.plan import BuildParams
@@ -39,10 +40,10 @@ def corpus(name: str, width: int, height: int, seconds: float, n_train: int) -> 
     src = make_demo_corpus(BENCH / name / "src", seconds=seconds, width=width, height=height,
                            n_train=n_train, n_val=0, n_test=0)
     out = {}
-    for kind, derive in (("plain", ()), ("derived", ("crops", "small"))):
+    for kind, members in (("plain", ()), ("derived", derive)):
         dst = BENCH / name / kind
         if not (dst / "train" / "manifest.json").exists():
-            build(src, dst, ["train"], BuildParams(derive=derive), workers=os.cpu_count() or 1, progress=False, overwrite=True)
+            build(src, dst, ["train"], BuildParams(clip_seconds=clip_seconds, derive=members), workers=os.cpu_count() or 1, progress=False, overwrite=True)
         out[kind] = dst / "train"
     return out
 

@@ -369,7 +369,7 @@ def key_stream(index, cfg):
             super().__init__(*a, **kw)
             self.reader = KeyReader()
 
-        def _transform(self, sample, item, rng, noise, cut):
+        def _transform(self, sample, item, rng, noise, cut, faces=None):
             return sample
 
     return KeyStream(index, ModeOptions(mode="raw"), cfg)

@@ -35,11 +35,11 @@ import braceexpand
 import numpy as np
 
 from .clip_index import ClipIndex, ClipIndexWriter, ClipRef, concat_indexes
-from .clip_reader import iter_clips
+from .clip_reader import iter_clips, read_selected
 from .format import FormatError, person_tracks
 from .manifest import MANIFEST_NAME, read_index, read_manifest
 from .sample import LABELS, ClipSample, Members
-from .storage import ShardCache, TransportOptions, Window, is_remote, join, object_size, open_range, parent, read_bytes
+from .storage import ShardCache, SparseWindow, TransportOptions, Window, is_remote, join, object_size, open_range, parent, read_bytes
 from .tario import DEFAULT_MAX_MEMBER, TarError
 
 BUILD_REPORT = "build-report.json"  # written by the builder beside the split directories
@@ -303,7 +303,8 @@ def open_clips(shard: ShardInfo, offset: int, length: int, options: TransportOpt
     LRU cache first, verified against the manifest's sha256 and size, and read from disk (so
     later epochs read locally). ``sparse``: the caller will skip most of the range (one track's
     frames of a clip), so a local file is opened unbuffered: a skip is one seek and a header one
-    512-byte read, instead of refilling a 1 MiB buffer with bytes nobody wants.
+    512-byte read, instead of refilling a 1 MiB buffer with bytes nobody wants (and headers can be
+    read by offset: :class:`~.storage.stream.SparseWindow`).
     """
     options = TransportOptions.coerce(options)
     if is_remote(shard.url) and options.cache_dir:
@@ -311,6 +312,8 @@ def open_clips(shard: ShardInfo, offset: int, length: int, options: TransportOpt
         fh.seek(offset)
         return Window(fh, length, local=True)
     fh = open_range(shard.url, options, start=offset, end=offset + length, sparse=sparse)
+    if sparse and not is_remote(shard.url):
+        return SparseWindow(fh, length)
     return Window(fh, length, local=not is_remote(shard.url))
 
 
@@ -332,9 +335,13 @@ def read_clip(source: ResolvedSource, clip: str | int | ClipRef, *, members: Mem
     stream = open_clips(shard, ref.offset, ref.bytes, options, sparse=members is not None)
     digest = hashlib.sha256() if members is None else None  # a whole read passes over nothing: every byte is hashed
     try:
-        found = list(iter_clips(stream if digest is None else _Hashing(stream, digest), source=shard.url,
-                                length=ref.bytes, base_offset=ref.offset, members=members,
-                                expect=[(ref.key, ref.offset)], max_member_bytes=max_member_bytes))
+        quick = None
+        if members is not None and isinstance(stream, SparseWindow):  # a local file: headers read by offset
+            quick = read_selected(stream.pread, key=ref.key, offset=ref.offset, length=ref.bytes, members=members,
+                                  max_member_bytes=max_member_bytes)
+        found = [quick] if quick is not None else list(iter_clips(
+            stream if digest is None else _Hashing(stream, digest), source=shard.url, length=ref.bytes,
+            base_offset=ref.offset, members=members, expect=[(ref.key, ref.offset)], max_member_bytes=max_member_bytes))
     finally:
         stream.close()
     if not found:

@@ -18,6 +18,7 @@ This is the only tar parser that reads shard bytes in avshards (the builder writ
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
 
@@ -25,6 +26,8 @@ from .storage.stream import discard
 
 BLOCK = 512
 DEFAULT_MAX_MEMBER = 256 << 20
+_ZERO_BLOCK = bytes(BLOCK)
+_REGULAR = (b"0", b"\0", b"7")  # regular file types: old-style, ustar, contiguous
 
 
 class TarError(ValueError):
@@ -35,7 +38,7 @@ class TruncatedTarError(TarError):
     pass
 
 
-@dataclass
+@dataclass(slots=True)
 class TarMember:
     name: str
     data: bytes | None  # None: passed over (``want`` declined it)
@@ -55,16 +58,48 @@ def _read_exact(stream: BinaryIO, n: int) -> bytes:
     return b"".join(chunks) if len(chunks) != 1 else chunks[0]
 
 
-def _octal(field: bytes, what: str, where: str) -> int:
+def header_checksum(hdr: bytes) -> int:
+    """The ustar checksum of a 512-byte header: the sum of its bytes with the checksum field (148:156) read as
+    spaces. Summed by ``zlib.adler32`` over pieces of at most 256 bytes — whose low 16 bits are then 1 + the
+    exact sum (at most 256 x 255 < 65521, the modulus): the same number as ``sum()``, ~5x faster, which
+    matters for a sparse read that walks a header per frame."""
+    return ((zlib.adler32(hdr[:148]) & 0xFFFF) + (zlib.adler32(hdr[156:412]) & 0xFFFF)
+            + (zlib.adler32(hdr[412:BLOCK]) & 0xFFFF) - 3 + 8 * 32)
+
+
+def plain_member(hdr: bytes, max_member_bytes: int) -> tuple[bytes, int] | None:
+    """The name and size of a plain header — one :func:`iter_tar` yields as is: a regular file, a valid
+    checksum, octal fields, its size within ``max_member_bytes``, no ustar prefix, no PAX or GNU extension —
+    or None for anything else (the zero block too), which only :func:`iter_tar` handles and names.
+
+    What a clip's sparse read (:func:`~.clip_reader.read_selected`) accepts without iter_tar: the same
+    checks, and whatever is not plain goes to iter_tar."""
+    if len(hdr) != BLOCK or hdr[156:157] not in _REGULAR or hdr[124] & 0x80 or hdr[148] & 0x80:
+        return None
+    try:
+        chk, size = _plain_octal(hdr[148:156]), _plain_octal(hdr[124:136])
+    except ValueError:
+        return None
+    if chk != header_checksum(hdr) or not 0 <= size <= max_member_bytes:
+        return None
+    if hdr[257:262] == b"ustar" and hdr[345:500].split(b"\0", 1)[0]:
+        return None
+    return hdr[0:100].split(b"\0", 1)[0], size
+
+
+def _plain_octal(field: bytes) -> int:
+    """:func:`_octal` of a field without the base-256 mark (checked by the caller); ValueError where _octal raises."""
+    s = field.split(b"\0", 1)[0].strip(b" ")
+    return int(s, 8) if s else 0
+
+
+def _octal(field: bytes, what: str, source: str, pos: int) -> int:
     if field and field[0] & 0x80:  # base-256 (GNU) for large numbers
         return int.from_bytes(field[1:], "big")
-    s = field.split(b"\0", 1)[0].strip(b" ")
-    if not s:
-        return 0
     try:
-        return int(s, 8)
+        return _plain_octal(field)
     except ValueError:
-        raise TarError(f"{where}: bad {what} field {field!r}") from None
+        raise TarError(f"{source} at byte {pos}: bad {what} field {field!r}") from None
 
 
 def _pax_records(data: bytes, where: str) -> dict[str, str]:
@@ -112,63 +147,67 @@ def iter_tar(
     pax: dict[str, str] = {}
     longname: str | None = None
     header_start: int | None = None
+    read = stream.read
     while True:
         if length is not None and pos >= length and header_start is None:
             return
-        hdr = _read_exact(stream, BLOCK)
-        where = f"{source} at byte {pos}"
+        hdr = read(BLOCK)
+        if 0 < len(hdr) < BLOCK:  # a short read that is not the end: read the rest
+            hdr += _read_exact(stream, BLOCK - len(hdr))
         if len(hdr) < BLOCK:
-            raise TruncatedTarError(f"{where}: archive ends without its end-of-archive marker (truncated shard?)")
-        if hdr == b"\0" * BLOCK:
+            raise TruncatedTarError(f"{source} at byte {pos}: archive ends without its end-of-archive marker (truncated shard?)")
+        if hdr == _ZERO_BLOCK:
             return  # end of archive (a second zero block may follow; we need not read it)
-        chk = _octal(hdr[148:156], "checksum", where)
-        if chk != sum(hdr[:148]) + 256 + sum(hdr[156:]):
-            raise TarError(f"{where}: header checksum mismatch (corrupt shard)")
+        if _octal(hdr[148:156], "checksum", source, pos) != header_checksum(hdr):
+            raise TarError(f"{source} at byte {pos}: header checksum mismatch (corrupt shard)")
         if header_start is None:
             header_start = pos
-        size = _octal(hdr[124:136], "size", where)
+        size = _octal(hdr[124:136], "size", source, pos)
         kind = hdr[156:157]
         name = hdr[0:100].split(b"\0", 1)[0]
         if hdr[257:262] == b"ustar":
             prefix = hdr[345:500].split(b"\0", 1)[0]
             if prefix:
                 name = prefix + b"/" + name
+        where = pos  # this header's offset, for errors
         pos += BLOCK
         padded = (size + BLOCK - 1) // BLOCK * BLOCK
-        regular = kind in (b"0", b"\0", b"7")
+        regular = kind in _REGULAR
         limit = max_member_bytes if regular else (1 << 20)
         if size > limit:
-            raise TarError(f"{where}: member declares {size} bytes, over the {limit}-byte limit")
+            raise TarError(f"{source} at byte {where}: member declares {size} bytes, over the {limit}-byte limit")
+        member_name = None
         if want is not None and regular:
             member_name = pax.get("path") or longname or name.decode("utf-8", "replace")
             if "size" in pax and pax["size"] != str(size):
-                raise TarError(f"{where}: PAX size {pax['size']!r} disagrees with the header's {size}")
+                raise TarError(f"{source} at byte {where}: PAX size {pax['size']!r} disagrees with the header's {size}")
             if not want(member_name):
                 if _skip(stream, padded) < padded:
-                    raise TruncatedTarError(f"{where}: archive ends inside a member")
+                    raise TruncatedTarError(f"{source} at byte {where}: archive ends inside a member")
                 pos += padded
                 start, pax, longname, header_start = header_start, {}, None, None
                 yield TarMember(member_name, None, start, pos)
                 continue
         data = _read_exact(stream, padded)
         if len(data) < padded:
-            raise TruncatedTarError(f"{where}: archive ends inside a member ({len(data)} of {size} bytes)")
+            raise TruncatedTarError(f"{source} at byte {where}: archive ends inside a member ({len(data)} of {size} bytes)")
         pos += padded
         data = data[:size]
         if kind == b"x":
-            pax = _pax_records(data, where)
+            pax = _pax_records(data, f"{source} at byte {where}")
             continue
         if kind == b"g":
             continue
         if kind == b"L":
             longname = data.split(b"\0", 1)[0].decode("utf-8", "replace")
             continue
-        member_name = pax.get("path") or longname or name.decode("utf-8", "replace")
-        if "size" in pax and pax["size"] != str(size):
-            raise TarError(f"{where}: PAX size {pax['size']!r} disagrees with the header's {size}")
+        if member_name is None:  # (a regular member's name, checked above when want saw it, is the same object)
+            member_name = pax.get("path") or longname or name.decode("utf-8", "replace")
+            if "size" in pax and pax["size"] != str(size):
+                raise TarError(f"{source} at byte {where}: PAX size {pax['size']!r} disagrees with the header's {size}")
         start, pax, longname, header_start = header_start, {}, None, None
         if kind == b"5":
             continue  # directories carry no data
-        if kind not in (b"0", b"\0", b"7"):
-            raise TarError(f"{where}: member {member_name!r} is not a regular file (type {kind!r}); refusing it")
+        if not regular:
+            raise TarError(f"{source} at byte {where}: member {member_name!r} is not a regular file (type {kind!r}); refusing it")
         yield TarMember(member_name, data, start, pos)

@@ -24,12 +24,12 @@ from .locate import locate, object_size, open_range, open_store, open_writable, 
 from .options import RetryPolicy, TransportOptions
 from .s3 import S3Store
 from .s3config import S3Options
-from .stream import ResumableReader, Window
+from .stream import ResumableReader, SparseWindow, Window
 from .url import Location, is_remote, join, parent, parse_location
 
 __all__ = [
     "TMP_MARK", "atomic_file", "remove_stale_temps", "Store", "WritableStore", "ShardCache", "CacheVerificationError",
     "RemoteNotFoundError", "RemoteReadError", "StorageError", "HttpStore", "LocalStore", "locate", "object_size",
     "open_range", "open_store", "open_writable", "read_bytes", "RetryPolicy", "TransportOptions", "S3Store", "S3Options",
-    "ResumableReader", "Window", "Location", "is_remote", "join", "parent", "parse_location",
+    "ResumableReader", "SparseWindow", "Window", "Location", "is_remote", "join", "parent", "parse_location",
 ]

@@ -77,7 +77,8 @@ class ShardCache:
         return sum(st.st_size for _, st in self.entries())
 
     @staticmethod
-    def _touch(path: Path) -> None:
+    def touch(path: Path) -> None:
+        """Mark a file used now (its access time: what eviction orders by)."""
         st = path.stat()
         os.utime(path, ns=(time.time_ns(), st.st_mtime_ns))
 
@@ -155,7 +156,7 @@ class ShardCache:
             if ok:
                 try:
                     f = open(path, "rb")
-                    self._touch(path)
+                    self.touch(path)
                     self.hits += 1
                     return f
                 except FileNotFoundError:  # evicted by another process meanwhile
@@ -188,7 +189,7 @@ class ShardCache:
         self.downloaded_bytes += n
         self._write_side(path, digest, n)
         f = open(path, "rb")
-        self._touch(path)
+        self.touch(path)
         self.evict(keep=path)
         if n > self.max_bytes:
             self._remove(path)  # too large to keep: the open handle stays readable

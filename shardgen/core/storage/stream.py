@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import http.client
 import io
+import os
 import re
 import socket
 from typing import Callable
@@ -387,3 +388,20 @@ class Window(io.RawIOBase):
             self._raw.close()
         finally:
             super().close()
+
+
+class SparseWindow(Window):
+    """A :class:`Window` over an unbuffered local file for a read that skips most of its range (a face
+    track's members out of a clip): a skip is a seek, and :meth:`pread` reads at an offset without
+    moving — what :func:`shardgen.core.clip_reader.read_selected` walks a clip's headers with."""
+
+    def __init__(self, raw, length: int):
+        super().__init__(raw, length, local=True)
+        self._start, self._length = raw.tell(), length  # the window's place in the file
+
+    def pread(self, n: int, at: int) -> bytes:
+        """Up to ``n`` bytes at file offset ``at``, within the window; the stream's position is unchanged."""
+        end = self._start + self._length
+        if not self._start <= at <= end:
+            raise ValueError(f"offset {at} outside the window [{self._start}, {end})")
+        return os.pread(self._raw.fileno(), max(0, min(n, end - at)), at)
