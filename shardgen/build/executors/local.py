@@ -7,13 +7,24 @@ the same :func:`~shardgen.build.writer.write_shard` on the same member lists, he
 
 ``write`` is a generator: each shard's result is handed to the driver the moment the shard is
 finished (in the order shards finish), so the driver reduces it before the next one arrives and
-never holds every shard's per-clip records at once.
+never holds every shard's per-clip records at once. Only ``2 × workers`` tasks are in flight at a
+time, so neither the tasks nor their results pile up in the parent.
+
+Why :class:`concurrent.futures.ProcessPoolExecutor` and not ``multiprocessing.Pool``: on an error
+(a full disk in one worker) the pool must stop. ``Pool.terminate()`` kills workers with SIGTERM, and a
+worker killed while it sends its own result holds the result queue's lock for ever — the driver then
+hangs in ``terminate()`` (seen as a CI run that never finished). Here pending tasks are cancelled
+and the running ones end on their own (one shard or one clip at most); a worker that dies (OOM
+killer) raises ``BrokenProcessPool`` instead of leaving the driver waiting for its task.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
-from typing import Iterator
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator
 
 from ..clip import BuildContext, clip_entry
 from ..plan import ShardPlan, VideoPlan
@@ -43,16 +54,23 @@ class LocalExecutor:
     def __init__(self, workers: int = 1):
         self.workers = max(1, int(workers))
 
+    @contextmanager
     def _pool(self, contexts: dict[str, BuildContext]):
+        """Forked workers that see ``contexts``; on leaving (also by an error or a closed generator) the
+        tasks not yet started are cancelled and the running ones are waited for, never killed."""
         _CONTEXTS.clear()
         _CONTEXTS.update(contexts)
-        return mp.get_context("fork").Pool(self.workers)
+        pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("fork"))
+        try:
+            yield pool
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def probe(self, contexts: dict[str, BuildContext], videos: list[tuple[str, str]]) -> list[VideoPlan]:
         if self.workers == 1 or len(videos) < 2:
             return [probe_one(contexts[s], s, v) for s, v in videos]
         with self._pool(contexts) as pool:
-            return pool.map(_probe_task, videos, chunksize=1)
+            return list(_in_order(pool, _probe_task, videos, 2 * self.workers))
 
     def write(self, contexts: dict[str, BuildContext],
               shards: list[tuple[ShardPlan, object]]) -> Iterator[tuple[ShardPlan, ShardResult]]:
@@ -63,15 +81,50 @@ class LocalExecutor:
         elif len(shards) >= self.workers:
             with self._pool(contexts) as pool:
                 tasks = ((i, shard, target) for i, (shard, target) in enumerate(shards))
-                for i, res in pool.imap_unordered(_shard_task, tasks):
+                for i, res in _as_finished(pool, _shard_task, tasks, 2 * self.workers):
                     yield shards[i][0], res
         else:
             with self._pool(contexts) as pool:
                 for shard, target in shards:
-                    clips = pool.imap(_clip_task, shard.clips, chunksize=1)
+                    clips = _in_order(pool, _clip_task, shard.clips, 2 * self.workers)
                     res = write_shard(target.local_dir / shard.name, _checked(shard, clips))
                     target.publish(res, shard.source_digest)
                     yield shard, res
+
+
+def _as_finished(pool: ProcessPoolExecutor, fn: Callable, args: Iterable, window: int) -> Iterator:
+    """``fn(a)`` for every ``a``, at most ``window`` in flight, results in the order they finish.
+    A task's error is raised as soon as that task is collected."""
+    todo = iter(args)
+    running: set[Future] = set()
+    for a in todo:
+        running.add(pool.submit(fn, a))
+        if len(running) >= window:
+            yield from _finished(running)
+    while running:
+        yield from _finished(running)
+
+
+def _finished(running: set[Future]) -> Iterator:
+    """Wait for a task of ``running`` to finish; yield the results of the finished ones, taking each
+    future out of ``running`` before its result is handed on, so no earlier result stays alive in here."""
+    done, _ = wait(running, return_when=FIRST_COMPLETED)
+    running.difference_update(done)
+    while done:
+        result = done.pop().result()
+        yield result
+
+
+def _in_order(pool: ProcessPoolExecutor, fn: Callable, args: Iterable, window: int) -> Iterator:
+    """``fn(a)`` for every ``a``, at most ``window`` in flight, results in the order of ``args``."""
+    todo = iter(args)
+    running: deque[Future] = deque()
+    for a in todo:
+        running.append(pool.submit(fn, a))
+        if len(running) >= window:
+            yield running.popleft().result()
+    while running:
+        yield running.popleft().result()
 
 
 def _checked(shard: ShardPlan, clips: Iterator) -> Iterator:
