@@ -13,7 +13,7 @@ time, so neither the tasks nor their results pile up in the parent.
 Why :class:`concurrent.futures.ProcessPoolExecutor` and not ``multiprocessing.Pool``: on an error
 (a full disk in one worker) the pool must stop. ``Pool.terminate()`` kills workers with SIGTERM, and a
 worker killed while it sends its own result holds the result queue's lock for ever — the driver then
-hangs in ``terminate()`` (seen as a CI run that never finished). Here pending tasks are cancelled
+hangs in ``terminate()`` (the likely cause of a CI run that never finished). Here pending tasks are cancelled
 and the running ones end on their own (one shard or one clip at most); a worker that dies (OOM
 killer) raises ``BrokenProcessPool`` instead of leaving the driver waiting for its task.
 """
