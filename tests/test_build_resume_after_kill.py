@@ -11,8 +11,8 @@ the pool writing shards, the manifests and the report. After each kill:
 
 Kills are chained (a build killed, resumed, killed again ...) and each chain ends with a resume
 that runs to completion. Most kills hit the whole process group (what a terminal's kill, a job
-scheduler or a container OOM does); every third one kills only the parent, leaving its pool
-workers orphaned, and waits for them to exit before resuming.
+scheduler or a container OOM does); every third one kills only the parent (what the OOM killer does
+to the largest process), and its pool workers must then exit on their own within 10 s, never linger.
 """
 
 from __future__ import annotations
@@ -105,8 +105,9 @@ def test_kill_9_at_random_points_then_resume_is_byte_identical(kill_source):
             os.kill(proc.pid, signal.SIGKILL) if parent_only else os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             deadline = time.monotonic() + 10
-            while _group_alive(proc.pid) and time.monotonic() < deadline:  # orphaned workers finish or fail
+            while _group_alive(proc.pid) and time.monotonic() < deadline:  # orphaned workers are killed with it
                 time.sleep(0.01)
+            assert not _group_alive(proc.pid), f"kill {kills}: the build's workers outlived it"
             kills += 1
             # whatever sits under a final name is whole
             now = tree(out) if out.exists() else {}
@@ -121,3 +122,46 @@ def test_kill_9_at_random_points_then_resume_is_byte_identical(kill_source):
     # the kills landed at different stages: before any shard was written, and part way through the shards
     assert min(shards_at_kill) == 0 and any(0 < n < 40 for n in shards_at_kill), shards_at_kill
     print(f"\n{kills} kills in {chains} chains; clean build {clean_s:.2f} s; final shards present at each kill: {shards_at_kill}")
+
+
+def _group_size(pgid: int) -> int:
+    n = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        n += int(fields[2]) == pgid and fields[0] != "Z"
+    return n
+
+
+def test_pool_workers_die_with_a_killed_driver(tmp_path):
+    """kill -9 of the driver alone while its pool writes shards (the OOM killer picks the largest process):
+    the workers go too, at once — they used to wait for tasks for ever, holding their memory and any pipe
+    the driver's caller reads to its end."""
+    vids = {f"v{i}": 300 for i in range(4)}
+    src = write_source(tmp_path / "src", vids, size=(64, 48), splits={"train": list(vids)})
+    cmd = [sys.executable, "-m", "shardgen", "build", "--data", str(src), "--split", "train", "--clip-seconds", "0.5",
+           "--shard-clips", "1", "--workers", "2", "--allow-unannotated", "--no-progress"]
+    for attempt in range(3):
+        out = tmp_path / f"o{attempt}"
+        proc = subprocess.Popen(cmd + ["--out", str(out)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        while proc.poll() is None and not (out.exists() and any(out.rglob("*.tar"))):
+            time.sleep(0.002)
+        size = _group_size(proc.pid)
+        if proc.poll() is not None or size < 3:  # finished first, or the pool not there: not this case
+            os.killpg(proc.pid, signal.SIGKILL) if size else None
+            proc.wait()
+            continue
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        alive = _group_size(proc.pid)
+        if alive:
+            os.killpg(proc.pid, signal.SIGKILL)
+        assert alive == 0, f"{alive} pool worker(s) outlived the killed driver by 10 s"
+        return
+    pytest.fail("the build never had its pool writing when the first shard appeared")

@@ -15,12 +15,18 @@ Why :class:`concurrent.futures.ProcessPoolExecutor` and not ``multiprocessing.Po
 worker killed while it sends its own result holds the result queue's lock for ever — the driver then
 hangs in ``terminate()`` (the likely cause of a CI run that never finished). Here pending tasks are cancelled
 and the running ones end on their own (one shard or one clip at most); a worker that dies (OOM
-killer) raises ``BrokenProcessPool`` instead of leaving the driver waiting for its task.
+killer) raises ``BrokenProcessPool`` instead of leaving the driver waiting for its task. The other way
+round, a worker whose driver is killed (``kill -9``, the OOM killer picking the largest process) is
+killed too on Linux (``PR_SET_PDEATHSIG``) instead of waiting for tasks for ever.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing as mp
+import os
+import signal
+import sys
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
@@ -32,6 +38,20 @@ from ..writer import ShardResult, write_shard
 from .tasks import probe_one, write_one
 
 _CONTEXTS: dict[str, BuildContext] = {}  # inherited by forked workers
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with_the_driver(driver: int) -> None:
+    """A worker's initializer: on Linux, be sent SIGKILL when the driver dies; and if it is already gone, go."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != driver:
+        os._exit(1)
 
 
 def _probe_task(args):
@@ -60,7 +80,8 @@ class LocalExecutor:
         tasks not yet started are cancelled and the running ones are waited for, never killed."""
         _CONTEXTS.clear()
         _CONTEXTS.update(contexts)
-        pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("fork"))
+        pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("fork"), initializer=_die_with_the_driver,
+                                   initargs=(os.getpid(),))
         try:
             yield pool
         finally:
