@@ -80,6 +80,9 @@ COLUMNS: tuple[tuple[str, str, tuple, str], ...] = (
 _COLUMN_NAMES = tuple(c[0] for c in COLUMNS)
 
 
+NO_DIGEST = "0" * 64  # the sha256 column of an index made by scanning a bare shard: nothing to check against
+
+
 @dataclass(frozen=True)
 class ClipRef:
     """One clip as the index places it: which shard, its key and its byte range.
@@ -93,6 +96,8 @@ class ClipRef:
     offset: int
     bytes: int
     tracks: tuple = ()  # ((person_row, first_frame, n_frames), ...)
+    sha256: str | None = None  # of the clip's bytes, as the index records it; None where it records none
+
 
 
 class ClipIndex:
@@ -145,12 +150,14 @@ class ClipIndex:
         return tuple((int(p[i]), int(f[i]), int(n[i])) for i in range(b - a))
 
     def sha256(self, row: int) -> str:
+        """The clip's recorded sha256 in hex (:data:`NO_DIGEST` in an index made by scanning a bare shard)."""
         return self.columns["sha256"][row].tobytes().hex()
 
     def ref(self, row: int) -> ClipRef:
         c = self.columns
+        digest = self.sha256(row)
         return ClipRef(int(c["shard"][row]), self.key(row), int(c["offset"][row]), int(c["bytes"][row]),
-                       self.tracks(row))
+                       self.tracks(row), None if digest == NO_DIGEST else digest)
 
     def video_rows(self, video_id: str) -> np.ndarray:
         """Index rows of one video's clips, in index order (vectorised: no key string per clip)."""

@@ -333,14 +333,14 @@ def read_clip(source: ResolvedSource, clip: str | int | ClipRef, *, members: Mem
     ref = clip if isinstance(clip, ClipRef) else source.clips.ref(source.row(clip))
     shard = source.shards[ref.shard]
     stream = open_clips(shard, ref.offset, ref.bytes, options, sparse=members is not None)
-    digest = hashlib.sha256() if members is None else None  # a whole read passes over nothing: every byte is hashed
+    digests = ClipDigests(stream, [ref]) if members is None else None  # a whole read passes over nothing
     try:
         quick = None
         if members is not None and isinstance(stream, SparseWindow):  # a local file: headers read by offset
             quick = read_selected(stream.pread, key=ref.key, offset=ref.offset, length=ref.bytes, members=members,
                                   max_member_bytes=max_member_bytes)
         found = [quick] if quick is not None else list(iter_clips(
-            stream if digest is None else _Hashing(stream, digest), source=shard.url, length=ref.bytes,
+            stream if digests is None else digests, source=shard.url, length=ref.bytes,
             base_offset=ref.offset, members=members, expect=[(ref.key, ref.offset)], max_member_bytes=max_member_bytes))
     finally:
         stream.close()
@@ -351,23 +351,41 @@ def read_clip(source: ResolvedSource, clip: str | int | ClipRef, *, members: Mem
         sample = found[0].sample()
     except FormatError as exc:
         raise FormatError(f"{shard.url}: {exc}") from None
-    expected = source.clips.sha256(source.row(clip)) if digest is not None else _NO_DIGEST
-    if expected != _NO_DIGEST and digest.hexdigest() != expected:
-        raise TarError(f"{shard.url}: clip {ref.key} (bytes {ref.offset}-{ref.offset + ref.bytes}) differs from the "
-                       "sha256 its clip index records: the shard is damaged (shardgen verify names every such clip)")
+    if digests is not None:
+        digests.check(0, shard.url)
     return sample
 
 
-_NO_DIGEST = "0" * 64  # the sha256 column of an index made by scanning a bare shard
+class ClipDigests:
+    """A stream over consecutive clips (a whole read: no ``skip``), each clip's bytes hashed as they are read,
+    so that every clip can be checked against the sha256 its index row records (:class:`ClipRef`.sha256)."""
 
-
-class _Hashing:
-    """A stream's bytes fed to a hash as they are read (no ``skip``: whole reads only)."""
-
-    def __init__(self, stream: BinaryIO, digest):
-        self._stream, self._digest = stream, digest
+    def __init__(self, stream: BinaryIO, clips: Sequence[ClipRef]):
+        self._stream = stream
+        self._clips = list(clips)
+        self._digests = [hashlib.sha256() for _ in self._clips]
+        self._at, self._left = 0, (self._clips[0].bytes if self._clips else 0)
 
     def read(self, n: int = -1) -> bytes:
         data = self._stream.read(n)
-        self._digest.update(data)
+        view, pos = memoryview(data), 0
+        while pos < len(view) and self._at < len(self._clips):
+            take = min(self._left, len(view) - pos)
+            self._digests[self._at].update(view[pos:pos + take])
+            pos, self._left = pos + take, self._left - take
+            if self._left == 0:
+                self._at += 1
+                self._left = self._clips[self._at].bytes if self._at < len(self._clips) else 0
         return data
+
+    def check(self, i: int, source: str) -> None:
+        """Raise :class:`TarError` if clip ``i``'s bytes differ from its recorded sha256 (a clip whose index
+        records none passes). Call it once the clip has been read: the reader is past its last byte."""
+        ref = self._clips[i]
+        if ref.sha256 is None:
+            return
+        if i >= self._at:
+            raise RuntimeError(f"{source}: clip {ref.key} checked before all its bytes were read")
+        if self._digests[i].hexdigest() != ref.sha256:
+            raise TarError(f"{source}: clip {ref.key} (bytes {ref.offset}-{ref.offset + ref.bytes}) differs from the "
+                           "sha256 its clip index records: the shard is damaged (shardgen verify names every such clip)")
