@@ -13,6 +13,7 @@ import torch.distributed as dist
 from shardgen.core.ava_eval import mean_ap
 from shardgen.core.sources import resolve
 from shardgen.core.storage import TransportOptions
+from shardgen.core.tario import DEFAULT_MAX_MEMBER
 
 from .dataset import ShardReadError, ShardStream, StreamConfig
 from .loader import ASDLoader
@@ -74,6 +75,7 @@ def make_loader(
     omni: "OmniConfig | dict | None" = None,
     crop_cache_dir: str | None = None,
     crop_cache_bytes: int = 20 << 30,
+    max_member_bytes: int = DEFAULT_MAX_MEMBER,
 ) -> ASDLoader:
     """A resumable, rank- and worker-split loader over avshards shards.
 
@@ -96,7 +98,8 @@ def make_loader(
             4× fewer bytes to move to the GPU; convert there) — talknet and asd-tracks modes.
         labels: ``"visible"``, ``"voice"`` or ``"speaking"`` (talknet mode; asd-tracks always
             gives the track's person speaking). ``person`` picks whose speaking.
-        shuffle, seed: shard order and a ``shuffle_buffer``-clip buffer, both seeded per epoch.
+        shuffle, seed: shard order and a buffer of ``shuffle_buffer`` items each reader draws from, both
+            seeded per epoch.
         num_workers: DataLoader worker processes per rank; each reads its own run of clips.
         rank, world_size: default to torch.distributed's when it is initialised, else 0 / 1.
         drop_last: drop each reader's final partial batch.
@@ -106,8 +109,12 @@ def make_loader(
             (every item is read, a few twice; for evaluation).
         with_meta: append a 4th element with keys, timestamps (``frame_t``, ``audio_feat_t``)
             and metadata per item (talknet / asd-tracks), per-frame fields cut with the batch (``T`` rows).
-        augment: TalkNet's flip/crop/rotate and noise-mix augmentation, seeded by (``seed``, epoch, item) so
-            an item is augmented alike by any ranks × workers; the noise is another item of its batch.
+        augment: TalkNet's flip/crop/rotate and noise-mix augmentation (talknet and asd-tracks; other modes
+            refuse it). The flip/crop/rotate draw and the noise level are seeded by (``seed``, epoch, item), so
+            an item gets them alike under any ranks × workers. The noise is another item of the same batch
+            (TalkNet's ``overlap``), so with ``batch_size > 1`` which item lends it depends on who shares the
+            batch, which the layout decides; ``batch_frames`` batches are fixed for the run, so there it does
+            not; a batch of one item gets no noise.
         on_error: ``"raise"`` (default) or ``"skip"`` damaged clips, counted in ``loader.stats``.
         use_derived: use stored 112x112 ``g``/``c`` members when the shards have them.
         remote_options: how HTTP/S3 shards are read: a ``shardgen.core.storage.TransportOptions``
@@ -123,6 +130,8 @@ def make_loader(
             disk (at most ``crop_cache_bytes``, least recently used evicted), so later epochs take 112x112
             crops instead of decoding frames — with ``batch_frames`` without even reading the frames; with
             ``batch_size`` the clips are still read whole (``loaders.crop_cache``: what it costs, when it wins).
+        max_member_bytes: the largest tar member a shard may declare (default 256 MiB) before it is refused
+            as damaged, unread: raise it for clips whose audio or frames are larger.
     """
     if batch_size is not None and batch_frames is not None:
         raise ValueError("batch_frames and batch_size are exclusive: a frame budget decides each batch's size")
@@ -138,6 +147,6 @@ def make_loader(
                        crop_cache_bytes=int(crop_cache_bytes))
     cfg = StreamConfig(batch_size=1 if batch_size is None else batch_size, batch_frames=batch_frames, shuffle=shuffle, seed=seed, shuffle_buffer=shuffle_buffer, rank=rank,
                        world_size=world_size, drop_last=drop_last, samples_per_epoch=samples_per_epoch, remainder=remainder,
-                       on_error=on_error)
+                       on_error=on_error, max_member_bytes=int(max_member_bytes))
     stream = ShardStream(resolve(source, remote_options=transport), opts, cfg, transport)
     return ASDLoader(stream, num_workers=num_workers, pin_memory=pin_memory, prefetch_factor=prefetch_factor, timeout=timeout)

@@ -2,7 +2,7 @@
 
 :class:`ShardStream` holds what does not change between epochs — the clip index as items, the
 units an epoch deals (:class:`~loaders.schedule.UnitSpace`), the reader and the mode — and no
-per-epoch state. Each pass of a DataLoader gets its own :class:`EpochReader`, made by
+per-epoch state (a memo of pure schedules aside). Each pass of a DataLoader gets its own :class:`EpochReader`, made by
 :meth:`ShardStream.epoch_reader` from everything that pass needs (the epoch's schedule, the rank,
 the steps already taken, the counters to add to), so a forked worker finds its instructions in the
 object it was given, never in an attribute set before the fork.
@@ -121,7 +121,12 @@ class StreamConfig:
 
 
 class ShardStream:
-    """A source read as batches: the units an epoch deals, the reader, the mode's transforms. No per-epoch state."""
+    """A source read as batches: the units an epoch deals, the reader, the mode's transforms.
+
+    Nothing on it changes with an epoch, a pass or a resume (``tests/test_loader_epochs.py`` walks it
+    before and after). The one thing kept between calls is a memo of the last two schedules asked for
+    (``len()``, the workers and ``epoch_batches`` ask for the same one): pure values of (epoch, layout,
+    history), so asking again gives an equal schedule."""
 
     def __init__(self, index: ResolvedSource, opts: ModeOptions, cfg: StreamConfig, transport: TransportOptions | None = None):
         self.index = index
@@ -143,7 +148,6 @@ class ShardStream:
             batches = frame_budget_batches(lengths, (index.clips.key_order()[self.items.track_clips()],
                                                      c["track_person"], c["track_first"]), cfg.batch_frames)
             self.space = UnitSpace.of_budget_batches(batches, lengths)
-        # a memo of the pure schedule (len(), the workers and epoch_batches ask for the same one): never changes it
         self._schedule = functools.lru_cache(maxsize=2)(self._plan)
 
     # ------------------------------------------------------------------ the schedule
@@ -245,7 +249,7 @@ class ShardStream:
             return track_item(sample, item.track, self.opts, rng, noise, keep=cut, faces=faces)
         if self.opts.mode == "qwen-omni":
             return omni_item(sample, self.opts)
-        return raw_item(sample, self.opts, rng, noise)
+        return raw_item(sample, self.opts)
 
     def _cached_crops(self, items: list[Item], cut: int | None) -> tuple[list | None, list | None]:
         """The crop cache's names for these face tracks' crops, and the crops it holds (None where it has none)."""

@@ -66,8 +66,13 @@ class ASDLoader:
         return self._position if self._resume else EpochPosition(self._position.epoch)
 
     def __len__(self) -> int:
-        """Batches this rank yields in the current pass (or the next): the whole epoch, or after an elastic
-        resume what is left of it."""
+        """Batches per rank of the epoch the current (or next) pass reads. Changes nothing.
+
+        Normally the whole epoch. After a ``load_state_dict`` in the same layout it is still the whole
+        epoch, and the resumed pass yields ``len(loader) - batches_done`` of it (a scheduler stepping per
+        batch keeps its epoch length). After an elastic resume (another world size, workers or batch size)
+        there is no whole epoch in the new layout: it is the part not yet delivered, dealt to the new
+        ranks × workers, and the pass yields all of it."""
         p = self._position if self._running else self._next_start()
         return self.stream.schedule(p.epoch, self.num_workers, p.history).batches_per_rank
 

@@ -67,8 +67,9 @@ class ModeOptions:
             raise ValueError("faces_dtype applies to the talknet and asd-tracks modes")
         if (self.mode == "qwen-omni") != (self.omni is not None):
             raise ValueError("omni options go with mode='qwen-omni' (and that mode needs them)")
-        if self.mode == "qwen-omni" and self.augment:
-            raise ValueError("augment is TalkNet's augmentation: the qwen-omni mode does not apply it")
+        if self.mode in ("raw", "qwen-omni") and self.augment:
+            raise ValueError(f"augment is TalkNet's augmentation, for the talknet and asd-tracks modes: mode={self.mode!r} "
+                             "does not apply it")
         if self.crop_cache_dir is not None and self.mode != "asd-tracks":
             raise ValueError(f"crop_cache_dir keeps face-track crops: it needs mode='asd-tracks', not {self.mode!r}")
 
@@ -189,7 +190,7 @@ def track_audio(sample: ClipSample, track: tuple) -> tuple[np.ndarray, int]:
     return clip_audio[max(a, 0):b], sr
 
 
-def raw_item(sample: ClipSample, opts: ModeOptions, rng=None, noise=None):
+def raw_item(sample: ClipSample, opts: ModeOptions):
     T = sample.n_frames
     if sample.meta.get("originals", True):
         frames = np.stack([rgb_frame(sample.frame(i), opts.raw_size, name=f"{sample.key} frame {i + 1}") for i in range(T)])

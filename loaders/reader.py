@@ -1,6 +1,6 @@
 """Reading a worker's clips: as few sequential range reads as possible, bounded, and damage contained.
 
-A worker's run is a list of clips in shard order. Consecutive clips of one shard whose byte
+A worker's run is a sequence of items (clips, or face tracks of clips) in shard order. Consecutive clips of one shard whose byte
 ranges touch are read through one range request — a *window* of at most ``window_clips`` clips
 and ``window_bytes`` bytes (one clip at least), so the reader never gathers a whole shard of
 many small clips before it starts. Each window goes through the core's one clip reader
@@ -67,22 +67,22 @@ class ClipReader:
         self.window_clips = int(window_clips)
         self.window_bytes = int(window_bytes)
 
-    def read_tracks(self, units: list[Item], *, use_crops: bool, frames: int | None = None,
+    def read_tracks(self, items: list[Item], *, use_crops: bool, frames: int | None = None,
                     cached: frozenset = frozenset()) -> object:
-        """Face tracks' part of their clip (all ``units`` of one clip), in one read: a partial
+        """Face tracks' part of their clip (all ``items`` of one clip), in one read: a partial
         :class:`ClipSample` holding what every one of them needs, or the error in its place.
 
         ``use_crops``: take the stored TalkNet crops when the clip has them (else the frames).
-        ``frames``: only each track's first this many frames are needed. ``cached``: units whose crops are
+        ``frames``: only each track's first this many frames are needed. ``cached``: items whose crops are
         at hand (the crop cache, :mod:`loaders.crop_cache`): their metadata, audio and labels are read, not
         their frames.
         """
-        clip = units[0].clip
-        if any(u.clip != clip for u in units):
+        clip = items[0].clip
+        if any(u.clip != clip for u in items):
             raise ValueError("read_tracks reads the tracks of one clip")
         shard = self.index.shards[clip.shard]
         spans = []
-        for u in units:
+        for u in items:
             p, first, n = (int(v) for v in u.track)
             if u not in cached:
                 spans.append((p, first, n if frames is None else max(1, min(n, int(frames)))))
@@ -97,7 +97,8 @@ class ClipReader:
             return ShardReadError(f"{shard.url}: clip {clip.key}: {type(exc).__name__}: {exc}")
 
     def read(self, run: Sequence[Item], needed: Iterable[int]) -> Iterator[tuple[list[int], object]]:
-        """Read the needed clips in run order, each once (units of one clip share it).
+        """Read the clips of the ``needed`` run positions in run order, each clip once (the items of one clip —
+        its face tracks — share its sample).
 
         Lazy: clips are gathered only up to the end of the current window (clips of one shard whose byte
         ranges touch, at most ``window_clips`` of them and ``window_bytes`` bytes), read, and let go, so a
@@ -115,27 +116,27 @@ class ClipReader:
                 last = window[-1][0]
                 if (clip.shard != last.shard or clip.offset != last.offset + last.bytes
                         or len(window) >= self.window_clips or size + clip.bytes > self.window_bytes):
-                    yield from self._segment(window)
+                    yield from self._read_window(window)
                     window, size = [], 0
             window.append((clip, [i]))
             size += clip.bytes
         if window:
-            yield from self._segment(window)
+            yield from self._read_window(window)
 
-    def _segment(self, groups: list[tuple]) -> Iterator[tuple[list[int], object]]:
+    def _read_window(self, groups: list[tuple]) -> Iterator[tuple[list[int], object]]:
         while groups:
-            failed_at, err = yield from self._window(groups)
+            failed_at, err = yield from self._read_range(groups)
             if failed_at is None:
                 return
             if len(groups) > 1:  # a clip ends only at the next clip's first member: re-read it alone to tell whose damage
-                again, err = yield from self._window(groups[failed_at:failed_at + 1])
+                again, err = yield from self._read_range(groups[failed_at:failed_at + 1])
                 if again is None:
                     groups = groups[failed_at + 1:]
                     continue
             yield groups[failed_at][1], err
             groups = groups[failed_at + 1:]  # only that clip is lost: resume at the next clip's offset in the clip index
 
-    def _window(self, groups: list[tuple]):
+    def _read_range(self, groups: list[tuple]):
         first = groups[0][0]
         shard = self.index.shards[first.shard]
         length = sum(c.bytes for c, _ in groups)
@@ -160,7 +161,7 @@ class ClipReader:
                     sample = ShardReadError(str(exc))
                 done += 1
                 yield groups[done - 1][1], sample
-        except (TarError, OSError, ValueError) as exc:  # ValueError: a FormatError from a member name
+        except (OSError, ValueError) as exc:  # TarError and FormatError (a bad member name) are ValueErrors
             failed = ShardReadError(f"{shard.url}: {exc}")
         else:
             failed = None

@@ -1,7 +1,7 @@
 """The epoch schedule: which units every reader yields, in which batches — one pure function.
 
-:func:`epoch_schedule` ``(units, config, epoch, layout, history)`` answers, before any byte is read,
-what every reader slot (one DataLoader worker of one rank) yields in an epoch, as MosaicML
+:func:`epoch_schedule` ``(space, config, epoch, layout, history)`` (``space``: the units an epoch
+deals) answers, before any byte is read, what every reader slot (one DataLoader worker of one rank) yields in an epoch, as MosaicML
 streaming partitions an epoch up front. A *unit* is what an epoch deals: an item (a clip, or a
 face track in ``asd-tracks``), or with ``batch_frames`` a whole frame-budget batch of tracks
 (:class:`UnitSpace`). Nothing is read from or written to any object: the same arguments give the

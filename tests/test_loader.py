@@ -257,6 +257,21 @@ def test_augmentation_is_seeded_and_keeps_the_contract(demo_build):
     assert any(changed)  # some seeds flip / crop / rotate ("orig" is one of the four choices)
 
 
+def test_augment_is_refused_where_it_would_do_nothing(demo_build):
+    """TalkNet's augmentation exists for the talknet and asd-tracks tensors: raw and qwen-omni say so."""
+    for mode, extra in (("raw", {}), ("qwen-omni", {"omni": {}})):
+        with pytest.raises(ValueError, match=rf"augment is TalkNet's augmentation.*mode='{mode}' does not apply it"):
+            loaders.make_loader(demo_build / "val", mode=mode, augment=True, **extra)
+
+
+def test_max_member_bytes_reaches_the_reader(demo_build):
+    """The member cap is the caller's: a cap below the demo's JPEG frames refuses them, named, unread."""
+    sizes = [len(v) for fields in shard_clips(demo_build, "val").values() for k, v in fields.items() if k.endswith(".jpg")]
+    with pytest.raises(loaders.ShardReadError, match=rf"member declares \d+ bytes, over the {min(sizes) - 1}-byte limit"):
+        next(iter(loaders.make_loader(demo_build / "val", shuffle=False, max_member_bytes=min(sizes) - 1)))
+    assert next(iter(loaders.make_loader(demo_build / "val", shuffle=False, max_member_bytes=max(sizes) + 10**6)))
+
+
 def test_derived_members_are_used_and_match(tmp_path_factory, demo_build):
     """--derive small,crops: the loader reads the stored 112x112 members; they match on-the-fly decoding."""
     src = demo_build.parent / "src"
