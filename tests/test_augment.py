@@ -56,7 +56,7 @@ def real_faces():
     """24 TalkNet crops of the real hamilton clip's face track (what the loader augments)."""
     path = REALDATA / "json" / "av_train.json"
     if not path.exists():
-        pytest.skip("hamilton data not available")
+        pytest.skip(f"../shared/realdata is absent ({path}): the real-clip tests need the shared folder")
     clip = json.loads(path.read_text())["videos"][0]["clips"][0]
     track = clip["persons"][0]["tracking_paths"][0]["track"][:24]
     faces = []

@@ -81,7 +81,7 @@ def corr(a, b):
 def track():
     path = HAMILTON / "json" / "av_train.json"
     if not path.exists():
-        pytest.skip("hamilton data not available")
+        pytest.skip(f"../shared/realdata is absent ({path}): the real-clip tests need the shared folder")
     clip = json.loads(path.read_text())["videos"][0]["clips"][0]
     boxes = clip["persons"][0]["tracking_paths"][0]["track"]
     return clip["clip_uid"], boxes

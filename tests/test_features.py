@@ -29,7 +29,7 @@ def reference(samples, fps):
 @pytest.fixture(scope="module")
 def speech():
     if not WAV.exists():
-        pytest.skip("hamilton wav not available")
+        pytest.skip(f"../shared/realdata is absent ({WAV}): the real-clip tests need the shared folder")
     sr, audio = wavfile.read(WAV)
     assert sr == 16000 and audio.dtype == np.int16
     return audio
