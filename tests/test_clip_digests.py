@@ -92,3 +92,55 @@ def test_a_sparse_read_does_not_check_the_digest(builds):
     sparse = Members(frames=frame_members([1]))
     changed, intact = (read_clip(resolve(str(s)), key, members=sparse).frame(1) for s in (bad, good))
     assert changed != intact
+
+
+def _damaged_copy(good: Path, tmp_path: Path, damage) -> tuple[Path, list]:
+    """A copy of the build whose shard bytes ``damage(bytearray, members)`` changes (index and manifest kept)."""
+    bad = tmp_path / "train"
+    shutil.copytree(good, bad)
+    [shard] = sorted(bad.glob("*.tar"))
+    with tarfile.open(shard) as tf:
+        members = tf.getmembers()
+    data = bytearray(shard.read_bytes())
+    shard.write_bytes(bytes(damage(data, members)))
+    return bad, members
+
+
+def test_an_empty_header_inside_a_clip_is_a_named_error_that_costs_that_clip_only(builds, tmp_path):
+    """A zeroed tar header in the middle of a clip used to read as the end of the archive: the clip was handed
+    over short (and the loader crashed checking its digest) and the rest of the window went missing."""
+    good, _, key = builds
+
+    def zero_a_header(data, members):
+        m = next(m for m in members if m.name == f"{key}.{frame_ext(3)}")
+        data[m.offset:m.offset + 512] = bytes(512)
+        return data
+
+    bad, _ = _damaged_copy(good, tmp_path, zero_a_header)
+    reference, _ = epoch(good)
+    with pytest.raises(ShardReadError, match=rf"train-000000\.tar.*empty \(end-of-archive\) header inside the clips"):
+        epoch(bad)
+    got, stats = epoch(bad, on_error="skip")
+    assert stats["skipped"] == 1 and stats["filler_batches"] == 1 and len(got) == len(reference)
+    for (k, f), (k2, f2) in zip(got, reference):  # the rest of the window is read: every other batch in its place
+        if k2 != key:
+            assert k == k2
+            np.testing.assert_array_equal(f, f2, err_msg=k)
+    with pytest.raises(TarError, match="empty \\(end-of-archive\\) header"):
+        read_clip(resolve(str(bad)), key)
+
+
+def test_a_clip_shorter_than_its_index_says_is_named(builds, tmp_path):
+    """A member cut out of the first clip, the index left as it was: the clip ends before its recorded range."""
+    good, _, _ = builds
+
+    def cut_a_member(data, members):
+        first = members[0].name.split(".")[0]
+        m = [m for m in members if m.name.startswith(first + ".")][-1]
+        end = m.offset_data + (m.size + 511) // 512 * 512
+        return data[:m.offset] + data[end:]
+
+    bad, members = _damaged_copy(good, tmp_path, cut_a_member)
+    first = members[0].name.split(".")[0]
+    with pytest.raises(ShardReadError, match=rf"clip {first} ends before the \d+ bytes its clip index records"):
+        epoch(bad)

@@ -379,13 +379,15 @@ class ClipDigests:
         return data
 
     def check(self, i: int, source: str) -> None:
-        """Raise :class:`TarError` if clip ``i``'s bytes differ from its recorded sha256 (a clip whose index
-        records none passes). Call it once the clip has been read: the reader is past its last byte."""
+        """Raise :class:`TarError` if clip ``i``'s bytes differ from its recorded sha256, or were not all read by
+        the time the reader handed the clip over (it ended early: shard and index disagree). A clip whose index
+        records no sha256 passes."""
         ref = self._clips[i]
         if ref.sha256 is None:
             return
-        if i >= self._at:
-            raise RuntimeError(f"{source}: clip {ref.key} checked before all its bytes were read")
+        if i >= self._at:  # the reader found the clip complete before the end of the range the index gives it
+            raise TarError(f"{source}: clip {ref.key} ends before the {ref.bytes} bytes its clip index records "
+                           f"(from byte {ref.offset}): the shard and its clip index disagree (damaged shard or stale index)")
         if self._digests[i].hexdigest() != ref.sha256:
             raise TarError(f"{source}: clip {ref.key} (bytes {ref.offset}-{ref.offset + ref.bytes}) differs from the "
                            "sha256 its clip index records: the shard is damaged (shardgen verify names every such clip)")

@@ -157,6 +157,9 @@ def iter_tar(
         if len(hdr) < BLOCK:
             raise TruncatedTarError(f"{source} at byte {pos}: archive ends without its end-of-archive marker (truncated shard?)")
         if hdr == _ZERO_BLOCK:
+            if length is not None:  # a window of whole clips holds no end-of-archive marker: its bytes are damaged
+                raise TarError(f"{source} at byte {pos}: an empty (end-of-archive) header inside the clips' byte range "
+                               "the clip index gives (damaged shard, or an index that does not belong to it)")
             return  # end of archive (a second zero block may follow; we need not read it)
         if _octal(hdr[148:156], "checksum", source, pos) != header_checksum(hdr):
             raise TarError(f"{source} at byte {pos}: header checksum mismatch (corrupt shard)")
