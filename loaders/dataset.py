@@ -30,8 +30,8 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
-from shardgen.core.format import FormatError
-from shardgen.core.sample import ClipSample
+from shardgen.core.format import FormatError, frame_ext, gray_ext
+from shardgen.core.sample import ClipSample, Members
 from shardgen.core.sources import ResolvedSource
 from shardgen.core.storage import TransportOptions
 from shardgen.core.tario import DEFAULT_MAX_MEMBER, TarError
@@ -41,7 +41,7 @@ from .crop_cache import CropCache
 from .faces import batch_faces, cuts_from_frames, kept_frames
 from .modes import ModeOptions, TrackCollate, collate_raw, raw_item, talknet_item, track_audio, track_item
 from .omni import collate_omni, omni_item
-from .reader import ClipReader, ShardReadError
+from .reader import ClipReader, ShardReadError, track_members
 from .schedule import (EpochPart, EpochSchedule, Layout, ScheduleConfig, ScheduledBatch, SlotSchedule, UnitSpace,
                        epoch_schedule)
 from .sharding import Stream, frame_budget_batches, random_stream
@@ -187,7 +187,7 @@ class ShardStream:
         if self.space.are_batches:
             samples = _TrackReads(self.reader, use_crops=self.opts.use_derived and not self.opts.smooth_boxes)
         else:
-            samples = _ReadAhead(self.reader, RunItems(self.items, slot.run), slot, first)
+            samples = _ReadAhead(self.reader, RunItems(self.items, slot.run), slot, first, self._stored_members())
         out = _Outcome(self, tally)
         for k in range(first, slot.n_batches):
             batch = slot.batch(k)
@@ -198,6 +198,19 @@ class ShardStream:
             made, item_frames = self.make_batch(batch, items, read, epoch, out.failed, cached=cached, cache_keys=keys)
             yield from out.batch(made, item_frames)
         yield from out.finish(slot.n_batches - first)
+
+    def _stored_members(self) -> Callable[[list[Item]], Members] | None:
+        """What a clip's items take of it when the build stored 112x112 pictures for them: talknet reads the
+        stored gray frames (``--derive small``) and asd-tracks its tracks' stored crops (``--derive crops``),
+        not the original frames — so a local clip is read sparsely (see :meth:`ClipReader.read`). None when
+        the items need the whole clip (or the source's manifests do not say every clip has them)."""
+        if not self.opts.use_derived:
+            return None
+        if self.opts.mode == "talknet" and _derived_everywhere(self.index, "small"):
+            return lambda items: Members(frames=_stored_gray)
+        if self.opts.mode == "asd-tracks" and not self.opts.smooth_boxes and _derived_everywhere(self.index, "crops"):
+            return lambda items: track_members([it.track for it in items], use_crops=True)
+        return None
 
     def make_batch(self, batch: ScheduledBatch, items: list[Item], samples: list, epoch: int,
                    failed: Callable[[Exception, Item], None], *, cached: list | None = None,
@@ -299,12 +312,14 @@ class EpochReader(IterableDataset):
 
 
 class _ReadAhead:
-    """A slot's run read front to back (consecutive clips of a shard in one range read) from batch ``first`` on;
-    each sample is held until its batch takes it — at most ``shuffle_buffer`` of them, by the buffer's order."""
+    """A slot's run read front to back (consecutive clips of a shard in one range read, or one sparse read a clip
+    where ``members_for`` says the items take less than the clip) from batch ``first`` on; each sample is held
+    until its batch takes it — at most ``shuffle_buffer`` of them, by the buffer's order."""
 
-    def __init__(self, reader: ClipReader, run: RunItems, slot: SlotSchedule, first: int):
+    def __init__(self, reader: ClipReader, run: RunItems, slot: SlotSchedule, first: int,
+                 members_for: Callable[[list[Item]], Members] | None = None):
         self.slot = slot
-        self._read = reader.read(run, np.sort(slot.order[first * slot.units_per_batch:]))
+        self._read = reader.read(run, np.sort(slot.order[first * slot.units_per_batch:]), members_for)
         self._held: dict[int, object] = {}
 
     def take(self, k: int, batch: ScheduledBatch, items: list[Item], cached: frozenset = frozenset()) -> list:
@@ -425,3 +440,14 @@ def _named(exc: Exception, item: Item, url: str = "") -> ShardReadError:
     if url and url not in msg:
         msg = f"{url}: {msg}"
     return ShardReadError(msg)
+
+
+def _derived_everywhere(index: ResolvedSource, what: str) -> bool:
+    """Whether every manifest of the source records a build with ``--derive`` ``what`` (none read: unknown, no)."""
+    return bool(index.manifests) and all(what in ((m.get("params") or {}).get("derive") or ()) for m in index.manifests)
+
+
+def _stored_gray(meta: dict) -> set[str]:
+    """For :class:`Members`: a clip's stored 112x112 gray frames, or its original frames if it has none."""
+    name = gray_ext if "g" in meta.get("derived", ()) else frame_ext
+    return {name(i + 1) for i in range(int(meta["n_frames"]))}

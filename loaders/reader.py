@@ -22,13 +22,14 @@ into ``cache_dir`` is checked whole against the manifest's sha256.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
+from shardgen.core.clip_index import ClipRef
 from shardgen.core.clip_reader import iter_clips
 from shardgen.core.format import FormatError, crop_ext, frame_ext
 from shardgen.core.sample import Members
 from shardgen.core.sources import ClipDigests, ResolvedSource, open_clips, read_clip
-from shardgen.core.storage import TransportOptions
+from shardgen.core.storage import TransportOptions, is_remote
 from shardgen.core.tario import DEFAULT_MAX_MEMBER, TarError
 
 from .items import Item
@@ -80,15 +81,20 @@ class ClipReader:
         clip = items[0].clip
         if any(u.clip != clip for u in items):
             raise ValueError("read_tracks reads the tracks of one clip")
-        shard = self.index.shards[clip.shard]
         spans = []
         for u in items:
             p, first, n = (int(v) for v in u.track)
             if u not in cached:
                 spans.append((p, first, n if frames is None else max(1, min(n, int(frames)))))
+        return self.read_members(clip, track_members(spans, use_crops=use_crops))
+
+    def read_members(self, clip: ClipRef, members: Members) -> object:
+        """One clip's metadata, audio, labels and the ``members`` it selects, in one sparse read: a partial
+        :class:`ClipSample`, or the error (naming the shard and clip) in its place."""
+        shard = self.index.shards[clip.shard]
         try:
-            return read_clip(self.index, clip, members=track_members(spans, use_crops=use_crops),
-                             options=self.remote_options, max_member_bytes=self.max_member_bytes)
+            return read_clip(self.index, clip, members=members, options=self.remote_options,
+                             max_member_bytes=self.max_member_bytes)
         except (TarError, OSError) as exc:
             return ShardReadError(f"{shard.url}: {exc}")
         except FormatError as exc:  # names the shard and the clip already
@@ -96,14 +102,23 @@ class ClipReader:
         except Exception as exc:  # a hostile clip must never escape un-named
             return ShardReadError(f"{shard.url}: clip {clip.key}: {type(exc).__name__}: {exc}")
 
-    def read(self, run: Sequence[Item], needed: Iterable[int]) -> Iterator[tuple[list[int], object]]:
+    def read(self, run: Sequence[Item], needed: Iterable[int],
+             members_for: Callable[[list[Item]], Members | None] | None = None) -> Iterator[tuple[list[int], object]]:
         """Read the clips of the ``needed`` run positions in run order, each clip once (the items of one clip —
         its face tracks — share its sample).
 
         Lazy: clips are gathered only up to the end of the current window (clips of one shard whose byte
         ranges touch, at most ``window_clips`` of them and ``window_bytes`` bytes), read, and let go, so a
         run of a million clips never holds a million references, nor a shard of small clips at once.
+
+        ``members_for(items of one clip)``: what of the clip its items use, when that is less than the whole
+        clip (stored 112x112 members in place of the original frames, a track's own frames). A clip of a
+        local shard is then read sparsely (:meth:`read_members`: the other members' headers checked, their
+        data seeked past); a remote clip is still read whole in its window (a seek there costs a request).
         """
+        if members_for is not None:
+            yield from self._read_sparse(run, needed, members_for)
+            return
         window: list[tuple] = []  # (clip, [run indices]) whose byte ranges touch, in one shard
         size = 0
         for i in needed:
@@ -112,16 +127,39 @@ class ClipReader:
             if window and window[-1][0] == clip:
                 window[-1][1].append(i)
                 continue
-            if window:
-                last = window[-1][0]
-                if (clip.shard != last.shard or clip.offset != last.offset + last.bytes
-                        or len(window) >= self.window_clips or size + clip.bytes > self.window_bytes):
-                    yield from self._read_window(window)
-                    window, size = [], 0
+            if window and self._window_ends(window, size, clip):
+                yield from self._read_window(window)
+                window, size = [], 0
             window.append((clip, [i]))
             size += clip.bytes
         if window:
             yield from self._read_window(window)
+
+    def _read_sparse(self, run: Sequence[Item], needed: Iterable[int],
+                     members_for: Callable[[list[Item]], Members | None]) -> Iterator[tuple[list[int], object]]:
+        """:meth:`read` with ``members_for``: a clip's items are gathered (one look-ahead) before it is read."""
+        window: list[tuple] = []
+        size = 0
+        for clip, idxs in _by_clip(run, needed):
+            members = None
+            if not is_remote(self.index.shards[clip.shard].url):
+                members = members_for([run[i] for i in idxs])
+            if window and (members is not None or self._window_ends(window, size, clip)):
+                yield from self._read_window(window)
+                window, size = [], 0
+            if members is not None:
+                yield idxs, self.read_members(clip, members)
+                continue
+            window.append((clip, idxs))
+            size += clip.bytes
+        if window:
+            yield from self._read_window(window)
+
+    def _window_ends(self, window: list[tuple], size: int, clip: ClipRef) -> bool:
+        """Whether ``clip`` starts a new window: another shard, a gap, or the window's bounds reached."""
+        last = window[-1][0]
+        return (clip.shard != last.shard or clip.offset != last.offset + last.bytes
+                or len(window) >= self.window_clips or size + clip.bytes > self.window_bytes)
 
     def _read_window(self, groups: list[tuple]) -> Iterator[tuple[list[int], object]]:
         while groups:
@@ -172,3 +210,19 @@ class ClipReader:
         for clip, idxs in groups[done:]:  # the window ended early without a tar error
             yield idxs, ShardReadError(f"{shard.url}: clip {clip.key} missing from the shard")
         return None, None
+
+
+def _by_clip(run: Sequence[Item], needed: Iterable[int]) -> Iterator[tuple[ClipRef, list[int]]]:
+    """The needed run positions grouped by clip, in run order (a clip's items are consecutive in a run)."""
+    clip, idxs = None, []
+    for i in needed:
+        i = int(i)
+        c = run[i].clip
+        if idxs and c == clip:
+            idxs.append(i)
+            continue
+        if idxs:
+            yield clip, idxs
+        clip, idxs = c, [i]
+    if idxs:
+        yield clip, idxs

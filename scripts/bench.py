@@ -251,19 +251,19 @@ def remote_table(split: Path, repeat: int) -> None:
 
     sys.path.insert(0, str(ROOT))
     try:
-        from tests import servers
+        from tests import server_http, server_s3
     except Exception as exc:  # pytest missing: not a test venv
         print(f"\nremote: skipped ({exc})")
         return
     work = Path(tempfile.mkdtemp(prefix="avshards-bench-"))
     procs: list = []
     try:
-        reason = servers._swift_available()
-        if reason or servers._nginx_binary() is None:
+        reason = server_s3._swift_available()
+        if reason or server_http._nginx_binary() is None:
             print(f"\nremote: skipped ({reason or 'nginx not installed'}; run scripts/install_test_services.sh)")
             return
-        s3 = servers._start_swift(work / "swift", procs)
-        http = servers._start_nginx(split.parent.resolve(), work / "nginx")
+        s3 = server_s3._start_swift(work / "swift", procs)
+        http = server_http._start_nginx(split.parent.resolve(), work / "nginx")
         procs.append(http.proc)
         from shardgen.core.storage import open_store
 

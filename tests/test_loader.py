@@ -289,6 +289,47 @@ def test_derived_members_are_used_and_match(tmp_path_factory, demo_build):
             assert (f - ref[(m[0]["key"], m[0]["track_id"])]).abs().mean() < 1.5  # one JPEG re-encode at q95
 
 
+@pytest.mark.parametrize("mode,kw", [("talknet", {}), ("talknet", {"batch_size": 2}), ("asd-tracks", {"batch_size": 2}),
+                                     ("asd-tracks", {})])
+def test_stored_members_are_read_sparsely_with_the_same_tensors(tmp_path_factory, demo_build, monkeypatch, mode, kw):
+    """A build with stored 112x112 members (and the originals): talknet takes the stored gray frames and
+    asd-tracks its tracks' stored crops in one sparse read a clip — the original frames' data is seeked past,
+    never hashed or parsed — and every batch equals the same loader reading whole clips."""
+    from loaders.dataset import ShardStream
+    from loaders.reader import ClipReader
+
+    out = demo_build.parent / "derived_with_originals"
+    if not out.exists():
+        build(demo_build.parent / "src", out, ["val"], BuildParams(clip_seconds=2.0, derive=("crops", "small")), progress=False)
+
+    def epoch():
+        ld = loaders.make_loader(out / "val", mode=mode, shuffle=True, seed=5, with_meta=True, **kw)
+        return [(a, f, lab, [m["key"] for m in meta]) for a, f, lab, meta in ld]
+
+    sparse: list[frozenset] = []
+    real = ClipReader.read_members
+
+    def recording(self, clip, members):
+        sample = real(self, clip, members)
+        sparse.append(frozenset(sample.fields))
+        return sample
+
+    monkeypatch.setattr(ClipReader, "read_members", recording)
+    got = epoch()
+    n_clips = len(read_clips(*sorted((out / "val").glob("*.tar"))))
+    assert len(sparse) == n_clips  # one sparse read a clip
+    picture = "g" if mode == "talknet" else "c"
+    for fields in sparse:
+        assert not any(k.startswith("f0") and k.endswith(".jpg") for k in fields), sorted(fields)[:5]  # no originals
+        assert any(k.startswith(picture) for k in fields)
+    monkeypatch.setattr(ShardStream, "_stored_members", lambda self: None)  # whole clips, as before
+    whole = epoch()
+    assert len(got) == len(whole) > 0
+    for (a, f, lab, keys), (a2, f2, lab2, keys2) in zip(got, whole):
+        assert keys == keys2
+        assert torch.equal(a, a2) and torch.equal(f, f2) and torch.equal(lab, lab2)
+
+
 @pytest.mark.parametrize("shuffle", [True, False])
 def test_left_over_clips_take_turns_across_epochs(demo_build, shuffle):
     """12 clips over 5 ranks: 2 sit out each epoch, never the same ones for ever."""
