@@ -127,7 +127,8 @@ def make_loader(
         cache_dir, cache_bytes: keep remote shards in a local LRU cache of at most ``cache_bytes``
             (verified by the manifest's sha256), so later epochs read from disk.
         crop_cache_dir, crop_cache_bytes: ``asd-tracks``: keep the face crops cut from plain shards on local
-            disk (at most ``crop_cache_bytes``, least recently used evicted), so later epochs take 112x112
+            disk (at most ``crop_cache_bytes``, least recently used evicted; W workers sharing it may pass that by
+            < 64·W entries between recounts), so later epochs take 112x112
             crops instead of decoding frames — with ``batch_frames`` without even reading the frames; with
             ``batch_size`` the clips are still read whole (``loaders.crop_cache``: what it costs, when it wins).
         max_member_bytes: the largest tar member a shard may declare (default 256 MiB) before it is refused

@@ -12,7 +12,9 @@ Keyed by the shard's sha256 (from its manifest: a rebuilt or changed shard is an
 byte offset in it, the track, the frames kept (a frame-budget batch keeps its shortest track's
 length, a ``batch_size`` batch the whole track) and the recipe (``smooth_boxes``, :data:`RECIPE`), so a cached crop is always the crop the
 loader would cut. A shard without a recorded sha256 is not cached. Bounded: when a write takes the
-directory past ``max_bytes``, the least recently used entries are removed down to 90 % of it. Safe
+directory past ``max_bytes``, the least recently used entries are removed down to 90 % of it. Each
+process counts its own writes and recounts the directory every ``RECOUNT_EVERY`` (64) writes, so W
+workers sharing a directory can pass the bound by fewer than 64·W entries in between. Safe
 between DataLoader workers and runs: each entry is written to a temp name and renamed, and eviction
 holds the directory's lock — the file handling of :class:`~shardgen.core.storage.ShardCache`, which
 this reuses.
@@ -63,12 +65,17 @@ class CropCache:
         return self._files
 
     @staticmethod
-    def key(shard_sha256: str | None, clip_offset: int, track: tuple, kept: int, smooth: bool) -> str | None:
-        """The name of a track's first ``kept`` crops, or None when the shard has no recorded sha256."""
+    def key(shard_sha256: str | None, clip_offset: int, track: tuple, kept: int, smooth: bool,
+            use_derived: bool) -> str | None:
+        """The name of a track's first ``kept`` crops, or None when the shard has no recorded sha256.
+
+        ``use_derived`` is part of it: a loader that prefers a clip's stored crops must never be handed crops
+        another loader (``use_derived=False``) cut from the frames of the same clip."""
         if not shard_sha256:
             return None
         p, first, n = (int(v) for v in track)
-        return f"{shard_sha256}:{int(clip_offset)}:{p}.{first}.{n}:{int(kept)}:{'smooth' if smooth else 'boxes'}:{RECIPE}"
+        return (f"{shard_sha256}:{int(clip_offset)}:{p}.{first}.{n}:{int(kept)}:{'smooth' if smooth else 'boxes'}:"
+                f"{'stored-first' if use_derived else 'frames'}:{RECIPE}")
 
     def load(self, key: str | None, kept: int) -> np.ndarray | None:
         """The cached ``uint8 [kept, 112, 112]`` crops, or None (not cached; or an entry that is not whole, removed)."""
@@ -103,13 +110,16 @@ class CropCache:
             fh.write(header)
             fh.write(np.ascontiguousarray(faces, np.uint8).tobytes())
         self.writes += 1
-        if self._total is None:
+        if self._total is None or self.writes % RECOUNT_EVERY == 0:  # other workers write into it too
             self._total = self.files.total_bytes()
         else:
             self._total += size
         if self._total > self.max_bytes:
             self.files.evict(need=self.max_bytes // 10)  # down to 90 %: eviction runs once per 10 % written
             self._total = self.files.total_bytes()
+
+
+RECOUNT_EVERY = 64  # writes between recounts of the directory: W workers sharing it pass the bound by < 64·W entries
 
 
 def _header(key: str) -> bytes:

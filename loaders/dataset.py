@@ -123,10 +123,12 @@ class StreamConfig:
 class ShardStream:
     """A source read as batches: the units an epoch deals, the reader, the mode's transforms.
 
-    Nothing on it changes with an epoch, a pass or a resume (``tests/test_loader_epochs.py`` walks it
-    before and after). The one thing kept between calls is a memo of the last two schedules asked for
-    (``len()``, the workers and ``epoch_batches`` ask for the same one): pure values of (epoch, layout,
-    history), so asking again gives an equal schedule."""
+    Nothing that decides what is read changes with an epoch, a pass or a resume, and with DataLoader workers
+    nothing on it changes at all (``tests/test_loader_epochs.py`` walks it before and after). Kept between
+    calls: a memo of the last two schedules asked for (``len()``, the workers and ``epoch_batches`` ask for
+    the same one) — pure values of (epoch, layout, history), so asking again gives an equal schedule; and,
+    read in this process (``num_workers=0``), the batch buffers' pool and the crop cache's counters, which
+    in workers live in each worker's copy."""
 
     def __init__(self, index: ResolvedSource, opts: ModeOptions, cfg: StreamConfig, transport: TransportOptions | None = None):
         self.index = index
@@ -272,7 +274,7 @@ class ShardStream:
         for it in items:
             kept = kept_frames(it.track, cut)
             keys.append(self.crop_cache.key(self.index.shards[it.clip.shard].sha256, it.clip.offset, it.track, kept,
-                                            self.opts.smooth_boxes))
+                                            self.opts.smooth_boxes, self.opts.use_derived))
             found.append(self.crop_cache.load(keys[-1], kept))
         return keys, found
 

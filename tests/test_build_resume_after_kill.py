@@ -147,7 +147,11 @@ def test_pool_workers_die_with_a_killed_driver(tmp_path):
         out = tmp_path / f"o{attempt}"
         proc = subprocess.Popen(cmd + ["--out", str(out)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
+        deadline = time.monotonic() + 120
         while proc.poll() is None and not (out.exists() and any(out.rglob("*.tar"))):
+            if time.monotonic() > deadline:
+                os.killpg(proc.pid, signal.SIGKILL)
+                pytest.fail("the build wrote no shard in 120 s")
             time.sleep(0.002)
         size = _group_size(proc.pid)
         if proc.poll() is not None or size < 3:  # finished first, or the pool not there: not this case

@@ -392,15 +392,16 @@ def test_crop_cache_stays_within_its_bound_and_drops_damaged_entries(builds, tmp
     # a damaged entry (cut short) is a miss, removed and rewritten
     cache = CropCache(tmp_path / "unit", 10 << 20)
     faces = np.arange(3 * 112 * 112, dtype=np.uint64).astype(np.uint8).reshape(3, 112, 112)
-    key = cache.key("ab" * 32, 1024, (1, 5, 9), 3, False)
+    key = cache.key("ab" * 32, 1024, (1, 5, 9), 3, False, True)
     cache.save(key, faces)
     np.testing.assert_array_equal(cache.load(key, 3), faces)
     path = cache.files.path_for(key)
     path.write_bytes(path.read_bytes()[:-1])
     assert cache.load(key, 3) is None and not path.exists()
-    assert cache.key(None, 1024, (1, 5, 9), 3, False) is None  # a shard without a recorded sha256 is not cached
-    assert len({cache.key("ab" * 32, 1024, (1, 5, 9), 3, s) for s in (False, True)} |
-               {cache.key("cd" * 32, 1024, (1, 5, 9), 3, False), cache.key("ab" * 32, 1024, (1, 5, 9), 2, False)}) == 4
+    assert cache.key(None, 1024, (1, 5, 9), 3, False, True) is None  # a shard without a recorded sha256 is not cached
+    assert len({cache.key("ab" * 32, 1024, (1, 5, 9), 3, s, d) for s in (False, True) for d in (False, True)} |
+               {cache.key("cd" * 32, 1024, (1, 5, 9), 3, False, True),
+                cache.key("ab" * 32, 1024, (1, 5, 9), 2, False, True)}) == 6
 
 
 def test_crop_cache_with_batch_size_batches_decodes_no_frame_once_warm(builds, tmp_path, monkeypatch):
@@ -423,10 +424,31 @@ def test_crop_cache_shared_by_two_workers(builds, tmp_path):
     kw = dict(mode="asd-tracks", batch_frames=BUDGET, seed=4, num_workers=2, crop_cache_dir=tmp_path / "crops")
     uncached = list(loaders.make_loader(builds["plain"], **{k: v for k, v in kw.items() if k != "crop_cache_dir"}))
     cold = list(loaders.make_loader(builds["plain"], **kw))
-    entries = sorted(p.name for p in (tmp_path / "crops").iterdir() if not p.name.startswith("."))
+
+    def entries() -> dict[str, int]:  # name → inode: an entry written again (a miss) is a new file
+        return {p.name: p.stat().st_ino for p in (tmp_path / "crops").iterdir() if not p.name.startswith(".")}
+
+    after_cold = entries()
     warm = list(loaders.make_loader(builds["plain"], **kw))
     assert len(uncached) == len(cold) == len(warm) > 2
-    assert len(entries) == sum(b[1].shape[0] for b in cold)  # one entry per track, whichever worker cut it
+    assert len(after_cold) == sum(b[1].shape[0] for b in cold)  # one entry per track, whichever worker cut it
     for a, b, c in zip(uncached, cold, warm):
         assert all(torch.equal(x, y) and torch.equal(x, z) for x, y, z in zip(a, b, c))
-    assert sorted(p.name for p in (tmp_path / "crops").iterdir() if not p.name.startswith(".")) == entries
+    assert entries() == after_cold  # the warm workers' counters stay in them: that no entry was rewritten shows they hit
+
+
+def test_a_loader_preferring_stored_crops_is_never_handed_frame_cut_ones(builds, tmp_path):
+    """Crops cut from the frames (use_derived=False) of a --derive crops build, cached, must not be what a later
+    loader that reads the stored crops (the default) gets from the same cache directory."""
+    kw = dict(mode="asd-tracks", batch_frames=BUDGET, seed=1)
+    stored = list(loaders.make_loader(builds["crops"], **kw))
+    cut = list(loaders.make_loader(builds["crops"], use_derived=False, **kw))
+    assert any(not torch.equal(a[1], b[1]) for a, b in zip(stored, cut))  # the two differ: the case is real
+    cache = tmp_path / "crops"
+    assert [torch.equal(a[1], b[1]) for a, b in zip(cut, loaders.make_loader(builds["crops"], use_derived=False,
+                                                                             crop_cache_dir=cache, **kw))] == [True] * len(cut)
+    assert any(cache.iterdir())
+    again = list(loaders.make_loader(builds["crops"], crop_cache_dir=cache, **kw))
+    assert len(again) == len(stored)
+    for a, b in zip(stored, again):
+        assert all(torch.equal(x, y) for x, y in zip(a, b))

@@ -14,8 +14,8 @@ Why :class:`concurrent.futures.ProcessPoolExecutor` and not ``multiprocessing.Po
 (a full disk in one worker) the pool must stop. ``Pool.terminate()`` kills workers with SIGTERM, and a
 worker killed while it sends its own result holds the result queue's lock for ever — the driver then
 hangs in ``terminate()`` (the likely cause of a CI run that never finished). Here pending tasks are cancelled
-and the running ones end on their own (one shard or one clip at most); a worker that dies (OOM
-killer) raises ``BrokenProcessPool`` instead of leaving the driver waiting for its task. The other way
+and the running ones end on their own (a worker may still take one more task already in the executor's
+call queue); a worker that dies (OOM killer) raises ``BrokenProcessPool`` instead of leaving the driver waiting for its task. The other way
 round, a worker whose driver is killed (``kill -9``, the OOM killer picking the largest process) is
 killed too on Linux (``PR_SET_PDEATHSIG``) instead of waiting for tasks for ever.
 """
