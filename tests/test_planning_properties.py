@@ -360,7 +360,7 @@ def key_stream(index, cfg):
     from loaders.modes import ModeOptions
 
     class KeyReader:
-        def read(self, run, needed):
+        def read(self, run, needed, members_for=None):
             for i in needed:
                 yield [i], run[i].clip.key
 
