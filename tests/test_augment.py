@@ -51,8 +51,7 @@ def reference_rotate(faces, angle):
 # ---------------------------------------------------------------- faces
 
 
-@pytest.fixture(scope="module")
-def real_faces():
+def _real_faces() -> np.ndarray:
     """24 TalkNet crops of the real hamilton clip's face track (what the loader augments)."""
     path = REALDATA / "json" / "av_train.json"
     if not path.exists():
@@ -66,6 +65,27 @@ def real_faces():
         faces.append(talknet_crop(gray, (t["x"], t["y"], t["width"], t["height"])))
     assert len(faces) == 24
     return np.stack(faces)
+
+
+def _drawn_faces() -> np.ndarray:
+    """24 smooth face-like pictures (a shaded oval with eyes and a mouth, drifting): what the tests use where
+    the real clip is absent, so every check runs on a user's clone too."""
+    yy, xx = np.mgrid[0:H, 0:H].astype(np.float64)
+    faces = []
+    for k in range(24):
+        cx, cy = 56 + 6 * np.sin(k / 4), 58 + 4 * np.cos(k / 5)
+        face = 60 + 120 * np.exp(-(((xx - cx) / 34) ** 2 + ((yy - cy) / 44) ** 2)) + 0.3 * xx
+        for ex in (-14, 14):
+            face -= 70 * np.exp(-(((xx - cx - ex) / 5) ** 2 + ((yy - cy + 12) / 3) ** 2))
+        face -= 60 * np.exp(-(((xx - cx) / 12) ** 2 + ((yy - cy - 20) / 3) ** 2)) * (1 + 0.5 * np.sin(k))
+        faces.append(np.clip(np.rint(face), 0, 255).astype(np.uint8))
+    return np.stack(faces)
+
+
+@pytest.fixture(scope="module", params=["real clip", "drawn"])
+def real_faces(request):
+    """Faces to augment: the real clip's crops (skipped without ../shared) and drawn ones (always)."""
+    return _real_faces() if request.param == "real clip" else _drawn_faces()
 
 
 @pytest.fixture(scope="module")
