@@ -30,7 +30,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
-from shardgen.core.format import FormatError, frame_ext, gray_ext
+from shardgen.core.format import FormatError
 from shardgen.core.sample import ClipSample, Members
 from shardgen.core.sources import ResolvedSource
 from shardgen.core.storage import TransportOptions
@@ -41,7 +41,7 @@ from .crop_cache import CropCache
 from .faces import batch_faces, cuts_from_frames, kept_frames
 from .modes import ModeOptions, TrackCollate, collate_raw, raw_item, talknet_item, track_audio, track_item
 from .omni import collate_omni, omni_item
-from .reader import ClipReader, ShardReadError, track_members
+from .reader import ClipReader, ShardReadError, stored_gray_members, track_members
 from .schedule import (EpochPart, EpochSchedule, Layout, ScheduleConfig, ScheduledBatch, SlotSchedule, UnitSpace,
                        epoch_schedule)
 from .sharding import Stream, frame_budget_batches, random_stream
@@ -209,7 +209,7 @@ class ShardStream:
         if not self.opts.use_derived:
             return None
         if self.opts.mode == "talknet" and _derived_everywhere(self.index, "small"):
-            return lambda items: Members(frames=_stored_gray)
+            return lambda items: stored_gray_members()
         if self.opts.mode == "asd-tracks" and not self.opts.smooth_boxes and _derived_everywhere(self.index, "crops"):
             return lambda items: track_members([it.track for it in items], use_crops=True)
         return None
@@ -447,9 +447,3 @@ def _named(exc: Exception, item: Item, url: str = "") -> ShardReadError:
 def _derived_everywhere(index: ResolvedSource, what: str) -> bool:
     """Whether every manifest of the source records a build with ``--derive`` ``what`` (none read: unknown, no)."""
     return bool(index.manifests) and all(what in ((m.get("params") or {}).get("derive") or ()) for m in index.manifests)
-
-
-def _stored_gray(meta: dict) -> set[str]:
-    """For :class:`Members`: a clip's stored 112x112 gray frames, or its original frames if it has none."""
-    name = gray_ext if "g" in meta.get("derived", ()) else frame_ext
-    return {name(i + 1) for i in range(int(meta["n_frames"]))}

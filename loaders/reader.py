@@ -26,12 +26,13 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 from shardgen.core.clip_index import ClipRef
 from shardgen.core.clip_reader import iter_clips
-from shardgen.core.format import FormatError, crop_ext, frame_ext
+from shardgen.core.format import FormatError, crop_ext, frame_ext, gray_ext
 from shardgen.core.sample import Members
 from shardgen.core.sources import ClipDigests, ResolvedSource, open_clips, read_clip
 from shardgen.core.storage import TransportOptions, is_remote
 from shardgen.core.tario import DEFAULT_MAX_MEMBER, TarError
 
+from .faces import kept_frames
 from .items import Item
 
 WINDOW_CLIPS = 256  # clips of one range read at most: the reader holds a reference to each until it is read
@@ -50,6 +51,17 @@ def track_members(tracks: Iterable[tuple[int, int, int]], *, use_crops: bool) ->
     def pictures(meta: dict) -> set[str]:
         crops = use_crops and "c" in meta.get("derived", ())
         return {crop_ext(p, first + i + 1) if crops else frame_ext(first + i + 1) for p, first, n in spans for i in range(n)}
+
+    return Members(frames=pictures)
+
+
+def stored_gray_members() -> Members:
+    """What a talknet item takes of a clip built with ``--derive small``: the metadata, audio and labels and
+    its stored 112x112 gray frames (its original frames where it has none), never both."""
+
+    def pictures(meta: dict) -> set[str]:
+        name = gray_ext if "g" in meta.get("derived", ()) else frame_ext
+        return {name(i + 1) for i in range(int(meta["n_frames"]))}
 
     return Members(frames=pictures)
 
@@ -81,11 +93,7 @@ class ClipReader:
         clip = items[0].clip
         if any(u.clip != clip for u in items):
             raise ValueError("read_tracks reads the tracks of one clip")
-        spans = []
-        for u in items:
-            p, first, n = (int(v) for v in u.track)
-            if u not in cached:
-                spans.append((p, first, n if frames is None else max(1, min(n, int(frames)))))
+        spans = [(int(u.track[0]), int(u.track[1]), kept_frames(u.track, frames)) for u in items if u not in cached]
         return self.read_members(clip, track_members(spans, use_crops=use_crops))
 
     def read_members(self, clip: ClipRef, members: Members) -> object:

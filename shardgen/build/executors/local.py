@@ -116,9 +116,8 @@ class LocalExecutor:
 def _as_finished(pool: ProcessPoolExecutor, fn: Callable, args: Iterable, window: int) -> Iterator:
     """``fn(a)`` for every ``a``, at most ``window`` in flight, results in the order they finish.
     A task's error is raised as soon as that task is collected."""
-    todo = iter(args)
     running: set[Future] = set()
-    for a in todo:
+    for a in args:
         running.add(pool.submit(fn, a))
         if len(running) >= window:
             yield from _finished(running)
@@ -138,9 +137,8 @@ def _finished(running: set[Future]) -> Iterator:
 
 def _in_order(pool: ProcessPoolExecutor, fn: Callable, args: Iterable, window: int) -> Iterator:
     """``fn(a)`` for every ``a``, at most ``window`` in flight, results in the order of ``args``."""
-    todo = iter(args)
     running: deque[Future] = deque()
-    for a in todo:
+    for a in args:
         running.append(pool.submit(fn, a))
         if len(running) >= window:
             yield running.popleft().result()
