@@ -10,7 +10,7 @@ and on adversarial inputs:
   :func:`~shardgen.core.format.split_member_name` on the name alone — its result or its refusal);
 * a local clip's selected members read by :func:`~shardgen.core.clip_reader.read_selected` (against
   :func:`~shardgen.core.clip_reader.iter_clips` over the same bytes: the same members, and on every
-  hostile shard of tests/test_hostile_shards.py the same sample or the same error from
+  hostile shard of tests/hostile.py the same sample or the same error from
   :func:`~shardgen.core.sources.read_clip`).
 """
 
@@ -33,8 +33,8 @@ from shardgen.core.sample import LABELS, Members, frame_members
 from shardgen.core.storage import SparseWindow
 from shardgen.core.tario import BLOCK, header_checksum
 from shardgen.demo.corpus import make_demo_corpus
-from tests import test_hostile_shards as hostile
-from tests.test_hostile_shards import base  # noqa: F401  (the hostile suite's build, a module fixture)
+from tests import hostile
+from tests.hostile import base  # noqa: F401  (the hostile suite's build, a module fixture)
 
 
 def plain_checksum(hdr: bytes) -> int:
@@ -173,22 +173,11 @@ def hostile_shards(base, tmp_path) -> dict[str, Path]:
     """Every hostile clip and every tar lie (among the labels and among the frames) of the hostile suite."""
     out = {}
     for i, (case, spec) in enumerate(hostile.HOSTILE_CLIPS.items()):
-        out[case] = hostile.write_shard_and_manifest(tmp_path / f"c{i}", hostile._hostile_clip(base, spec),
+        out[case] = hostile.write_shard_and_manifest(tmp_path / f"c{i}", hostile.hostile_clip(base, spec),
                                                      tracks=base["tracks"])
     for where in ("labels", "frames"):
         for i, case in enumerate(hostile.TAR_LIES + ["other clip inside"]):
-            clips = hostile.with_clip(base, 1)
-            key, members = clips[1]
-            other = base["clips"][4][0]
-            body = [hostile.member(f"{key}.{e}", d) for e, d in members]
-            exts = [e for e, _ in members]
-            at = exts.index("visible.npy") if where == "labels" else next(j for j, e in enumerate(exts) if e.startswith("f"))
-            if case == "other clip inside":
-                body = [hostile.member(f"{other}.{e}", d) for e, d in members]
-            else:
-                hostile._lie(case, body, members, key, other, at)
-            out[f"{case} among the {where}"] = hostile.write_shard_and_manifest(
-                tmp_path / f"l{where}{i}", clips, tracks=base["tracks"], raw_members={1: b"".join(body)})
+            out[f"{case} among the {where}"] = hostile.lying_shard(base, tmp_path / f"l{where}{i}", case, where)
     return out
 
 
