@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from shardgen.core.crops import DctScale, crop_scale_for, interpolate_boxes, smooth_boxes, talknet_crop
-from shardgen.core.decode import FACE, decode_gray, gray_small
+from shardgen.core.crops import (CropGeometry, DctScale, crop_geometry, crop_scale_for, interpolate_boxes, resample_crop,
+                                 smooth_boxes, talknet_footprint)
+from shardgen.core.decode import FACE, FrameRegion, decode_gray, decode_gray_region, gray_small
 from shardgen.core.format import FormatError
 from shardgen.core.sample import ClipSample
 
@@ -81,31 +82,84 @@ def stored_crops(sample: ClipSample, track: tuple, kept: int) -> np.ndarray:
 def cut_crops(sample: ClipSample, tracks: list[TrackCrops]) -> list[np.ndarray | Exception]:
     """Every track's crops cut from ``sample``'s frames, each frame decoded once per DCT scale it is needed at.
 
-    Returns, per track, its ``uint8 [kept, 112, 112]`` crops or the error (a frame that does not decode fails
-    only the tracks that use it)."""
-    W = sample.meta["frame_size"][0]
+    At full scale only the part of the frame the faces need is decoded (:func:`decode_gray_region`: one
+    box around the tracks' crop footprints there); at a reduced DCT scale the whole frame is. Returns, per
+    track, its ``uint8 [kept, 112, 112]`` crops or the error (a frame that does not decode fails only the
+    tracks that use it)."""
+    W, H = sample.meta["frame_size"]
     out: list = [np.empty((t.kept, FACE, FACE), np.uint8) for t in tracks]
     users: dict[tuple, list[int]] = {}  # (frame, scale) -> the tracks that crop it
     for j, t in enumerate(tracks):
         for f in range(t.first, t.first + t.kept):
             users.setdefault((f, t.scale), []).append(j)
+    geometries = _Geometries(tracks)
     for (f, scale), js in sorted(users.items(), key=lambda kv: kv[0][0]):
         js = [j for j in js if not isinstance(out[j], Exception)]
         if not js:
             continue
+        name = f"{sample.key} frame {f + 1}"
         try:
-            gray = decode_gray(sample.frame(f), scale.min_height, scale.min_width, name=f"{sample.key} frame {f + 1}")
+            region = None
+            if scale.scale == 1.0:
+                rows, cols = geometries.footprint(js, f, (H, W))
+                region = decode_gray_region(sample.frame(f), rows, cols, name=name)
+                if region.frame_shape != (H, W):  # the frame is not the size the clip says: crop from all of it
+                    region = None
+            if region is None:
+                gray = decode_gray(sample.frame(f), scale.min_height, scale.min_width, name=name)
+                region = FrameRegion(gray, (0, 0), gray.shape)
         except Exception as exc:
             for j in js:
                 out[j] = exc
             continue
         for j in js:
-            t = tracks[j]
+            i = f - tracks[j].first
             try:
-                out[j][f - t.first] = talknet_crop(gray, t.boxes[f - t.first], scale=gray.shape[1] / W)
+                src, patch = geometries.of(j, region.frame_shape[1] / W)
+                out[j][i] = resample_crop(region.pixels, src[i], patch[i], FACE, origin=region.origin,
+                                          frame_shape=region.frame_shape)
             except Exception as exc:
                 out[j] = exc
     return out
+
+
+class _Geometries:
+    """Each track's :class:`~shardgen.core.crops.CropGeometry`, computed for all its kept frames at once, per
+    decoded scale (the scale is the decoded frame's width over the clip's: known once a frame is decoded)."""
+
+    def __init__(self, tracks: list[TrackCrops]):
+        self.tracks = tracks
+        self._memo: dict[tuple[int, float], CropGeometry] = {}
+        self._lists: dict[tuple[int, float], tuple[list, list]] = {}
+        self._spans: dict[int, np.ndarray] = {}
+
+    def geometry(self, j: int, scale: float) -> CropGeometry:
+        key = (j, scale)
+        if key not in self._memo:
+            t = self.tracks[j]
+            self._memo[key] = crop_geometry(t.boxes[:t.kept], scale, FACE)
+        return self._memo[key]
+
+    def of(self, j: int, scale: float) -> tuple[list, list]:
+        """Track ``j``'s geometry as Python lists (``src``, ``patch``; a row per kept frame) for
+        :func:`~shardgen.core.crops.resample_crop`."""
+        key = (j, scale)
+        if key not in self._lists:
+            g = self.geometry(j, scale)
+            self._lists[key] = (g.src.tolist(), g.patch.tolist())
+        return self._lists[key]
+
+    def footprint(self, js: list[int], f: int, frame_shape: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The rows and columns of full-scale frame ``f`` that tracks ``js`` crop: one box around their footprints
+        (empty where every face lies outside the frame)."""
+        for j in js:
+            if j not in self._spans:
+                self._spans[j] = talknet_footprint(self.geometry(j, 1.0), frame_shape)
+        spans = np.stack([self._spans[j][f - self.tracks[j].first] for j in js])
+        live = spans[(spans[:, 0] < spans[:, 1]) & (spans[:, 2] < spans[:, 3])]
+        if not len(live):
+            return (0, 0), (0, 0)
+        return (int(live[:, 0].min()), int(live[:, 1].max())), (int(live[:, 2].min()), int(live[:, 3].max()))
 
 
 def cuts_from_frames(sample: ClipSample, use_derived: bool, smooth: bool) -> bool:

@@ -247,3 +247,66 @@ def test_smooth_boxes_rejects_gaps_and_even_kernels():
         smooth_boxes(np.array([[0, 0, 10, 10], [np.nan] * 4]))
     with pytest.raises(ValueError):
         smooth_boxes(np.zeros((5, 4)), kernel=4)
+
+
+# ---------------------------------------------------------------- many boxes at once
+
+
+def _scalar_geometry(box, scale, out_size=112):
+    """The per-box arithmetic crop_geometry vectorizes: talknet_window, its central half, the filter's margin."""
+    top, left, height, width = talknet_window(box)
+    y0, y1 = (top + height / 4) * scale, (top + 3 * height / 4) * scale
+    x0, x1 = (left + width / 4) * scale, (left + 3 * width / 4) * scale
+    margin = math.ceil(max(1.0, (y1 - y0) / out_size, (x1 - x0) / out_size)) + 1
+    return (x0, y0, x1, y1), (math.floor(y0) - margin, math.ceil(y1) + margin, math.floor(x0) - margin, math.ceil(x1) + margin)
+
+
+def test_crop_geometry_is_the_per_box_arithmetic_exactly():
+    """A track's windows computed at once are, number for number, the ones each box gives alone — across
+    fractional, negative, huge-frame and sub-pixel boxes and every DCT scale (a different float would move a
+    crop by a pixel or change its resample weights)."""
+    from shardgen.core.crops import crop_geometry
+
+    rng = np.random.default_rng(7)
+    n = 4000
+    boxes = np.stack([rng.uniform(-300, 4000, n), rng.uniform(-300, 2200, n),
+                      np.exp(rng.uniform(np.log(0.3), np.log(3000), n)), np.exp(rng.uniform(np.log(0.3), np.log(3000), n))], 1)
+    boxes[:50, :2] = np.round(boxes[:50, :2])  # integer corners: the int() truncations sit exactly on their edges
+    boxes[50:100, 2] = boxes[50:100, 3]  # square boxes (max(w, h) ties)
+    for scale in (1.0, 0.125, 0.375, 513 / 1366):
+        g = crop_geometry(boxes, scale)
+        for i, box in enumerate(boxes):
+            src, patch = _scalar_geometry(box, scale)
+            assert tuple(g.src[i]) == src and tuple(g.patch[i]) == patch, (box, scale)
+
+
+@pytest.mark.parametrize("box", [(10, 10, 0, 0), (10, 10, -5, 8), (np.nan, 10, 20, 20), (10, 10, np.inf, 20),
+                                 (3e38, 3e38, 3e38, 3e38)])
+def test_crop_geometry_names_the_bad_box(box):
+    from shardgen.core.crops import crop_geometry
+
+    with pytest.raises(ValueError, match="box"):
+        crop_geometry([(1.0, 2.0, 30.0, 30.0), box])
+
+
+def test_a_crop_from_a_decoded_region_is_the_crop_from_the_whole_frame():
+    """resample_crop on part of a frame (origin, frame size) gives the whole frame's crop, 110 padding included;
+    a region that misses part of the footprint is refused, not cropped from the wrong pixels."""
+    from shardgen.core.crops import crop_geometry, resample_crop, talknet_footprint
+
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 256, (360, 640), np.uint8)
+    boxes = [(300.4, 100.2, 80.0, 90.5), (-30.0, -20.0, 70.0, 60.0), (600.0, 330.0, 90.0, 90.0), (-900.0, 5.0, 50.0, 50.0)]
+    g = crop_geometry(boxes)
+    for i, (y0, y1, x0, x1) in enumerate(talknet_footprint(g, frame.shape).tolist()):
+        whole = resample_crop(frame, g.src[i].tolist(), g.patch[i].tolist())
+        assert np.array_equal(whole, talknet_crop(frame, boxes[i]))
+        part = frame[y0:y1, x0:x1]
+        assert np.array_equal(resample_crop(part, g.src[i].tolist(), g.patch[i].tolist(), origin=(y0, x0),
+                                            frame_shape=frame.shape), whole)
+        if y1 - y0 > 1 and x1 > x0:
+            with pytest.raises(ValueError, match="does not cover"):
+                resample_crop(frame[y0 + 1:y1, x0:x1], g.src[i].tolist(), g.patch[i].tolist(), origin=(y0 + 1, x0),
+                              frame_shape=frame.shape)
+    y0, y1, x0, x1 = talknet_footprint(g, frame.shape)[3]  # wholly left of the frame: no column to decode
+    assert x0 == x1 == 0 and (resample_crop(frame, g.src[3].tolist(), g.patch[3].tolist()) == PAD_VALUE).all()

@@ -251,13 +251,18 @@ def counted_decodes(monkeypatch) -> list:
     import loaders.faces as faces_module
 
     decoded = []
-    real = faces_module.decode_gray
+    real, real_region = faces_module.decode_gray, faces_module.decode_gray_region
 
     def counting(data, min_height, min_width, name):
         decoded.append(name)
         return real(data, min_height, min_width, name=name)
 
+    def counting_region(data, rows, cols, name):  # a full-scale frame: only the faces' part is decoded
+        decoded.append(name)
+        return real_region(data, rows, cols, name=name)
+
     monkeypatch.setattr(faces_module, "decode_gray", counting)
+    monkeypatch.setattr(faces_module, "decode_gray_region", counting_region)
     return decoded
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import simplejpeg
 
 from ..core import format as fmt
-from ..core.crops import crop_scale_for, interpolate_boxes, talknet_crop
+from ..core.crops import crop_geometry, crop_scale_for, interpolate_boxes, resample_crop
 from ..core.decode import decode_gray, gray_frame
 
 QUALITY = 95
@@ -35,8 +35,13 @@ def derived_members(jpegs: list[bytes], boxes: np.ndarray, frame_size: tuple[int
         for p, first, n in fmt.person_tracks(boxes):
             filled, _ = interpolate_boxes(boxes[p, first:first + n].astype(np.float64))
             scale = crop_scale_for(filled, (H, W))
+            geometries: dict[float, tuple[list, list]] = {}  # per decoded scale: the track's windows, computed once
             for i in range(n):
                 gray = decode_gray(jpegs[first + i], scale.min_height, scale.min_width)
-                crop = talknet_crop(gray, filled[i], scale=gray.shape[1] / W)
-                out.append((fmt.crop_ext(p, first + i + 1), _encode_gray(crop)))
+                at = gray.shape[1] / W
+                if at not in geometries:
+                    g = crop_geometry(filled, scale=at)
+                    geometries[at] = (g.src.tolist(), g.patch.tolist())
+                src, patch = geometries[at]
+                out.append((fmt.crop_ext(p, first + i + 1), _encode_gray(resample_crop(gray, src[i], patch[i]))))
     return out

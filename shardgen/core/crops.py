@@ -29,6 +29,10 @@ __all__ = [
     "smooth_boxes",
     "talknet_window",
     "talknet_crop",
+    "CropGeometry",
+    "crop_geometry",
+    "talknet_footprint",
+    "resample_crop",
     "DctScale",
     "crop_scale_for",
 ]
@@ -118,6 +122,88 @@ def talknet_window(box) -> tuple[int, int, int, int]:
     return r0 - bsi, c0 - bsi, r1 - r0, c1 - c0
 
 
+class CropGeometry(NamedTuple):
+    """Where crops come from, per box, in decoded-frame pixels: ``src [N, 4]`` the box ``(x0, y0, x1, y1)``
+    resampled to the output (the window's central half), ``patch [N, 4]`` the rows and columns
+    ``(py0, py1, px0, px1)`` around it that hold the bilinear filter's whole footprint (unclipped: the
+    part outside the frame is TalkNet's 110 padding)."""
+
+    src: np.ndarray
+    patch: np.ndarray
+
+
+#: a crop's patch reaching further than this from the frame is no face box (a corrupt or absurd annotation)
+_MAX_COORD = 1 << 24
+
+
+def crop_geometry(boxes, scale: float = 1.0, out_size: int = 112) -> CropGeometry:
+    """:func:`talknet_window` and the resample box of :func:`talknet_crop` for many boxes at once.
+
+    The same IEEE operations in the same order as the per-box arithmetic (``int()`` is ``np.trunc``), so
+    every number is the one a box on its own gives (tests/test_crops.py checks it box by box): a track's
+    geometry costs one pass of numpy instead of Python arithmetic per frame."""
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    x, y, w, h = b.T
+    with np.errstate(invalid="ignore", over="ignore"):
+        bad = ~(np.isfinite(x) & np.isfinite(y) & (w > 0) & (h > 0) & np.isfinite(w + h))
+    if bad.any():
+        raise ValueError(f"box needs finite x, y and positive w, h; got {b[int(np.argmax(bad))].tolist()}")
+    cs = CROP_SCALE
+    bs = np.maximum(w, h) / 2
+    bsi = np.trunc(bs * (1 + 2 * cs))
+    my, mx = y + h / 2 + bsi, x + w / 2 + bsi  # centre in padded-frame coordinates
+    r0, r1 = np.trunc(my - bs), np.trunc(my + bs * (1 + 2 * cs))
+    c0, c1 = np.trunc(mx - bs * (1 + cs)), np.trunc(mx + bs * (1 + cs))
+    top, left, height, width = r0 - bsi, c0 - bsi, r1 - r0, c1 - c0
+    # Central half of the window, as pixel-edge coordinates in the decoded frame.
+    y0, y1 = (top + height / 4) * scale, (top + 3 * height / 4) * scale
+    x0, x1 = (left + width / 4) * scale, (left + 3 * width / 4) * scale
+    # Patch covering the bilinear filter's footprint (1 px, or the reduction factor when
+    # downscaling, each side) so Pillow never clamps at a patch edge that is not a window edge.
+    margin = np.ceil(np.maximum(np.maximum(1.0, (y1 - y0) / out_size), (x1 - x0) / out_size)) + 1
+    patch = np.stack([np.floor(y0) - margin, np.ceil(y1) + margin, np.floor(x0) - margin, np.ceil(x1) + margin], 1)
+    if not (np.abs(patch) < _MAX_COORD).all():
+        row = int(np.argmax((np.abs(patch) >= _MAX_COORD).any(axis=1)))
+        raise ValueError(f"box {b[row].tolist()} puts its crop beyond any frame (more than {_MAX_COORD} px)")
+    return CropGeometry(np.stack([x0, y0, x1, y1], 1), patch.astype(np.int64))
+
+
+def talknet_footprint(geometry: CropGeometry, frame_shape: tuple[int, int]) -> np.ndarray:
+    """Per crop, the frame rows and columns ``(y0, y1, x0, x1)`` (``[start, stop)``, clipped to
+    ``frame_shape``) that :func:`resample_crop` reads: what a region decode must cover. A face wholly outside
+    the frame gives an empty range (``y0 >= y1`` or ``x0 >= x1``)."""
+    height, width = frame_shape
+    py0, py1, px0, px1 = geometry.patch.T
+    return np.stack([np.clip(py0, 0, height), np.clip(py1, 0, height), np.clip(px0, 0, width), np.clip(px1, 0, width)], 1)
+
+
+def resample_crop(gray: np.ndarray, src, patch, out_size: int = 112, *, origin: tuple[int, int] = (0, 0),
+                  frame_shape: tuple[int, int] | None = None) -> np.ndarray:
+    """One crop from one row of a :class:`CropGeometry` (as Python numbers: ``geometry.src[i].tolist()``, which
+    indexes faster than numpy scalars): the patch (frame pixels, 110 outside the frame)
+    resampled from ``src`` to ``out_size`` square by Pillow's bilinear filter.
+
+    ``gray`` holds the decoded frame's rows ``origin[0]..`` and columns ``origin[1]..`` of a frame
+    ``frame_shape`` big (a region decode, :func:`~shardgen.core.decode.decode_gray_region`); it must cover
+    the crop's :func:`talknet_footprint`. The crop is the one the whole frame gives."""
+    frame = gray[..., 0] if gray.ndim == 3 else gray
+    py0, py1, px0, px1 = patch
+    height, width = frame_shape if frame_shape is not None else frame.shape
+    oy, ox = origin
+    buf = np.full((py1 - py0, px1 - px0), PAD_VALUE, dtype=np.uint8)
+    fy0, fy1 = max(py0, 0), min(py1, height)
+    fx0, fx1 = max(px0, 0), min(px1, width)
+    if fy0 < fy1 and fx0 < fx1:
+        if fy0 < oy or fx0 < ox or fy1 > oy + frame.shape[0] or fx1 > ox + frame.shape[1]:
+            raise ValueError(f"decoded region {frame.shape} at {origin} does not cover the crop's rows {fy0}:{fy1}, "
+                             f"columns {fx0}:{fx1}")
+        buf[fy0 - py0 : fy1 - py0, fx0 - px0 : fx1 - px0] = frame[fy0 - oy : fy1 - oy, fx0 - ox : fx1 - ox]
+    x0, y0, x1, y1 = src
+    box = (x0 - px0, y0 - py0, x1 - px0, y1 - py0)
+    out = Image.frombuffer("L", (px1 - px0, py1 - py0), buf, "raw", "L", 0, 1)
+    return np.asarray(out.resize((out_size, out_size), Image.Resampling.BILINEAR, box=box))
+
+
 def talknet_crop(gray: np.ndarray, box, scale: float = 1.0, out_size: int = 112) -> np.ndarray:
     """One TalkNet face crop: ``uint8 [out_size, out_size]``.
 
@@ -126,6 +212,7 @@ def talknet_crop(gray: np.ndarray, box, scale: float = 1.0, out_size: int = 112)
     output pixel ``j`` to window position ``(j + 56.5) * W/224``, i.e. a bilinear resample of
     the window's central half ``[W/4, 3W/4]`` to 112 px; we resample just that box with Pillow
     (sub-pixel ``box=``), from a small patch of the frame that already holds the 110 padding.
+    Many boxes: :func:`crop_geometry` once, then :func:`resample_crop` for each (the same numbers).
 
     Args:
         gray: ``[H, W]`` or ``[H, W, 1]`` uint8 luma of the frame, possibly decoded at a reduced
@@ -141,26 +228,8 @@ def talknet_crop(gray: np.ndarray, box, scale: float = 1.0, out_size: int = 112)
     decoded BGR image while a ``GRAY`` JPEG decode returns the stored luma. Both are at most a
     few gray levels on faces (see tests/test_crops.py).
     """
-    frame = gray[..., 0] if gray.ndim == 3 else gray
-    top, left, height, width = talknet_window(box)
-    # Central half of the window, as pixel-edge coordinates in the decoded frame.
-    y0, y1 = (top + height / 4) * scale, (top + 3 * height / 4) * scale
-    x0, x1 = (left + width / 4) * scale, (left + 3 * width / 4) * scale
-
-    # Patch covering the bilinear filter's footprint (1 px, or the reduction factor when
-    # downscaling, each side) so Pillow never clamps at a patch edge that is not a window edge.
-    margin = math.ceil(max(1.0, (y1 - y0) / out_size, (x1 - x0) / out_size)) + 1
-    py0, py1 = math.floor(y0) - margin, math.ceil(y1) + margin
-    px0, px1 = math.floor(x0) - margin, math.ceil(x1) + margin
-    patch = np.full((py1 - py0, px1 - px0), PAD_VALUE, dtype=np.uint8)
-    fy0, fy1 = max(py0, 0), min(py1, frame.shape[0])
-    fx0, fx1 = max(px0, 0), min(px1, frame.shape[1])
-    if fy0 < fy1 and fx0 < fx1:
-        patch[fy0 - py0 : fy1 - py0, fx0 - px0 : fx1 - px0] = frame[fy0:fy1, fx0:fx1]
-
-    src = (x0 - px0, y0 - py0, x1 - px0, y1 - py0)
-    out = Image.fromarray(patch).resize((out_size, out_size), Image.Resampling.BILINEAR, box=src)
-    return np.asarray(out)
+    geometry = crop_geometry([box], scale, out_size)
+    return resample_crop(gray, geometry.src[0].tolist(), geometry.patch[0].tolist(), out_size)
 
 
 class DctScale(NamedTuple):

@@ -5,9 +5,24 @@ coefficients: a 1080p frame needed at 112x112 is decoded at 1/8 (240x135) for a 
 cost of a full decode. simplejpeg exposes that as ``min_height``/``min_width`` (the smallest
 scale at least that big) and decodes straight to luma (``colorspace="GRAY"``), skipping the
 colour conversion. Pillow's ``draft("L", size)`` does the same (``make bench`` compares them: simplejpeg is faster).
+
+A face crop needs only a small part of a full-scale frame: :func:`decode_gray_region` decodes just
+the rows and columns around it (libjpeg-turbo's partial decompression: the rows above are
+entropy-decoded and skipped without an IDCT, the rows below are never read, columns outside get no
+IDCT). No maintained binding of libjpeg's scanline API runs on Debian 12's libjpeg-turbo 2.1;
+nvImageCodec's CPU backend (``nvidia-nvimgcodec-cu12``: Apache-2.0, NVIDIA's, a 32 MB wheel that
+needs no CUDA for its CPU decoder) carries libjpeg-turbo 3 with it and exposes exactly that as a
+region of a code stream. Its pixels are the full decode's, bit for bit (luma is decoded block by
+block; tests/test_region_decode.py holds them equal); where it is missing or fails, the whole frame is
+decoded with simplejpeg instead, which also names what is wrong with a frame that does not decode.
 """
 
 from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from typing import NamedTuple
 
 import numpy as np
 import simplejpeg
@@ -55,3 +70,101 @@ def rgb_frame(data: bytes, size: tuple[int, int] | None = None, *, name: str = "
         out = np.asarray(Image.fromarray(out).resize((w, h), Image.Resampling.BILINEAR))
     return out
 
+
+
+class FrameRegion(NamedTuple):
+    """Part of a decoded luma frame: ``pixels`` are rows ``origin[0]..`` and columns ``origin[1]..`` of a
+    frame ``frame_shape = (height, width)`` big (the whole frame when ``origin`` is ``(0, 0)`` and the shapes
+    agree)."""
+
+    pixels: np.ndarray
+    origin: tuple[int, int]
+    frame_shape: tuple[int, int]
+
+
+class _RegionDecoder:
+    """nvImageCodec's CPU decoder, made once per process (a forked DataLoader worker makes its own: the
+    library's executor threads do not survive a fork) — or None where the package is absent or unusable.
+    ``AVSHARDS_REGION_DECODE=0`` turns it off (every region is then cut from a whole-frame decode)."""
+
+    def __init__(self):
+        self._pid = None
+        self._state = None
+
+    def get(self):
+        if self._pid != os.getpid():
+            self._pid, self._state = os.getpid(), self._make()
+        return self._state
+
+    @staticmethod
+    def _make():
+        if os.environ.get("AVSHARDS_REGION_DECODE", "1") == "0":
+            return None
+        # Its logger reports every GPU extension it cannot load (none is needed here), and a few of them print
+        # install advice straight to the process's stderr at import: both are kept off the user's terminal.
+        os.environ.setdefault("PYNVIMGCODEC_VERBOSITY", "0")
+        try:
+            with _stderr_silenced():
+                from nvidia import nvimgcodec as nv
+
+                cpu = nv.Backend(nv.BackendKind.CPU_ONLY)
+                decoder = nv.Decoder(device_id=nv.NVIMGCODEC_DEVICE_CPU_ONLY, max_num_cpu_threads=1, backends=[cpu])
+                params = nv.DecodeParams(color_spec=nv.GRAY, allow_any_depth=False)
+        except Exception:  # ImportError on platforms without the wheel, or a library that will not start
+            return None
+        return nv, decoder, params
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """File descriptor 2 pointed at /dev/null for the block (C libraries print past ``sys.stderr``)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+_REGION_DECODER = _RegionDecoder()
+
+
+def region_decoding_available() -> bool:
+    """Whether :func:`decode_gray_region` decodes regions (else it decodes whole frames)."""
+    return _REGION_DECODER.get() is not None
+
+
+def decode_gray_region(data: bytes, rows: tuple[int, int], cols: tuple[int, int], *, name: str = "frame") -> FrameRegion:
+    """Full-scale luma of at least ``rows`` x ``cols`` (``[start, stop)`` in frame pixels, clipped to the frame).
+
+    The pixels are those :func:`decode_gray` gives for the same rows and columns. A frame that the region
+    decoder refuses (corrupt, a layout it does not take) is decoded whole by :func:`decode_gray`, which raises
+    the named :class:`FormatError` if the frame really does not decode. Damage past the decoded rows is not
+    seen (the rest of the frame is not read), as with any partial decode: shard digests cover the bytes.
+    """
+    state = _REGION_DECODER.get()
+    if state is not None:
+        nv, decoder, params = state
+        try:
+            stream = nv.CodeStream(data)
+            height, width = int(stream.height), int(stream.width)
+            y0, y1 = max(0, rows[0]), min(height, rows[1])
+            x0, x1 = max(0, cols[0]), min(width, cols[1])
+            if y0 >= y1 or x0 >= x1:  # the face lies wholly outside the frame: nothing to decode
+                return FrameRegion(np.empty((0, 0), np.uint8), (0, 0), (height, width))
+            if (y0, y1, x0, x1) == (0, height, 0, width):
+                image = decoder.decode(stream, params=params)
+            else:
+                region = nv.Region(start=(y0, x0), end=(y1, x1))
+                image = decoder.decode(stream.get_sub_code_stream(region=region), params=params)
+            if image is not None:
+                pixels = np.asarray(image.cpu())
+                if pixels.shape == (y1 - y0, x1 - x0, 1) and pixels.dtype == np.uint8:
+                    return FrameRegion(pixels[..., 0], (y0, x0), (height, width))
+        except Exception:  # anything the region decoder does not take: the whole-frame decode below decides
+            pass
+    gray = decode_gray(data, name=name)
+    return FrameRegion(gray, (0, 0), gray.shape)

@@ -1,0 +1,137 @@
+"""decode_gray_region: part of a JPEG decoded, the same pixels as the whole frame's decode.
+
+Checked on JPEGs of every layout a frame directory or an ffmpeg extraction produces (4:2:0, 4:2:2, 4:4:4,
+grayscale, progressive, restart markers, sizes that are no multiple of the MCU), real frames where
+../shared is present, regions on every edge and outside the frame, with the region decoder and with the
+whole-frame fallback it uses where nvImageCodec is absent; and on broken JPEGs, which stay named errors.
+"""
+
+from __future__ import annotations
+
+import io
+import platform
+
+import numpy as np
+import pytest
+import simplejpeg
+from PIL import Image
+
+import shardgen.core.decode as decode_module
+from shardgen.core.decode import decode_gray, decode_gray_region, region_decoding_available
+from shardgen.core.format import FormatError
+from tests.sources import REALDATA
+
+
+def picture(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """Something JPEG has to work for: gradients, edges and noise, in colour."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    rgb = np.stack([(xx * 255 // max(width - 1, 1)), (yy * 255 // max(height - 1, 1)), ((xx // 16 + yy // 16) % 2) * 200], -1)
+    return np.clip(rgb + rng.normal(0, 25, rgb.shape), 0, 255).astype(np.uint8)
+
+
+def jpeg(img: np.ndarray, **save) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "JPEG", quality=save.pop("quality", 90), **save)
+    return buf.getvalue()
+
+
+LAYOUTS = {
+    "4:2:0": lambda: jpeg(picture(640, 360), subsampling=2),
+    "4:2:2": lambda: jpeg(picture(640, 360, 1), subsampling=1),
+    "4:4:4": lambda: jpeg(picture(640, 360, 2), subsampling=0),
+    "grayscale": lambda: jpeg(picture(320, 240, 3)[..., 0]),
+    "progressive": lambda: jpeg(picture(640, 360, 4), progressive=True),
+    "restart markers": lambda: jpeg(picture(640, 360, 5), restart_marker_rows=1),
+    "odd size": lambda: jpeg(picture(641, 359, 6), subsampling=2),
+    "1080p": lambda: jpeg(picture(1920, 1080, 7), quality=95),
+}
+
+
+def regions(height: int, width: int, seed: int = 0) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Inside, on each edge and corner, past the edges, one pixel, the whole frame, and wholly outside."""
+    rng = np.random.default_rng(seed)
+    out = [((0, height), (0, width)), ((0, 1), (0, 1)), ((height - 1, height), (width - 1, width)),
+           ((-40, 50), (-40, 70)), ((height - 30, height + 60), (width - 45, width + 20)),
+           ((100, 101), (-5, width + 5)), ((-10, height + 10), (200, 215)),
+           ((height + 5, height + 90), (10, 90)), ((10, 90), (-200, -5))]
+    for _ in range(12):
+        y0, x0 = int(rng.integers(-20, height)), int(rng.integers(-20, width))
+        out.append(((y0, y0 + int(rng.integers(1, 200))), (x0, x0 + int(rng.integers(1, 250)))))
+    return out
+
+
+def check_region(data: bytes, rows, cols) -> None:
+    whole = decode_gray(data)
+    got = decode_gray_region(data, rows, cols, name="f")
+    H, W = whole.shape
+    assert got.frame_shape == (H, W)
+    y0, y1 = max(rows[0], 0), min(rows[1], H)
+    x0, x1 = max(cols[0], 0), min(cols[1], W)
+    if y0 >= y1 or x0 >= x1:
+        return  # nothing of the frame was asked for: nothing need be decoded
+    oy, ox = got.origin
+    h, w = got.pixels.shape
+    assert oy <= y0 and ox <= x0 and oy + h >= y1 and ox + w >= x1, (rows, cols, got.origin, got.pixels.shape)
+    assert np.array_equal(got.pixels[y0 - oy:y1 - oy, x0 - ox:x1 - ox], whole[y0:y1, x0:x1]), (rows, cols)
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.machine() != "x86_64",
+                    reason="nvidia-nvimgcodec-cu12 is a dependency on Linux x86-64 only")
+def test_the_region_decoder_is_there_where_it_is_a_dependency():
+    assert region_decoding_available(), "nvImageCodec's CPU decoder did not start: every crop decodes a whole frame"
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_region_pixels_are_the_whole_decode_s(layout):
+    data = LAYOUTS[layout]()
+    H, W = decode_gray(data).shape
+    for rows, cols in regions(H, W):
+        check_region(data, rows, cols)
+
+
+def test_region_pixels_on_real_frames():
+    frames = sorted((REALDATA / "video_imgs").glob("*/img_*.jpg"))[::40] if REALDATA.exists() else []
+    if not frames:
+        pytest.skip(f"../shared/realdata is absent ({REALDATA}): the real frames need the shared folder")
+    for i, path in enumerate(frames[:8]):
+        data = path.read_bytes()
+        H, W = decode_gray(data).shape
+        for rows, cols in regions(H, W, seed=i):
+            check_region(data, rows, cols)
+
+
+def test_the_whole_frame_fallback_gives_the_same_pixels(monkeypatch):
+    """Without the region decoder (a platform without the wheel, or AVSHARDS_REGION_DECODE=0) the whole frame is
+    decoded and handed back as the region: the same pixels, where the caller looks."""
+    data = LAYOUTS["4:2:0"]()
+    fast = decode_gray_region(data, (100, 180), (200, 300))
+    monkeypatch.setenv("AVSHARDS_REGION_DECODE", "0")
+    monkeypatch.setattr(decode_module, "_REGION_DECODER", decode_module._RegionDecoder())
+    assert not region_decoding_available()
+    slow = decode_gray_region(data, (100, 180), (200, 300))
+    assert slow.origin == (0, 0) and slow.pixels.shape == (360, 640)
+    oy, ox = fast.origin
+    assert np.array_equal(slow.pixels[100:180, 200:300], fast.pixels[100 - oy:180 - oy, 200 - ox:300 - ox])
+
+
+@pytest.mark.parametrize("damage", ["not a JPEG", "header only", "cut inside the region"])
+def test_a_frame_that_does_not_decode_is_a_named_error(damage):
+    data = LAYOUTS["4:2:0"]()
+    bad = {"not a JPEG": b"\xff\xd8 not really \xff\xd9", "header only": data[:300],
+           "cut inside the region": data[:len(data) // 3]}[damage]
+    with pytest.raises(FormatError, match=r"clip_x frame 7: JPEG does not decode"):
+        decode_gray_region(bad, (300, 340), (10, 100), name="clip_x frame 7")
+
+
+def test_damage_past_the_decoded_rows_is_not_seen():
+    """A partial decode stops after the region's last row: a frame cut below it gives the region's pixels (what
+    the whole decode of the intact frame gives there). The stated limit: the shard's digests cover the bytes."""
+    data = LAYOUTS["4:2:0"]()
+    if not region_decoding_available():
+        pytest.skip("the whole-frame fallback decodes every row")
+    cut = data[:int(len(data) * 0.9)]
+    with pytest.raises(ValueError):
+        simplejpeg.decode_jpeg(cut, colorspace="GRAY")  # whole: the cut is an error
+    got = decode_gray_region(cut, (0, 64), (0, 128))
+    assert np.array_equal(got.pixels[:64, :128], decode_gray(data)[:64, :128])
