@@ -27,7 +27,8 @@ from tests.sources import ego4d_json, write_source
 ROOT = Path(__file__).resolve().parents[1]
 # optional extras, imported on first use: slow to import and not needed by most runs
 LAZY_OK = {"matplotlib", "matplotlib.pyplot", "matplotlib.patches", "ray", "boto3", "botocore.exceptions",
-           "boto3.s3.transfer", "botocore.config"}
+           "boto3.s3.transfer", "botocore.config",
+           "nvidia"}  # nvImageCodec: optional by platform, imported once a process needs it, its stderr advice hidden
 
 
 def _imports(path: Path) -> list[tuple[str, bool]]:
