@@ -131,7 +131,7 @@ class _Geometries:
         self.tracks = tracks
         self._memo: dict[tuple[int, float], CropGeometry] = {}
         self._lists: dict[tuple[int, float], tuple[list, list]] = {}
-        self._spans: dict[int, np.ndarray] = {}
+        self._spans: dict[int, list] = {}
 
     def geometry(self, j: int, scale: float) -> CropGeometry:
         key = (j, scale)
@@ -152,14 +152,15 @@ class _Geometries:
     def footprint(self, js: list[int], f: int, frame_shape: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
         """The rows and columns of full-scale frame ``f`` that tracks ``js`` crop: one box around their footprints
         (empty where every face lies outside the frame)."""
+        y0 = x0 = 1 << 62
+        y1 = x1 = -1
         for j in js:
             if j not in self._spans:
-                self._spans[j] = talknet_footprint(self.geometry(j, 1.0), frame_shape)
-        spans = np.stack([self._spans[j][f - self.tracks[j].first] for j in js])
-        live = spans[(spans[:, 0] < spans[:, 1]) & (spans[:, 2] < spans[:, 3])]
-        if not len(live):
-            return (0, 0), (0, 0)
-        return (int(live[:, 0].min()), int(live[:, 1].max())), (int(live[:, 2].min()), int(live[:, 3].max()))
+                self._spans[j] = talknet_footprint(self.geometry(j, 1.0), frame_shape).tolist()
+            a, b, c, d = self._spans[j][f - self.tracks[j].first]
+            if a < b and c < d:
+                y0, y1, x0, x1 = min(y0, a), max(y1, b), min(x0, c), max(x1, d)
+        return ((y0, y1), (x0, x1)) if y1 >= 0 else ((0, 0), (0, 0))
 
 
 def cuts_from_frames(sample: ClipSample, use_derived: bool, smooth: bool) -> bool:

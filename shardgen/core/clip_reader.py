@@ -162,10 +162,11 @@ def read_selected(pread: Callable[[int, int], bytes], *, key: str, offset: int, 
     end = offset + length
     buf, buf_at, ahead = b"", offset, False  # bytes read and where they start; read ahead over small members
 
-    def get(at: int, n: int) -> bytes:
+    def get(at: int, n: int, through: int = 0) -> bytes:
+        """``n`` bytes at ``at``; a read that must go to the file takes everything up to ``through`` with them."""
         nonlocal buf, buf_at
         if not (buf_at <= at and at + n <= buf_at + len(buf)):
-            buf, buf_at = pread(min(max(n, READ_AHEAD) if ahead else n, end - at), at), at
+            buf, buf_at = pread(min(max(n, READ_AHEAD if ahead else 0, through - at), end - at), at), at
         return buf[at - buf_at:at - buf_at + n]
 
     fields: dict[str, bytes] = {}
@@ -191,7 +192,7 @@ def read_selected(pread: Callable[[int, int], bytes], *, key: str, offset: int, 
         ahead = False
         if wanted is None or ext in wanted:
             ahead = size < SMALL_MEMBER  # a run of small selected members (a track's crops): read on in one go
-            data = get(data_at, size)
+            data = get(data_at, size, through=pos + BLOCK)  # with the next member's header: one read, not two
             if len(data) != size:
                 return None
             fields[ext] = data

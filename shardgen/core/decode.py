@@ -88,12 +88,16 @@ class _RegionDecoder:
     ``AVSHARDS_REGION_DECODE=0`` turns it off (every region is then cut from a whole-frame decode)."""
 
     def __init__(self):
-        self._pid = None
+        self._made = False
         self._state = None
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self._made, self._state = False, None
 
     def get(self):
-        if self._pid != os.getpid():
-            self._pid, self._state = os.getpid(), self._make()
+        if not self._made:
+            self._made, self._state = True, self._make()
         return self._state
 
     @staticmethod
