@@ -19,9 +19,10 @@ per track, and a trial list. This script builds that layout from the very shards
 * **avshards crops** — the same on shards built with ``--derive crops`` (stored 112x112 crops);
 * **avshards plain + crop cache** — plain shards with ``crop_cache_dir``: its first epoch cuts the crops
   and writes the cache (shown on its own), the later ones read it;
-* **decode ceiling** — plain shards' bound: the whole-frame decodes an epoch needs (each frame of a
-  batch once per DCT scale, as the loader decodes), timed alone on bytes held in memory; delivered
-  frames over that time is what plain shards could reach if nothing else cost anything;
+* **decode ceiling** — plain shards' bound: the decodes an epoch makes (each frame of a batch once per
+  DCT scale; at full scale only the faces' region), recorded from one real epoch and timed alone on
+  bytes held in memory; delivered frames over that time is what plain shards could reach if nothing
+  else cost anything;
 
 with 1 and 2 DataLoader workers, on the demo corpus at 640x360 and at 1920x1080 (4 videos of
 45 s, 5 s clips). Each variant's loader is made once, before any timing, and runs one epoch a
@@ -253,28 +254,34 @@ def epoch_avshards(ld, epoch: int) -> tuple[int, float]:
 
 
 def decode_ceiling(split: Path, repeat: int = 3) -> tuple[int, float]:
-    """Delivered frames of an epoch, and the best time to do only its whole-frame decodes (see the module doc)."""
+    """Delivered frames of an epoch, and the best time to do only its decodes (see the module doc): the decode
+    calls one real epoch makes (each frame of a batch once per DCT scale; at full scale, the faces' region)
+    recorded, then replayed alone on bytes in memory."""
     import loaders
-    from loaders.faces import track_boxes
-    from shardgen.core.decode import decode_gray
+    import loaders.faces as faces
 
-    ld = loaders.make_loader(split, mode="asd-tracks", batch_frames=BUDGET)
-    jobs, frames = [], 0
-    for units in ld.stream.epoch_batches(0, 0):
-        T = min(u.track[2] for u in units)
-        frames += T * len(units)
-        decodes = {}
-        for u in units:
-            sample = ld.stream.reader.read_tracks([u], use_crops=False, frames=T)
-            scale = track_boxes(sample, u.track, T, smooth=False).scale
-            for f in range(u.track[1], u.track[1] + T):
-                decodes[(u.clip.key, f, scale)] = sample.frame(f)
-        jobs += [(data, scale) for (_, _, scale), data in decodes.items()]
+    calls = []
+    real = {name: getattr(faces, name) for name in ("decode_gray", "decode_gray_region")}
+
+    def recorder(name):
+        def record(data, *args, **kw):
+            calls.append((real[name], bytes(data), args, kw))
+            return real[name](data, *args, **kw)
+        return record
+
+    ld = loaders.make_loader(split, mode="asd-tracks", batch_frames=BUDGET, num_workers=0)
+    try:
+        for name in real:
+            setattr(faces, name, recorder(name))
+        frames = sum(faces_.shape[0] * faces_.shape[1] for _, faces_, _ in ld)
+    finally:
+        for name, fn in real.items():
+            setattr(faces, name, fn)
     best = float("inf")
     for _ in range(repeat):
         t = time.perf_counter()
-        for data, scale in jobs:
-            decode_gray(data, scale.min_height, scale.min_width)
+        for fn, data, args, kw in calls:
+            fn(data, *args, **kw)
         best = min(best, time.perf_counter() - t)
     return frames, best
 
@@ -321,7 +328,7 @@ def table(variants: list[dict]) -> str:
              "plain": "avshards `batch_frames`, plain shards",
              "crops": "avshards `batch_frames`, `--derive crops` shards",
              "cache": "avshards `batch_frames`, plain shards + crop cache, later epochs",
-             "ceiling": "plain shards' decode ceiling (whole-frame decodes only, 1 core)"}
+             "ceiling": "plain shards' decode ceiling (the epoch's decodes only, 1 core)"}
     base = {(v["corpus"], v["workers"]): v["best"] for v in variants if v["name"] == "talknet"}
     out = ["| frames | workers | loader | frames/epoch | frames/s | vs TalkNet |", "|---|---:|---|---:|---:|---:|"]
     for v in variants:
