@@ -258,7 +258,7 @@ def decode_ceiling(split: Path, repeat: int = 3) -> tuple[int, float]:
     calls one real epoch makes (each frame of a batch once per DCT scale; at full scale, the faces' region)
     recorded, then replayed alone on bytes in memory."""
     import loaders
-    import loaders.faces as faces
+    import shardgen.core.track_crops as faces  # where the loader's crops are cut
 
     calls = []
     real = {name: getattr(faces, name) for name in ("decode_gray", "decode_gray_region")}

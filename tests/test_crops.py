@@ -281,12 +281,24 @@ def test_crop_geometry_is_the_per_box_arithmetic_exactly():
 
 
 @pytest.mark.parametrize("box", [(10, 10, 0, 0), (10, 10, -5, 8), (np.nan, 10, 20, 20), (10, 10, np.inf, 20),
-                                 (3e38, 3e38, 3e38, 3e38)])
+                                 (3e38, 3e38, 3e38, 3e38), (10.0, 10.0, 1e6, 1e6)])
 def test_crop_geometry_names_the_bad_box(box):
     from shardgen.core.crops import crop_geometry
 
     with pytest.raises(ValueError, match="box"):
         crop_geometry([(1.0, 2.0, 30.0, 30.0), box])
+
+
+def _frozen_talknet_crop(gray: np.ndarray, box, scale: float = 1.0, out_size: int = 112) -> np.ndarray:
+    """The one-box crop as it was written before crop_geometry (kept here, independent of the package)."""
+    (x0, y0, x1, y1), (py0, py1, px0, px1) = _scalar_geometry(box, scale, out_size)
+    patch = np.full((py1 - py0, px1 - px0), PAD_VALUE, dtype=np.uint8)
+    fy0, fy1 = max(py0, 0), min(py1, gray.shape[0])
+    fx0, fx1 = max(px0, 0), min(px1, gray.shape[1])
+    if fy0 < fy1 and fx0 < fx1:
+        patch[fy0 - py0:fy1 - py0, fx0 - px0:fx1 - px0] = gray[fy0:fy1, fx0:fx1]
+    src = (x0 - px0, y0 - py0, x1 - px0, y1 - py0)
+    return np.asarray(Image.fromarray(patch).resize((out_size, out_size), Image.Resampling.BILINEAR, box=src))
 
 
 def test_a_crop_from_a_decoded_region_is_the_crop_from_the_whole_frame():
@@ -296,11 +308,13 @@ def test_a_crop_from_a_decoded_region_is_the_crop_from_the_whole_frame():
 
     rng = np.random.default_rng(3)
     frame = rng.integers(0, 256, (360, 640), np.uint8)
-    boxes = [(300.4, 100.2, 80.0, 90.5), (-30.0, -20.0, 70.0, 60.0), (600.0, 330.0, 90.0, 90.0), (-900.0, 5.0, 50.0, 50.0)]
+    boxes = [(300.4, 100.2, 80.0, 90.5), (-30.0, -20.0, 70.0, 60.0), (600.0, 330.0, 90.0, 90.0), (-900.0, 5.0, 50.0, 50.0),
+             (-3e7, 40.0, 60.0, 60.0)]  # far outside (a corrupt tracker's box): all padding, as before
     g = crop_geometry(boxes)
     for i, (y0, y1, x0, x1) in enumerate(talknet_footprint(g, frame.shape).tolist()):
         whole = resample_crop(frame, g.src[i].tolist(), g.patch[i].tolist())
-        assert np.array_equal(whole, talknet_crop(frame, boxes[i]))
+        assert np.array_equal(whole, _frozen_talknet_crop(frame, boxes[i]))
+        assert np.array_equal(talknet_crop(frame, boxes[i]), whole)
         part = frame[y0:y1, x0:x1]
         assert np.array_equal(resample_crop(part, g.src[i].tolist(), g.patch[i].tolist(), origin=(y0, x0),
                                             frame_shape=frame.shape), whole)

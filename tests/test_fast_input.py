@@ -248,7 +248,7 @@ def test_augmented_faces_are_the_reference_augmentation_of_the_same_draw(builds,
 
 def counted_decodes(monkeypatch) -> list:
     """The names of the frames loaders.faces decodes from now on, in order."""
-    import loaders.faces as faces_module
+    import shardgen.core.track_crops as faces_module  # where the crops are cut, for the loader and the builder alike
 
     decoded = []
     real, real_region = faces_module.decode_gray, faces_module.decode_gray_region

@@ -135,3 +135,77 @@ def test_damage_past_the_decoded_rows_is_not_seen():
         simplejpeg.decode_jpeg(cut, colorspace="GRAY")  # whole: the cut is an error
     got = decode_gray_region(cut, (0, 64), (0, 128))
     assert np.array_equal(got.pixels[:64, :128], decode_gray(data)[:64, :128])
+
+
+def test_exif_orientation_is_not_applied():
+    """simplejpeg never turns a frame by its EXIF tag (frames are stored as their files are): nor does the
+    region decoder, whose default would."""
+    img = picture(640, 360, 8)
+    for orientation in (2, 3, 6, 8):
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        data = jpeg(img, exif=exif.tobytes())
+        for rows, cols in (((0, 360), (0, 640)), ((50, 150), (300, 420))):
+            check_region(data, rows, cols)
+
+
+def test_other_formats_are_not_decoded_as_frames():
+    """nvImageCodec decodes PNG, WebP, TIFF...: a frame must be a JPEG, as before (named error)."""
+    buf = io.BytesIO()
+    Image.fromarray(picture(64, 48)).save(buf, "PNG")
+    with pytest.raises(FormatError, match="clip_x frame 2: JPEG does not decode"):
+        decode_gray_region(buf.getvalue(), (0, 10), (0, 10), name="clip_x frame 2")
+
+
+def test_a_region_outside_the_frame_still_decodes_the_frame():
+    """Every face outside the frame: nothing of it is cropped, but the frame is decoded all the same, so a
+    frame that does not decode is an error whether or not the region decoder is there."""
+    with pytest.raises(FormatError, match="JPEG does not decode"):
+        decode_gray_region(LAYOUTS["4:2:0"]()[:300], (400, 500), (0, 10), name="f")
+    got = decode_gray_region(LAYOUTS["4:2:0"](), (400, 500), (0, 10))
+    assert got.frame_shape == (360, 640)
+
+
+def _flipped(data: bytes) -> bytes:
+    """Eight bytes of entropy-coded data inverted early in the scan: libjpeg notices, as a warning."""
+    bad = bytearray(data)
+    at = len(data) // 10
+    bad[at:at + 8] = bytes(b ^ 0xFF for b in bad[at:at + 8])
+    return bytes(bad)
+
+
+def test_damage_libjpeg_warns_about_is_strict_only_where_asked():
+    """The stated leniency of a region decode, and the strict mode the builder's --derive crops uses: the same
+    damaged frame is crops from a region decode, a named error from a strict cut (a whole decode)."""
+    from shardgen.core.track_crops import TrackCrops, cut_crops
+    from shardgen.core.crops import DctScale
+
+    data = _flipped(LAYOUTS["4:2:0"]())
+    with pytest.raises(ValueError, match="Corrupt JPEG data"):
+        simplejpeg.decode_jpeg(data, colorspace="GRAY")
+    track = TrackCrops(0, 0, 1, np.array([[300.0, 150.0, 80.0, 80.0]]), np.array([[300.0, 150.0, 80.0, 80.0]]),
+                       DctScale(1.0, 360, 640))
+    strict = cut_crops(lambda i: data, (640, 360), [track], key="clip_x", strict=True)[0]
+    assert isinstance(strict, FormatError) and "clip_x frame 1: JPEG does not decode" in str(strict)
+    lenient = cut_crops(lambda i: data, (640, 360), [track], key="clip_x")[0]
+    if region_decoding_available():
+        assert isinstance(lenient, np.ndarray) and lenient.shape == (1, 112, 112)
+    else:
+        assert isinstance(lenient, FormatError)
+
+
+def test_one_track_s_bad_box_fails_that_track_only():
+    """A box no crop can be cut from (zero width) fails its own track, named; the other track of the same
+    frames gets its crops, the ones it gets alone."""
+    from shardgen.core.track_crops import TrackCrops, cut_crops
+    from shardgen.core.crops import DctScale
+
+    data = LAYOUTS["4:2:0"]()
+    good_boxes = np.array([[100.0, 80.0, 90.0, 90.0], [104.0, 82.0, 90.0, 90.0]])
+    bad_boxes = np.array([[300.0, 80.0, 90.0, 90.0], [300.0, 80.0, 0.0, 90.0]])
+    scale = DctScale(1.0, 360, 640)
+    good, bad = TrackCrops(0, 0, 2, good_boxes, good_boxes, scale), TrackCrops(1, 0, 2, bad_boxes, bad_boxes, scale)
+    both = cut_crops(lambda i: data, (640, 360), [good, bad], key="clip_x")
+    alone = cut_crops(lambda i: data, (640, 360), [good], key="clip_x")[0]
+    assert isinstance(both[1], FormatError) and "clip_x: person 1's track from frame 1" in str(both[1])
+    assert isinstance(both[0], np.ndarray) and np.array_equal(both[0], alone)

@@ -16,8 +16,9 @@ import numpy as np
 import simplejpeg
 
 from ..core import format as fmt
-from ..core.crops import crop_geometry, crop_scale_for, interpolate_boxes, resample_crop
-from ..core.decode import decode_gray, gray_frame
+from ..core.crops import crop_scale_for, interpolate_boxes
+from ..core.decode import gray_frame
+from ..core.track_crops import TrackCrops, cut_crops
 
 QUALITY = 95
 
@@ -26,22 +27,21 @@ def _encode_gray(img: np.ndarray) -> bytes:
     return simplejpeg.encode_jpeg(np.ascontiguousarray(img)[..., None], quality=QUALITY, colorspace="GRAY")
 
 
-def derived_members(jpegs: list[bytes], boxes: np.ndarray, frame_size: tuple[int, int], derive) -> list[tuple[str, bytes]]:
+def derived_members(jpegs: list[bytes], boxes: np.ndarray, frame_size: tuple[int, int], derive, *,
+                    key: str = "") -> list[tuple[str, bytes]]:
+    """The derived members of one clip (``key`` names it in errors), in member order."""
     out: list[tuple[str, bytes]] = []
     if "small" in derive:
         out += [(fmt.gray_ext(i + 1), _encode_gray(gray_frame(data))) for i, data in enumerate(jpegs)]
     if "crops" in derive:
         W, H = frame_size
+        tracks = []
         for p, first, n in fmt.person_tracks(boxes):
             filled, _ = interpolate_boxes(boxes[p, first:first + n].astype(np.float64))
-            scale = crop_scale_for(filled, (H, W))
-            geometries: dict[float, tuple[list, list]] = {}  # per decoded scale: the track's windows, computed once
-            for i in range(n):
-                gray = decode_gray(jpegs[first + i], scale.min_height, scale.min_width)
-                at = gray.shape[1] / W
-                if at not in geometries:
-                    g = crop_geometry(filled, scale=at)
-                    geometries[at] = (g.src.tolist(), g.patch.tolist())
-                src, patch = geometries[at]
-                out.append((fmt.crop_ext(p, first + i + 1), _encode_gray(resample_crop(gray, src[i], patch[i]))))
+            tracks.append(TrackCrops(p, first, n, filled, filled, crop_scale_for(filled, (H, W))))
+        # every track of the clip at once, each frame decoded once, whole and strictly (the loader's own crop path)
+        for t, crops in zip(tracks, cut_crops(jpegs.__getitem__, frame_size, tracks, key=key, strict=True)):
+            if isinstance(crops, Exception):
+                raise crops
+            out += [(fmt.crop_ext(t.person, t.first + i + 1), _encode_gray(crop)) for i, crop in enumerate(crops)]
     return out

@@ -132,8 +132,10 @@ class CropGeometry(NamedTuple):
     patch: np.ndarray
 
 
-#: a crop's patch reaching further than this from the frame is no face box (a corrupt or absurd annotation)
-_MAX_COORD = 1 << 24
+#: beyond this, float64 no longer holds every integer: the window's int() truncations would not be TalkNet's
+_MAX_COORD = float(1 << 52)
+#: a crop patch this many pixels on a side is no face (an absurd annotation): it is refused, not allocated
+_MAX_SIDE = 1 << 16
 
 
 def crop_geometry(boxes, scale: float = 1.0, out_size: int = 112) -> CropGeometry:
@@ -162,9 +164,11 @@ def crop_geometry(boxes, scale: float = 1.0, out_size: int = 112) -> CropGeometr
     # downscaling, each side) so Pillow never clamps at a patch edge that is not a window edge.
     margin = np.ceil(np.maximum(np.maximum(1.0, (y1 - y0) / out_size), (x1 - x0) / out_size)) + 1
     patch = np.stack([np.floor(y0) - margin, np.ceil(y1) + margin, np.floor(x0) - margin, np.ceil(x1) + margin], 1)
-    if not (np.abs(patch) < _MAX_COORD).all():
-        row = int(np.argmax((np.abs(patch) >= _MAX_COORD).any(axis=1)))
-        raise ValueError(f"box {b[row].tolist()} puts its crop beyond any frame (more than {_MAX_COORD} px)")
+    bad = ~(np.abs(patch) < _MAX_COORD).all(axis=1)
+    bad |= (patch[:, 1] - patch[:, 0] > _MAX_SIDE) | (patch[:, 3] - patch[:, 2] > _MAX_SIDE)
+    if bad.any():
+        raise ValueError(f"box {b[int(np.argmax(bad))].tolist()} makes a crop window over {_MAX_SIDE} px on a side "
+                         f"or {_MAX_COORD:.0f} px away: no face box")
     return CropGeometry(np.stack([x0, y0, x1, y1], 1), patch.astype(np.int64))
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -90,14 +91,18 @@ class _RegionDecoder:
     def __init__(self):
         self._made = False
         self._state = None
+        self._lock = threading.Lock()
         os.register_at_fork(after_in_child=self.reset)
 
     def reset(self) -> None:
         self._made, self._state = False, None
+        self._lock = threading.Lock()
 
     def get(self):
         if not self._made:
-            self._made, self._state = True, self._make()
+            with self._lock:  # two threads' first uses must not both swap the stderr descriptor
+                if not self._made:
+                    self._state, self._made = self._make(), True
         return self._state
 
     @staticmethod
@@ -113,7 +118,9 @@ class _RegionDecoder:
 
                 cpu = nv.Backend(nv.BackendKind.CPU_ONLY)
                 decoder = nv.Decoder(device_id=nv.NVIMGCODEC_DEVICE_CPU_ONLY, max_num_cpu_threads=1, backends=[cpu])
-                params = nv.DecodeParams(color_spec=nv.GRAY, allow_any_depth=False)
+                # simplejpeg never turns a frame by its EXIF orientation, and a frame directory's JPEGs are
+                # stored as they are: neither may the region decoder (it would by default).
+                params = nv.DecodeParams(color_spec=nv.GRAY, allow_any_depth=False, apply_exif_orientation=False)
         except Exception:  # ImportError on platforms without the wheel, or a library that will not start
             return None
         return nv, decoder, params
@@ -121,9 +128,15 @@ class _RegionDecoder:
 
 @contextlib.contextmanager
 def _stderr_silenced():
-    """File descriptor 2 pointed at /dev/null for the block (C libraries print past ``sys.stderr``)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
+    """File descriptor 2 pointed at /dev/null for the block (C libraries print past ``sys.stderr``); nothing
+    is changed where there is no descriptor 2."""
+    if sys.stderr is not None:
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
     try:
         with open(os.devnull, "wb") as null:
             os.dup2(null.fileno(), 2)
@@ -144,30 +157,35 @@ def region_decoding_available() -> bool:
 def decode_gray_region(data: bytes, rows: tuple[int, int], cols: tuple[int, int], *, name: str = "frame") -> FrameRegion:
     """Full-scale luma of at least ``rows`` x ``cols`` (``[start, stop)`` in frame pixels, clipped to the frame).
 
-    The pixels are those :func:`decode_gray` gives for the same rows and columns. A frame that the region
-    decoder refuses (corrupt, a layout it does not take) is decoded whole by :func:`decode_gray`, which raises
-    the named :class:`FormatError` if the frame really does not decode. Damage past the decoded rows is not
-    seen (the rest of the frame is not read), as with any partial decode: shard digests cover the bytes.
+    The pixels are those :func:`decode_gray` gives for the same rows and columns. Only 8-bit JPEGs go to the
+    region decoder; anything it does not take or refuses (another format, another precision, data it cannot
+    decode, a region wholly outside the frame) is decoded whole by :func:`decode_gray`, which raises the named
+    :class:`FormatError` if the frame really does not decode.
+
+    Lenient where a partial decode must be: damage past the decoded rows is not seen (they are not read), and
+    damage inside them that libjpeg reports only as a warning ("Corrupt JPEG data: ...", which simplejpeg
+    raises) decodes as libjpeg decodes it. Shard digests cover the bytes after the build (``shardgen verify``
+    decodes every frame whole); ``AVSHARDS_REGION_DECODE=0`` decodes every frame whole, strictly.
     """
     state = _REGION_DECODER.get()
     if state is not None:
         nv, decoder, params = state
         try:
             stream = nv.CodeStream(data)
-            height, width = int(stream.height), int(stream.width)
-            y0, y1 = max(0, rows[0]), min(height, rows[1])
-            x0, x1 = max(0, cols[0]), min(width, cols[1])
-            if y0 >= y1 or x0 >= x1:  # the face lies wholly outside the frame: nothing to decode
-                return FrameRegion(np.empty((0, 0), np.uint8), (0, 0), (height, width))
-            if (y0, y1, x0, x1) == (0, height, 0, width):
-                image = decoder.decode(stream, params=params)
-            else:
-                region = nv.Region(start=(y0, x0), end=(y1, x1))
-                image = decoder.decode(stream.get_sub_code_stream(region=region), params=params)
-            if image is not None:
-                pixels = np.asarray(image.cpu())
-                if pixels.shape == (y1 - y0, x1 - x0, 1) and pixels.dtype == np.uint8:
-                    return FrameRegion(pixels[..., 0], (y0, x0), (height, width))
+            if stream.codec_name == "jpeg" and stream.precision == 8:
+                height, width = int(stream.height), int(stream.width)
+                y0, y1 = max(0, rows[0]), min(height, rows[1])
+                x0, x1 = max(0, cols[0]), min(width, cols[1])
+                if y0 < y1 and x0 < x1:
+                    if (y0, y1, x0, x1) == (0, height, 0, width):
+                        image = decoder.decode(stream, params=params)
+                    else:
+                        region = nv.Region(start=(y0, x0), end=(y1, x1))
+                        image = decoder.decode(stream.get_sub_code_stream(region=region), params=params)
+                    if image is not None:
+                        pixels = np.asarray(image.cpu())
+                        if pixels.shape == (y1 - y0, x1 - x0, 1) and pixels.dtype == np.uint8:
+                            return FrameRegion(pixels[..., 0], (y0, x0), (height, width))
         except Exception:  # anything the region decoder does not take: the whole-frame decode below decides
             pass
     gray = decode_gray(data, name=name)
