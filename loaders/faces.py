@@ -49,12 +49,15 @@ def stored_crops(sample: ClipSample, track: tuple, kept: int) -> np.ndarray:
     faces = np.empty((kept, FACE, FACE), np.uint8)
     for i in range(kept):
         data = sample.crop(p, first + i)
-        name = f"{sample.key} crop {p}/{first + i + 1}"
         if data is None:
-            raise FormatError(f"{name}: member missing (the clip was built with --derive crops)")
-        crop = gray_small(data, name=name)
+            raise FormatError(f"{sample.key} crop {p}/{first + i + 1}: member missing (the clip was built with --derive crops)")
+        try:
+            crop = gray_small(data)
+        except FormatError:  # named here only: a name made for every crop costs more than its decode's setup
+            crop = gray_small(data, name=f"{sample.key} crop {p}/{first + i + 1}")
         if crop.shape != (FACE, FACE):
-            raise FormatError(f"{name}: stored crop is {crop.shape[1]}x{crop.shape[0]}, not {FACE}x{FACE}")
+            raise FormatError(f"{sample.key} crop {p}/{first + i + 1}: stored crop is {crop.shape[1]}x{crop.shape[0]}, "
+                              f"not {FACE}x{FACE}")
         faces[i] = crop
     return faces
 
