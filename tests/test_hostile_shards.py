@@ -359,3 +359,38 @@ def test_pax_header_with_a_non_numeric_size_is_a_tar_error():
     data = block(b"pax", len(record), b"x") + record.ljust(512, b"\0") + block(b"v/clip_f000000.json", 0, b"0") + bytes(1024)
     with pytest.raises(TarError, match="PAX size 'abcd' disagrees"):
         list(iter_tar(io.BytesIO(data), source="s.tar"))
+
+
+def test_a_deeply_nested_document_runs_no_finalizer_at_the_recursion_limit():
+    """json's C parser meets a 200k-deep document at the recursion limit; a garbage collection there would run
+    finalizers with no recursion left (the 'unraisable' RecursionError a CI run failed on). The parse holds
+    the collector off: no collection happens during it, whatever the collector's threshold."""
+    import gc
+    import sys
+
+    from shardgen.core.format import FormatError, decode_metadata, untrusted_json
+
+    runs = []
+
+    def during_parse(phase, info):  # a collection started while untrusted_json was on the stack
+        frame = sys._getframe()
+        while frame is not None:
+            if frame.f_code is untrusted_json.__code__:
+                runs.append(phase)
+                return
+            frame = frame.f_back
+
+    gc.callbacks.append(during_parse)
+    old = gc.get_threshold()
+    try:
+        gc.set_threshold(1)  # a collection at every allocation, were it allowed
+        runs.clear()
+        with pytest.raises(RecursionError):
+            untrusted_json(b"[" * 200000 + b"]" * 200000)
+        assert runs == []
+        with pytest.raises(FormatError, match="is not JSON"):
+            decode_metadata(b"[" * 200000 + b"]" * 200000, name="x.json")
+        assert gc.isenabled()
+    finally:
+        gc.set_threshold(*old)
+        gc.callbacks.pop()

@@ -51,7 +51,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .format import FormatError, clip_key, parse_clip_key, validate_video_id
+from .format import FormatError, clip_key, parse_clip_key, untrusted_json, validate_video_id
 
 INDEX_SCHEMA = "avshards/clip-index"
 INDEX_VERSION = 1
@@ -401,7 +401,7 @@ def _header(buf, name: str) -> tuple[dict, int]:
     if length > 1 << 20 or len(MAGIC) + 8 + length > len(buf):
         raise FormatError(f"{name}: clip index header of {length} bytes does not fit the file")
     try:
-        header = json.loads(bytes(buf[len(MAGIC) + 8:len(MAGIC) + 8 + length]))
+        header = untrusted_json(bytes(buf[len(MAGIC) + 8:len(MAGIC) + 8 + length]))
     except ValueError as exc:
         raise FormatError(f"{name}: clip index header is not JSON ({exc})") from None
     if not isinstance(header, dict) or header.get("schema") != INDEX_SCHEMA:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ import numpy as np
 
 from .clip_index import ClipIndex, ClipIndexWriter, ClipRef, concat_indexes
 from .clip_reader import iter_clips, read_selected
-from .format import FormatError, person_tracks
+from .format import FormatError, person_tracks, untrusted_json
 from .manifest import MANIFEST_NAME, read_index, read_manifest
 from .sample import LABELS, ClipSample, Members
 from .storage import ShardCache, SparseWindow, TransportOptions, Window, is_remote, join, object_size, open_range, parent, read_bytes
@@ -156,7 +155,7 @@ def read_build_report(build: str | os.PathLike, options: TransportOptions | dict
     except FileNotFoundError:  # a remote 404 too (RemoteNotFoundError)
         return None
     try:
-        report = json.loads(data)
+        report = untrusted_json(data)
     except ValueError as exc:
         raise FormatError(f"{url}: not JSON ({exc})") from None
     if not isinstance(report, dict):
