@@ -218,6 +218,8 @@ HOSTILE_CLIPS = {
                             "only": "asd-tracks"},
     "boxes w NaN": {"replace": {"boxes.npy": npy_bytes(np.tile(np.float32([10, 10, np.nan, 5]), (1, 15, 1)))},
                     "only": "asd-tracks"},
+    "boxes 9e4 wide": {"replace": {"boxes.npy": npy_bytes(np.tile(np.float32([10, 10, 9e4, 9e4]), (1, 15, 1)))},
+                       "only": "asd-tracks"},  # a 64,000 px crop window: refused, never allocated
 }
 
 

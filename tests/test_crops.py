@@ -281,7 +281,7 @@ def test_crop_geometry_is_the_per_box_arithmetic_exactly():
 
 
 @pytest.mark.parametrize("box", [(10, 10, 0, 0), (10, 10, -5, 8), (np.nan, 10, 20, 20), (10, 10, np.inf, 20),
-                                 (3e38, 3e38, 3e38, 3e38), (10.0, 10.0, 1e6, 1e6)])
+                                 (3e38, 3e38, 3e38, 3e38), (10.0, 10.0, 1e6, 1e6), (10.0, 10.0, 9e4, 9e4)])
 def test_crop_geometry_names_the_bad_box(box):
     from shardgen.core.crops import crop_geometry
 

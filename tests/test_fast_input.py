@@ -247,7 +247,7 @@ def test_augmented_faces_are_the_reference_augmentation_of_the_same_draw(builds,
 
 
 def counted_decodes(monkeypatch) -> list:
-    """The names of the frames loaders.faces decodes from now on, in order."""
+    """The names of the frames the loader decodes for its crops from now on, in order."""
     import shardgen.core.track_crops as faces_module  # where the crops are cut, for the loader and the builder alike
 
     decoded = []

@@ -139,14 +139,17 @@ def test_damage_past_the_decoded_rows_is_not_seen():
 
 def test_exif_orientation_is_not_applied():
     """simplejpeg never turns a frame by its EXIF tag (frames are stored as their files are): nor does the
-    region decoder, whose default would."""
+    region decoder, whose default would — and it is the region decoder that answers (not a fallback)."""
     img = picture(640, 360, 8)
-    for orientation in (2, 3, 6, 8):
+    for orientation in range(1, 9):
         exif = Image.Exif()
         exif[0x0112] = orientation
-        data = jpeg(img, exif=exif.tobytes())
-        for rows, cols in (((0, 360), (0, 640)), ((50, 150), (300, 420))):
-            check_region(data, rows, cols)
+        for progressive in (False, True):
+            data = jpeg(img, exif=exif.tobytes(), progressive=progressive)
+            for rows, cols in (((0, 360), (0, 640)), ((50, 150), (300, 420))):
+                check_region(data, rows, cols)
+            if region_decoding_available():
+                assert decode_gray_region(data, (50, 150), (300, 420)).origin != (0, 0), orientation
 
 
 def test_other_formats_are_not_decoded_as_frames():
@@ -160,10 +163,45 @@ def test_other_formats_are_not_decoded_as_frames():
 def test_a_region_outside_the_frame_still_decodes_the_frame():
     """Every face outside the frame: nothing of it is cropped, but the frame is decoded all the same, so a
     frame that does not decode is an error whether or not the region decoder is there."""
+    cut = LAYOUTS["4:2:0"]()
+    cut = cut[:len(cut) // 3]  # its header parses (640x360): only a decode finds the cut
     with pytest.raises(FormatError, match="JPEG does not decode"):
-        decode_gray_region(LAYOUTS["4:2:0"]()[:300], (400, 500), (0, 10), name="f")
+        decode_gray_region(cut, (400, 500), (0, 10), name="f")
     got = decode_gray_region(LAYOUTS["4:2:0"](), (400, 500), (0, 10))
     assert got.frame_shape == (360, 640)
+    from shardgen.core.crops import DctScale
+    from shardgen.core.track_crops import TrackCrops, cut_crops
+
+    off = np.array([[-900.0, 10.0, 60.0, 60.0]])  # wholly left of the frame: its crop is all padding
+    track = TrackCrops(0, 0, 1, off, off, DctScale(1.0, 360, 640))
+    assert (cut_crops(lambda i: LAYOUTS["4:2:0"](), (640, 360), [track], key="c")[0] == 110).all()
+    broken = cut_crops(lambda i: cut, (640, 360), [track], key="c")[0]
+    assert isinstance(broken, FormatError) and "c frame 1: JPEG does not decode" in str(broken)
+
+
+def test_threads_decoding_at_once_get_the_whole_decode_s_pixels():
+    """One decoder per thread: four threads decoding regions at once (one shared decoder crashed or returned
+    other pixels) each get exactly the whole decode's pixels, from the region decoder."""
+    import threading
+
+    data = LAYOUTS["4:2:0"]()
+    whole = decode_gray(data)
+    wrong = []
+
+    def work():
+        for _ in range(150):
+            got = decode_gray_region(data, (100, 200), (200, 330))
+            oy, ox = got.origin
+            if (region_decoding_available() and got.origin == (0, 0)) or not np.array_equal(
+                    got.pixels[100 - oy:200 - oy, 200 - ox:330 - ox], whole[100:200, 200:330]):
+                wrong.append(got.origin)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
 
 
 def _flipped(data: bytes) -> bytes:

@@ -89,8 +89,9 @@ def _members_and_labels(clip: ClipPlan, ctx: BuildContext):
     if params.derive:
         try:
             derived = derived_members(jpegs, labels.boxes, clip.frame_size, params.derive)
-        except fmt.FormatError as exc:  # more persons than crop member names can number
-            raise fmt.FormatError(f"{clip.key}: {exc}; build without --derive crops") from None
+        except fmt.FormatError as exc:  # more persons than crop members can name; a frame or box no crop comes from
+            advice = "; build without --derive crops" if "crop members name at most" in str(exc) else ""
+            raise fmt.FormatError(f"{clip.key}: {exc}{advice}") from None
 
     meta = fmt.make_metadata(
         key=clip.key, video_id=clip.video_id, split=clip.split, start_frame=clip.start,

@@ -135,7 +135,8 @@ class CropGeometry(NamedTuple):
 #: beyond this, float64 no longer holds every integer: the window's int() truncations would not be TalkNet's
 _MAX_COORD = float(1 << 52)
 #: a crop patch this many pixels on a side is no face (an absurd annotation): it is refused, not allocated
-_MAX_SIDE = 1 << 16
+#: (a real face's patch is ~1,500 px at 4K; this one would be 64 MB, resampled for every frame of its track)
+_MAX_SIDE = 8192
 
 
 def crop_geometry(boxes, scale: float = 1.0, out_size: int = 112) -> CropGeometry:

@@ -84,29 +84,47 @@ class FrameRegion(NamedTuple):
 
 
 class _RegionDecoder:
-    """nvImageCodec's CPU decoder, made once per process (a forked DataLoader worker makes its own: the
+    """nvImageCodec's CPU decoder — one per thread (a decoder used by two threads at once crashes or returns
+    other pixels), the library loaded once per process (a forked DataLoader worker loads its own state: the
     library's executor threads do not survive a fork) — or None where the package is absent or unusable.
     ``AVSHARDS_REGION_DECODE=0`` turns it off (every region is then cut from a whole-frame decode)."""
 
     def __init__(self):
-        self._made = False
-        self._state = None
         self._lock = threading.Lock()
-        os.register_at_fork(after_in_child=self.reset)
+        self.reset()
+        # A fork waits for a first use under way in another thread (its stderr swap must not be inherited).
+        os.register_at_fork(before=self._lock.acquire, after_in_parent=self._lock.release,
+                            after_in_child=self._after_fork)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
 
     def reset(self) -> None:
-        self._made, self._state = False, None
-        self._lock = threading.Lock()
+        self._made, self._library = False, None
+        self._local = threading.local()
 
     def get(self):
+        """``(nvimgcodec, this thread's decoder, decode params)``, or None."""
         if not self._made:
             with self._lock:  # two threads' first uses must not both swap the stderr descriptor
                 if not self._made:
-                    self._state, self._made = self._make(), True
-        return self._state
+                    self._library, self._made = self._load(), True
+        if self._library is None:
+            return None
+        state = getattr(self._local, "state", None)
+        if state is None:
+            nv, params = self._library
+            try:
+                cpu = nv.Backend(nv.BackendKind.CPU_ONLY)
+                decoder = nv.Decoder(device_id=nv.NVIMGCODEC_DEVICE_CPU_ONLY, max_num_cpu_threads=1, backends=[cpu])
+            except Exception:
+                return None
+            state = self._local.state = (nv, decoder, params)
+        return state
 
     @staticmethod
-    def _make():
+    def _load():
         if os.environ.get("AVSHARDS_REGION_DECODE", "1") == "0":
             return None
         # Its logger reports every GPU extension it cannot load (none is needed here), and a few of them print
@@ -116,14 +134,14 @@ class _RegionDecoder:
             with _stderr_silenced():
                 from nvidia import nvimgcodec as nv
 
-                cpu = nv.Backend(nv.BackendKind.CPU_ONLY)
-                decoder = nv.Decoder(device_id=nv.NVIMGCODEC_DEVICE_CPU_ONLY, max_num_cpu_threads=1, backends=[cpu])
+                nv.Decoder(device_id=nv.NVIMGCODEC_DEVICE_CPU_ONLY, max_num_cpu_threads=1,
+                           backends=[nv.Backend(nv.BackendKind.CPU_ONLY)])  # its extensions load (and print) here
                 # simplejpeg never turns a frame by its EXIF orientation, and a frame directory's JPEGs are
                 # stored as they are: neither may the region decoder (it would by default).
                 params = nv.DecodeParams(color_spec=nv.GRAY, allow_any_depth=False, apply_exif_orientation=False)
         except Exception:  # ImportError on platforms without the wheel, or a library that will not start
             return None
-        return nv, decoder, params
+        return nv, params
 
 
 @contextlib.contextmanager

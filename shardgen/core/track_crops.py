@@ -50,11 +50,18 @@ def cut_crops(frame: Callable[[int], bytes], frame_size: tuple[int, int], tracks
     W, H = frame_size
     out: list = [np.empty((t.kept, FACE, FACE), np.uint8) for t in tracks]
     geometries = _Geometries(tracks)
-    for j, t in enumerate(tracks):
+
+    def named(j: int, exc: Exception) -> Exception:
+        if isinstance(exc, FormatError):
+            return exc
+        t = tracks[j]
+        return FormatError(f"{key + ': ' if key else ''}person {t.person}'s track from frame {t.first + 1}: {exc}")
+
+    for j in range(len(tracks)):
         try:
             geometries.geometry(j, 1.0)  # a box no crop can be cut from fails its own track here, named
         except ValueError as exc:
-            out[j] = FormatError(f"{key + ': ' if key else ''}person {t.person}'s track from frame {t.first + 1}: {exc}")
+            out[j] = named(j, exc)
     users: dict[tuple, list[int]] = {}  # (frame, scale) -> the tracks that crop it
     for j, t in enumerate(tracks):
         if not isinstance(out[j], Exception):
@@ -86,7 +93,7 @@ def cut_crops(frame: Callable[[int], bytes], frame_size: tuple[int, int], tracks
                 out[j][i] = resample_crop(region.pixels, src[i], patch[i], FACE, origin=region.origin,
                                           frame_shape=region.frame_shape)
             except Exception as exc:
-                out[j] = exc
+                out[j] = named(j, exc)
     return out
 
 
