@@ -12,24 +12,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from shardgen.core.crops import crop_scale_for, interpolate_boxes, smooth_boxes
 from shardgen.core.decode import FACE, gray_small
 from shardgen.core.format import FormatError
 from shardgen.core.sample import ClipSample
-from shardgen.core.track_crops import TrackCrops, cut_crops
+from shardgen.core.track_crops import TrackCrops, cut_crops, track_crops_of
 
 
 def track_boxes(sample: ClipSample, track: tuple, kept: int, smooth: bool) -> TrackCrops:
-    """A track's boxes and decode scale; a track whose ends have no box is an error naming the clip."""
+    """A track's boxes and decode scale (:func:`~shardgen.core.track_crops.track_crops_of`); a track whose ends
+    have no box is an error naming the clip."""
     p, first, n = (int(v) for v in track)
-    boxes, span = interpolate_boxes(sample.boxes[p, first:first + n].astype(np.float64))
-    if span is None or span != (0, n - 1):
-        raise FormatError(f"{sample.key}: track {track} has no box at its ends (clip index and shard disagree)")
-    annotated = boxes  # the evaluation's boxes (gaps filled, never smoothed): what eval-gt writes
-    if smooth:
-        boxes = smooth_boxes(boxes)
-    W, H = sample.meta["frame_size"]
-    return TrackCrops(p, first, kept, annotated, boxes, crop_scale_for(boxes, (H, W)))
+    try:
+        return track_crops_of(sample.boxes[p, first:first + n], p, first, kept, sample.meta["frame_size"], smooth=smooth)
+    except ValueError:
+        raise FormatError(f"{sample.key}: track {track} has no box at its ends (clip index and shard disagree)") from None
 
 
 def kept_frames(track: tuple, keep: int | None) -> int:
@@ -47,17 +43,20 @@ def stored_crops(sample: ClipSample, track: tuple, kept: int) -> np.ndarray:
     """A track's first ``kept`` crops from its clip's ``--derive crops`` members."""
     p, first = int(track[0]), int(track[1])
     faces = np.empty((kept, FACE, FACE), np.uint8)
+
+    def name(i: int) -> str:  # made only for an error: a name made for every crop costs more than its decode's setup
+        return f"{sample.key} crop {p}/{first + i + 1}"
+
     for i in range(kept):
         data = sample.crop(p, first + i)
         if data is None:
-            raise FormatError(f"{sample.key} crop {p}/{first + i + 1}: member missing (the clip was built with --derive crops)")
+            raise FormatError(f"{name(i)}: member missing (the clip was built with --derive crops)")
         try:
             crop = gray_small(data)
-        except FormatError:  # named here only: a name made for every crop costs more than its decode's setup
-            crop = gray_small(data, name=f"{sample.key} crop {p}/{first + i + 1}")
+        except FormatError:
+            crop = gray_small(data, name=name(i))  # raises again, naming the member
         if crop.shape != (FACE, FACE):
-            raise FormatError(f"{sample.key} crop {p}/{first + i + 1}: stored crop is {crop.shape[1]}x{crop.shape[0]}, "
-                              f"not {FACE}x{FACE}")
+            raise FormatError(f"{name(i)}: stored crop is {crop.shape[1]}x{crop.shape[0]}, not {FACE}x{FACE}")
         faces[i] = crop
     return faces
 

@@ -22,13 +22,34 @@ from shardgen.core.crops import (
     interpolate_boxes,
     smooth_boxes,
     talknet_crop,
-    talknet_window,
 )
 
 from tests.sources import REALDATA as HAMILTON  # ../shared/realdata/hamilton beside the checkout
 
 
 # ---------------------------------------------------------------- literal TalkNet reference
+
+
+def talknet_window(box) -> tuple[int, int, int, int]:
+    """TalkNet's crop window for one box, as ``(top, left, height, width)`` in frame pixels — the per-box
+    reference crop_geometry is held to (kept here, independent of the package).
+
+    Same arithmetic as the demo, including its ``int()`` truncations in padded coordinates, so the
+    window lands on the same pixels. ``top``/``left`` may be negative and the window may extend
+    past the frame: that part is TalkNet's 110 padding.
+    """
+    x, y, w, h = (float(v) for v in box)
+    if not (math.isfinite(x) and math.isfinite(y) and w > 0 and h > 0 and math.isfinite(w + h)):
+        # The Ego4D port drops such boxes (its check() skips w <= 0 or h <= 0); so must the caller.
+        raise ValueError(f"box needs finite x, y and positive w, h; got {box}")
+    cs = 0.4  # TalkNet's cs
+    bs = max(w, h) / 2
+    bsi = int(bs * (1 + 2 * cs))
+    my, mx = y + h / 2 + bsi, x + w / 2 + bsi  # centre in padded-frame coordinates
+    r0, r1 = int(my - bs), int(my + bs * (1 + 2 * cs))
+    c0, c1 = int(mx - bs * (1 + cs)), int(mx + bs * (1 + cs))
+    return r0 - bsi, c0 - bsi, r1 - r0, c1 - c0
+
 
 
 def bilinear_resize(img, out_h, out_w):

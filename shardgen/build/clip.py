@@ -90,8 +90,7 @@ def _members_and_labels(clip: ClipPlan, ctx: BuildContext):
         try:
             derived = derived_members(jpegs, labels.boxes, clip.frame_size, params.derive)
         except fmt.FormatError as exc:  # more persons than crop members can name; a frame or box no crop comes from
-            advice = "; build without --derive crops" if "crop members name at most" in str(exc) else ""
-            raise fmt.FormatError(f"{clip.key}: {exc}{advice}") from None
+            raise fmt.FormatError(f"{clip.key}: {exc}") from None
 
     meta = fmt.make_metadata(
         key=clip.key, video_id=clip.video_id, split=clip.split, start_frame=clip.start,

@@ -16,9 +16,8 @@ import numpy as np
 import simplejpeg
 
 from ..core import format as fmt
-from ..core.crops import crop_scale_for, interpolate_boxes
 from ..core.decode import gray_frame
-from ..core.track_crops import TrackCrops, cut_crops
+from ..core.track_crops import cut_crops, track_crops_of
 
 QUALITY = 95
 TRACKS_AT_ONCE = 8  # a clip's tracks cut together: ~45 MB of raw crops at 450 frames a track
@@ -35,12 +34,13 @@ def derived_members(jpegs: list[bytes], boxes: np.ndarray, frame_size: tuple[int
     if "small" in derive:
         out += [(fmt.gray_ext(i + 1), _encode_gray(gray_frame(data))) for i, data in enumerate(jpegs)]
     if "crops" in derive:
-        W, H = frame_size
         tracks = []
-        for p, first, n in fmt.person_tracks(boxes):
-            fmt.crop_ext(p, first + 1)  # a person its crops cannot name fails the clip before any decode
-            filled, _ = interpolate_boxes(boxes[p, first:first + n].astype(np.float64))
-            tracks.append(TrackCrops(p, first, n, filled, filled, crop_scale_for(filled, (H, W))))
+        for p, first, n in fmt.person_tracks(boxes):  # a track starts and ends on a box
+            try:
+                fmt.crop_ext(p, first + 1)  # a person its crops cannot name fails the clip before any decode
+            except fmt.FormatError as exc:
+                raise fmt.FormatError(f"{exc}; build without --derive crops") from None
+            tracks.append(track_crops_of(boxes[p, first:first + n], p, first, n, frame_size))
         # The clip's tracks a group at a time (raw crops held: 12.5 KB a frame), each frame decoded once for the
         # group — whole and strictly (the loader's own crop path, decoding as the builder must: what it stores
         # it has checked).

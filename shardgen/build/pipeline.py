@@ -48,7 +48,6 @@ from .output import SplitOutput, is_s3
 from ..core.storage.atomic import remove_stale_temps
 from .probe import video_files
 from .video import stream_rate
-from .writer import ShardResult
 
 
 @dataclass

@@ -27,7 +27,6 @@ __all__ = [
     "CROP_SCALE",
     "interpolate_boxes",
     "smooth_boxes",
-    "talknet_window",
     "talknet_crop",
     "CropGeometry",
     "crop_geometry",
@@ -102,26 +101,6 @@ def smooth_boxes(boxes: np.ndarray, kernel: int = 13) -> np.ndarray:
     return np.stack([cx - s, cy - s, 2 * s, 2 * s], axis=1)
 
 
-def talknet_window(box) -> tuple[int, int, int, int]:
-    """TalkNet's crop window for one box, as ``(top, left, height, width)`` in frame pixels.
-
-    Same arithmetic as the demo, including its ``int()`` truncations in padded coordinates, so the
-    window lands on the same pixels. ``top``/``left`` may be negative and the window may extend
-    past the frame: that part is TalkNet's 110 padding.
-    """
-    x, y, w, h = (float(v) for v in box)
-    if not (math.isfinite(x) and math.isfinite(y) and w > 0 and h > 0 and math.isfinite(w + h)):
-        # The Ego4D port drops such boxes (its check() skips w <= 0 or h <= 0); so must the caller.
-        raise ValueError(f"box needs finite x, y and positive w, h; got {box}")
-    cs = CROP_SCALE
-    bs = max(w, h) / 2
-    bsi = int(bs * (1 + 2 * cs))
-    my, mx = y + h / 2 + bsi, x + w / 2 + bsi  # centre in padded-frame coordinates
-    r0, r1 = int(my - bs), int(my + bs * (1 + 2 * cs))
-    c0, c1 = int(mx - bs * (1 + cs)), int(mx + bs * (1 + cs))
-    return r0 - bsi, c0 - bsi, r1 - r0, c1 - c0
-
-
 class CropGeometry(NamedTuple):
     """Where crops come from, per box, in decoded-frame pixels: ``src [N, 4]`` the box ``(x0, y0, x1, y1)``
     resampled to the output (the window's central half), ``patch [N, 4]`` the rows and columns
@@ -140,11 +119,16 @@ _MAX_SIDE = 8192
 
 
 def crop_geometry(boxes, scale: float = 1.0, out_size: int = 112) -> CropGeometry:
-    """:func:`talknet_window` and the resample box of :func:`talknet_crop` for many boxes at once.
+    """TalkNet's crop window for each box and the part of it :func:`talknet_crop` resamples, at once.
 
-    The same IEEE operations in the same order as the per-box arithmetic (``int()`` is ``np.trunc``), so
-    every number is the one a box on its own gives (tests/test_crops.py checks it box by box): a track's
-    geometry costs one pass of numpy instead of Python arithmetic per frame."""
+    The demo's arithmetic, including its ``int()`` truncations in padded coordinates, so each window lands
+    on the pixels TalkNet's would: centre ``(x + w/2, y + h/2)``, ``bs = max(w, h)/2``, the frame padded by
+    ``bsi = int(bs*(1+2cs))``, rows ``int(cy+bsi-bs) : int(cy+bsi+bs*(1+2cs))``, columns
+    ``int(cx+bsi-bs*(1+cs)) : int(cx+bsi+bs*(1+cs))`` (a window may reach past the frame: TalkNet's 110
+    padding). The same IEEE operations in the same order as that per-box arithmetic (``int()`` is
+    ``np.trunc``), so every number is the one a box on its own gives (tests/test_crops.py holds it to a
+    per-box reference, box by box): a track's geometry costs one pass of numpy, not Python per frame.
+    A box without finite x, y and positive w, h is a ValueError (the Ego4D port drops such boxes)."""
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     x, y, w, h = b.T
     with np.errstate(invalid="ignore", over="ignore"):

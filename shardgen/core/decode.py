@@ -109,39 +109,43 @@ class _RegionDecoder:
         if not self._made:
             with self._lock:  # two threads' first uses must not both swap the stderr descriptor
                 if not self._made:
-                    self._library, self._made = self._load(), True
+                    self._library = self._load()  # the loading thread keeps the decoder it was loaded with
+                    self._made = True
         if self._library is None:
             return None
         state = getattr(self._local, "state", None)
         if state is None:
             nv, params = self._library
             try:
-                cpu = nv.Backend(nv.BackendKind.CPU_ONLY)
-                decoder = nv.Decoder(device_id=nv.NVIMGCODEC_DEVICE_CPU_ONLY, max_num_cpu_threads=1, backends=[cpu])
+                state = self._local.state = (nv, _cpu_decoder(nv), params)
             except Exception:
                 return None
-            state = self._local.state = (nv, decoder, params)
         return state
 
-    @staticmethod
-    def _load():
+    def _load(self):
         if os.environ.get("AVSHARDS_REGION_DECODE", "1") == "0":
             return None
         # Its logger reports every GPU extension it cannot load (none is needed here), and a few of them print
-        # install advice straight to the process's stderr at import: both are kept off the user's terminal.
+        # install advice straight to the process's stderr as they load: both are kept off the user's terminal.
         os.environ.setdefault("PYNVIMGCODEC_VERBOSITY", "0")
         try:
             with _stderr_silenced():
                 from nvidia import nvimgcodec as nv
 
-                nv.Decoder(device_id=nv.NVIMGCODEC_DEVICE_CPU_ONLY, max_num_cpu_threads=1,
-                           backends=[nv.Backend(nv.BackendKind.CPU_ONLY)])  # its extensions load (and print) here
+                decoder = _cpu_decoder(nv)
                 # simplejpeg never turns a frame by its EXIF orientation, and a frame directory's JPEGs are
                 # stored as they are: neither may the region decoder (it would by default).
                 params = nv.DecodeParams(color_spec=nv.GRAY, allow_any_depth=False, apply_exif_orientation=False)
         except Exception:  # ImportError on platforms without the wheel, or a library that will not start
             return None
+        self._local.state = (nv, decoder, params)
         return nv, params
+
+
+def _cpu_decoder(nv):
+    """One nvImageCodec decoder on the CPU backend only, with one executor thread."""
+    return nv.Decoder(device_id=nv.NVIMGCODEC_DEVICE_CPU_ONLY, max_num_cpu_threads=1,
+                      backends=[nv.Backend(nv.BackendKind.CPU_ONLY)])
 
 
 @contextlib.contextmanager

@@ -17,7 +17,8 @@ from typing import Callable
 
 import numpy as np
 
-from .crops import CropGeometry, DctScale, crop_geometry, resample_crop, talknet_footprint
+from .crops import (CropGeometry, DctScale, crop_geometry, crop_scale_for, interpolate_boxes, resample_crop,
+                    smooth_boxes, talknet_footprint)
 from .decode import FACE, FrameRegion, decode_gray, decode_gray_region
 from .format import FormatError
 
@@ -33,6 +34,22 @@ class TrackCrops:
     annotated: np.ndarray
     boxes: np.ndarray
     scale: DctScale
+
+
+def track_crops_of(rows: np.ndarray, person: int, first: int, kept: int, frame_size: tuple[int, int], *,
+                   smooth: bool = False) -> TrackCrops:
+    """A face track's :class:`TrackCrops` from its box rows (``[n, 4]`` x, y, w, h, NaN where a frame has no
+    box): gaps filled linearly (the annotated boxes), TalkNet's smoothing if asked (the boxes cropped with),
+    and the DCT scale its frames decode at (``frame_size``: the clip's ``(W, H)``). A ValueError where either
+    end of the track has no box. The loader and ``--derive crops`` both plan a track's crops here."""
+    boxes, span = interpolate_boxes(np.asarray(rows, dtype=np.float64))
+    if span is None or span != (0, len(boxes) - 1):
+        raise ValueError("no box at its ends")
+    annotated = boxes  # the evaluation's boxes (gaps filled, never smoothed): what eval-gt writes
+    if smooth:
+        boxes = smooth_boxes(boxes)
+    W, H = frame_size
+    return TrackCrops(person, first, kept, annotated, boxes, crop_scale_for(boxes, (H, W)))
 
 
 def cut_crops(frame: Callable[[int], bytes], frame_size: tuple[int, int], tracks: list[TrackCrops], *,
