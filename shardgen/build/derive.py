@@ -27,9 +27,8 @@ def _encode_gray(img: np.ndarray) -> bytes:
     return simplejpeg.encode_jpeg(np.ascontiguousarray(img)[..., None], quality=QUALITY, colorspace="GRAY")
 
 
-def derived_members(jpegs: list[bytes], boxes: np.ndarray, frame_size: tuple[int, int], derive, *,
-                    key: str = "") -> list[tuple[str, bytes]]:
-    """The derived members of one clip (``key`` names it in errors), in member order."""
+def derived_members(jpegs: list[bytes], boxes: np.ndarray, frame_size: tuple[int, int], derive) -> list[tuple[str, bytes]]:
+    """The derived members of one clip, in member order (errors name the frame; the caller adds the clip)."""
     out: list[tuple[str, bytes]] = []
     if "small" in derive:
         out += [(fmt.gray_ext(i + 1), _encode_gray(gray_frame(data))) for i, data in enumerate(jpegs)]
@@ -46,7 +45,7 @@ def derived_members(jpegs: list[bytes], boxes: np.ndarray, frame_size: tuple[int
         # it has checked).
         for at in range(0, len(tracks), TRACKS_AT_ONCE):
             group = tracks[at:at + TRACKS_AT_ONCE]
-            for t, crops in zip(group, cut_crops(jpegs.__getitem__, frame_size, group, key=key, strict=True)):
+            for t, crops in zip(group, cut_crops(jpegs.__getitem__, frame_size, group, key="", strict=True)):
                 if isinstance(crops, Exception):
                     raise crops
                 out += [(fmt.crop_ext(t.person, t.first + i + 1), _encode_gray(crop)) for i, crop in enumerate(crops)]

@@ -55,8 +55,8 @@ def track_crops_of(rows: np.ndarray, person: int, first: int, kept: int, frame_s
 def cut_crops(frame: Callable[[int], bytes], frame_size: tuple[int, int], tracks: list[TrackCrops], *,
               key: str, strict: bool = False) -> list[np.ndarray | Exception]:
     """Every track's crops cut from one clip's frames (``frame(i)``: frame ``i``'s JPEG bytes; ``frame_size``:
-    ``(W, H)`` as the clip says; ``key`` names the clip in errors), each frame decoded once per DCT scale it
-    is needed at.
+    ``(W, H)`` as the clip says; ``key`` names the clip in errors, ``""`` where the caller names it), each
+    frame decoded once per DCT scale it is needed at.
 
     At full scale only the part of the frame the faces need is decoded (:func:`decode_gray_region`: one
     box around the tracks' crop footprints there) — unless ``strict``: then every frame is decoded whole and
